@@ -1,0 +1,76 @@
+"""Built-in ε-greedy explorations: ``constant`` and ``linear``.
+
+Random draws come from torch's global RNG, which the runner seeds per run.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from dqnbench.hookspecs import hookimpl
+
+
+def epsilon_greedy(q_values: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """Greedy actions of ``q_values (B, n)``, each replaced by a uniform one with prob. ε."""
+    greedy = q_values.argmax(dim=1)
+    if epsilon <= 0.0:
+        return greedy
+    batch, n_actions = q_values.shape
+    explore = torch.rand(batch, device=q_values.device) < epsilon
+    random_actions = torch.randint(n_actions, (batch,), device=q_values.device)
+    return torch.where(explore, random_actions, greedy)
+
+
+def _check_probability(name: str, value: float) -> float:
+    value = float(value)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {value}")
+    return value
+
+
+class ConstantEpsilon:
+    """ε-greedy with a fixed ε."""
+
+    def __init__(self, epsilon: float) -> None:
+        self.epsilon = _check_probability("epsilon", epsilon)
+
+    def value(self, step: int) -> float:
+        return self.epsilon
+
+    def select(self, q_values: torch.Tensor, step: int) -> torch.Tensor:
+        return epsilon_greedy(q_values, self.epsilon)
+
+
+class LinearEpsilon:
+    """ε decays linearly from ``start`` to ``end`` over ``fraction`` of training, then stays."""
+
+    def __init__(self, total_steps: int, start: float, end: float, fraction: float) -> None:
+        self.start = _check_probability("start", start)
+        self.end = _check_probability("end", end)
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+        self.decay_steps = max(1.0, fraction * total_steps)
+
+    def value(self, step: int) -> float:
+        progress = min(1.0, step / self.decay_steps)
+        return self.start + (self.end - self.start) * progress
+
+    def select(self, q_values: torch.Tensor, step: int) -> torch.Tensor:
+        return epsilon_greedy(q_values, self.value(step))
+
+
+def constant(n_actions: int, total_steps: int, epsilon: float = 0.1) -> ConstantEpsilon:
+    """ε-greedy with fixed ε: the tutorial's explorer (``epsilon = 0.1`` random actions)."""
+    return ConstantEpsilon(epsilon)
+
+
+def linear(
+    n_actions: int, total_steps: int, start: float = 1.0, end: float = 0.05, fraction: float = 0.1
+) -> LinearEpsilon:
+    """ε-greedy, ε from ``start`` to ``end`` linearly over ``fraction × total_steps`` steps."""
+    return LinearEpsilon(total_steps, start, end, fraction)
+
+
+@hookimpl
+def dqnbench_explorations() -> dict:
+    return {"constant": constant, "linear": linear}

@@ -1,0 +1,100 @@
+"""Built-in replay: ``uniform``, a preallocated ring buffer.
+
+Storage is NumPy arrays allocated once at ``capacity``: ``add`` writes one row
+in place (no Python lists per step), ``sample`` draws indices from NumPy's
+global RNG (seeded by the runner) and hands torch views of the gathered rows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from dqnbench.batch import Batch
+from dqnbench.hookspecs import hookimpl
+
+
+class RingStorage:
+    """Fixed-capacity transition arrays with a write cursor that wraps around.
+
+    Kept separate from the sampling rule so other buffers (prioritised, n-step)
+    can reuse it.
+    """
+
+    def __init__(self, capacity: int, obs_dim: int) -> None:
+        if capacity <= 0:
+            raise ValueError(f"capacity must be positive, got {capacity}")
+        self.capacity = capacity
+        self.obs = np.zeros((capacity, obs_dim), dtype=np.float32)
+        self.next_obs = np.zeros((capacity, obs_dim), dtype=np.float32)
+        self.actions = np.zeros(capacity, dtype=np.int64)
+        self.rewards = np.zeros(capacity, dtype=np.float32)
+        self.terminated = np.zeros(capacity, dtype=np.bool_)
+        self.cursor = 0
+        self.size = 0
+
+    def add(self, obs, action, reward, next_obs, terminated) -> int:
+        """Write one transition; return the index it went to."""
+        i = self.cursor
+        self.obs[i] = obs
+        self.actions[i] = action
+        self.rewards[i] = reward
+        self.next_obs[i] = next_obs
+        self.terminated[i] = terminated
+        self.cursor = (i + 1) % self.capacity
+        self.size = min(self.size + 1, self.capacity)
+        return i
+
+    def gather(self, indices: np.ndarray) -> tuple[torch.Tensor, ...]:
+        """Rows at ``indices`` as tensors: obs, actions, rewards, next_obs, terminated."""
+        return (
+            torch.from_numpy(self.obs[indices]),
+            torch.from_numpy(self.actions[indices]),
+            torch.from_numpy(self.rewards[indices]),
+            torch.from_numpy(self.next_obs[indices]),
+            torch.from_numpy(self.terminated[indices]),
+        )
+
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (self.obs, self.next_obs, self.actions, self.rewards, self.terminated))
+
+
+class UniformReplay:
+    """Experience replay sampling stored transitions uniformly with replacement."""
+
+    def __init__(self, capacity: int, obs_dim: int, gamma: float) -> None:
+        self.storage = RingStorage(capacity, obs_dim)
+        self.gamma = float(gamma)
+
+    def add(self, obs, action, reward, next_obs, terminated) -> None:
+        self.storage.add(obs, action, reward, next_obs, terminated)
+
+    def sample(self, batch_size: int) -> Batch:
+        indices = np.random.randint(0, self.storage.size, size=batch_size)
+        obs, actions, rewards, next_obs, terminated = self.storage.gather(indices)
+        return Batch(
+            obs=obs,
+            actions=actions,
+            rewards=rewards,
+            next_obs=next_obs,
+            terminated=terminated,
+            weights=torch.ones(batch_size),
+            indices=torch.from_numpy(indices),
+            discounts=torch.full((batch_size,), self.gamma),
+        )
+
+    def update_priorities(self, indices: torch.Tensor, td_errors: torch.Tensor) -> None:
+        """Uniform sampling ignores TD errors."""
+
+    def __len__(self) -> int:
+        return self.storage.size
+
+
+def uniform(capacity: int, obs_dim: int, gamma: float) -> UniformReplay:
+    """Uniform replay of the last ``capacity`` transitions (the tutorial's memory)."""
+    return UniformReplay(capacity, obs_dim, gamma)
+
+
+@hookimpl
+def dqnbench_replays() -> dict:
+    return {"uniform": uniform}

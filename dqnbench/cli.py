@@ -1,0 +1,131 @@
+"""The ``dqnbench`` command: argparse subcommands, ``main(argv) -> int``.
+
+User errors (:class:`~dqnbench.errors.DqnbenchError`) become one line on
+stderr and exit code 2; a grid with failed runs exits 1 after finishing all
+the others; Ctrl-C exits 130 with every finished run saved.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from collections.abc import Sequence
+
+from dqnbench.errors import DqnbenchError
+from dqnbench.plugins import PluginWarning
+from dqnbench.version import __version__
+
+EXIT_OK, EXIT_FAILED_RUNS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dqnbench", description="Benchmark DQN variants across seeds on gymnasium environments."
+    )
+    parser.add_argument("--version", action="version", version=f"dqnbench {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a grid of DQN variants × seeds")
+    run.add_argument("--grid", required=True, metavar="FILE", help="grid file (TOML)")
+    run.add_argument("--out", default="results", metavar="DIR", help="results root (default: results/)")
+    run.add_argument("--workers", type=_positive_int, metavar="N", help="parallel runs (default: CPU count)")
+    run.add_argument(
+        "--executor",
+        default="process",
+        metavar="NAME",
+        help="how runs are dispatched: serial, process (default), or a plugin's",
+    )
+    run.add_argument("--dry-run", action="store_true", help="print the plan (cells × seeds = runs) and exit")
+    run.add_argument("--quiet", action="store_true", help="plain progress lines instead of a live bar")
+    run.set_defaults(handler=cmd_run)
+
+    plugins = sub.add_parser("plugins", help="list every discovered component")
+    plugins.set_defaults(handler=cmd_plugins)
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from dqnbench.runner import plan_failed, prepare, run_plan
+
+    plan, registry = prepare(args.grid)
+    registry.get("executor", args.executor)  # an unknown executor is a usage error before anything runs
+    if args.dry_run:
+        print(plan.describe())
+        return EXIT_OK
+    results = run_plan(plan, registry, args.out, executor=args.executor, workers=args.workers, quiet=args.quiet)
+    failed = plan_failed(results, plan)
+    if failed:
+        print(
+            f"dqnbench: {len(failed)} of {len(plan.runs)} runs did not succeed: {', '.join(failed[:10])}"
+            f"{' …' if len(failed) > 10 else ''} (see the error column of the runs table; rerun the same "
+            f"command to retry failed runs)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED_RUNS
+    return EXIT_OK
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from dqnbench.registry import load_registry
+
+    registry = load_registry()
+    table = Table(title="dqnbench components")
+    for column in ("kind", "name", "provider", "version", "plugin"):
+        table.add_column(column)
+    duplicated = set(registry.duplicates)
+    for c in registry.all():
+        name = c.name + (" (DUPLICATE)" if (c.kind, c.name) in duplicated else "")
+        table.add_row(c.kind, name, c.provider.distribution, c.provider.version, c.provider.plugin)
+    Console(width=max(100, Console().width)).print(table)
+    for (kind, name), group in registry.duplicates.items():
+        providers = " and ".join(f"{c.provider.distribution} {c.provider.version}" for c in group)
+        print(f"dqnbench: error: {kind} {name!r} is provided by more than one plugin: {providers}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    if issubclass(category, PluginWarning):
+        print(f"dqnbench: warning: {message}", file=sys.stderr)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
+
+
+_default_showwarning = warnings.showwarning
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``dqnbench`` script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    warnings.showwarning = _show_warning
+    try:
+        return args.handler(args)
+    except DqnbenchError as exc:
+        print(f"dqnbench: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(
+            "dqnbench: interrupted: finished runs are saved; rerun the same command to complete the rest",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    finally:
+        warnings.showwarning = _default_showwarning
+
+
+if __name__ == "__main__":
+    sys.exit(main())

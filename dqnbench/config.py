@@ -1,0 +1,116 @@
+"""Resolved, validated configuration of one run: frozen dataclasses.
+
+``grid.py`` turns a TOML grid into these; ``train.py`` reads them. Defaults
+reproduce a DQN that learns CartPole-v1 within the default step budget; the
+tutorial's own agent is ``examples/tutorial.toml``. Field docstrings (the
+``#:`` comments) are the reference for each grid key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+LOSSES = ("mse", "huber")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """``[experiment]``: what is trained on, for how long, how it is evaluated."""
+
+    #: results go to ``<out>/<name>/``; required
+    name: str
+    #: gymnasium id: Discrete actions, Box observations
+    env: str = "CartPole-v1"
+    #: environment steps per run
+    total_steps: int = 20_000
+    #: int n → seeds 0..n-1, or an explicit list
+    seeds: tuple[int, ...] = (0, 1, 2)
+    #: greedy evaluation cadence in env steps (0 = only the final evaluation)
+    eval_every: int = 2_000
+    #: episodes per evaluation
+    eval_episodes: int = 10
+    #: torch device of the networks: "cpu" or "cuda" / "cuda:N"
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """``[agent]``: DQN hyper-parameters."""
+
+    #: discount factor
+    gamma: float = 0.99
+    #: Adam learning rate
+    lr: float = 1e-3
+    #: transitions per learn step
+    batch_size: int = 64
+    #: transitions stored before the first learn step
+    learning_starts: int = 1_000
+    #: env steps between learning phases
+    train_every: int = 1
+    #: learn steps per learning phase
+    gradient_steps: int = 1
+    #: learn steps between hard copies of the eval net into the target net
+    target_update: int = 500
+    #: Double DQN target (van Hasselt et al. 2016)
+    double: bool = False
+    #: "mse" or "huber" (smooth L1, δ = 1)
+    loss: str = "mse"
+    #: clip the gradient's global norm to this; 0 = no clipping
+    max_grad_norm: float = 0.0
+
+
+@dataclass(frozen=True)
+class ComponentConfig:
+    """A chosen component: its registered name and the params passed to its factory."""
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ReplayConfig(ComponentConfig):
+    """``[replay]``: the component plus its capacity (the factory's first argument)."""
+
+    capacity: int = 50_000
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines one run except its seed."""
+
+    experiment: ExperimentConfig
+    agent: AgentConfig = AgentConfig()
+    network: ComponentConfig = ComponentConfig("mlp")
+    replay: ReplayConfig = ReplayConfig("uniform")
+    exploration: ComponentConfig = ComponentConfig("linear")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Nested plain dict (JSON-able), the form stored in each run's record."""
+        data = dataclasses.asdict(self)
+        data["experiment"].pop("seeds")
+        return data
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted keys → values, component params folded in: the ``runs`` columns."""
+        flat: dict[str, Any] = {}
+        for section, values in self.to_dict().items():
+            for key, value in values.items():
+                if key == "params":
+                    flat.update({f"{section}.{k}": v for k, v in value.items()})
+                elif not (section == "experiment" and key == "name"):
+                    flat[f"{section}.{key}"] = value
+        return flat
+
+    def cell_id(self) -> str:
+        """Stable id of the configuration without seed (and without the experiment name)."""
+        canonical = json.dumps(self.flat(), sort_keys=True, default=list, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:10]
+
+
+def run_id(cell_id: str, seed: int) -> str:
+    """``<cell id>-s<seed>``: stable across invocations, readable in listings."""
+    return f"{cell_id}-s{seed}"

@@ -1,0 +1,73 @@
+"""DQN targets and losses as small pure functions that check their shapes.
+
+The tutorial computes ``q_target = b_r + GAMMA * q_next.max(1)[0]`` with ``b_r``
+of shape ``(B, 1)``: broadcasting makes a ``(B, B)`` target and the MSE quietly
+averages the wrong thing. Every function here asserts ``(B,)`` shapes first,
+as rlax does, so that bug cannot come back.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _check_vector(name: str, tensor: torch.Tensor, batch: int) -> None:
+    if tensor.shape != (batch,):
+        raise ValueError(f"{name} must have shape ({batch},), got {tuple(tensor.shape)}")
+
+
+def dqn_targets(
+    rewards: torch.Tensor,
+    discounts: torch.Tensor,
+    terminated: torch.Tensor,
+    next_q_target: torch.Tensor,
+    next_q_online: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Bootstrapped targets ``r + discount · (1 − terminated) · Q_target(s', a*)``, shape ``(B,)``.
+
+    ``a*`` is ``argmax Q_target(s')`` (Mnih et al. 2015), or with
+    ``next_q_online`` given, ``argmax Q_online(s')`` evaluated by the target
+    net (Double DQN, van Hasselt et al. 2016). Only true termination stops
+    bootstrapping; a time-limit truncation is stored as not terminated.
+    """
+    if next_q_target.dim() != 2:
+        raise ValueError(f"next_q_target must have shape (B, n_actions), got {tuple(next_q_target.shape)}")
+    batch = next_q_target.shape[0]
+    _check_vector("rewards", rewards, batch)
+    _check_vector("discounts", discounts, batch)
+    _check_vector("terminated", terminated, batch)
+    if next_q_online is None:
+        next_values = next_q_target.max(dim=1).values
+    else:
+        if next_q_online.shape != next_q_target.shape:
+            raise ValueError(
+                f"next_q_online {tuple(next_q_online.shape)} must match next_q_target {tuple(next_q_target.shape)}"
+            )
+        best = next_q_online.argmax(dim=1, keepdim=True)
+        next_values = next_q_target.gather(1, best).squeeze(1)
+    not_done = 1.0 - terminated.to(next_values.dtype)
+    return rewards + discounts * not_done * next_values
+
+
+def td_loss(
+    q_taken: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, kind: str = "mse"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Importance-weighted TD loss and the TD errors ``target − Q`` (both from ``(B,)`` inputs).
+
+    ``kind`` is ``"mse"`` (squared error, the tutorial's ``MSELoss``) or
+    ``"huber"`` (smooth L1 with δ = 1, Mnih et al. 2015's error clipping).
+    With unit weights the mean equals the unweighted loss.
+    """
+    batch = q_taken.shape[0] if q_taken.dim() == 1 else -1
+    _check_vector("q_taken", q_taken, batch)
+    _check_vector("targets", targets, batch)
+    _check_vector("weights", weights, batch)
+    if kind == "mse":
+        elementwise = F.mse_loss(q_taken, targets, reduction="none")
+    elif kind == "huber":
+        elementwise = F.smooth_l1_loss(q_taken, targets, reduction="none", beta=1.0)
+    else:
+        raise ValueError(f'unknown loss {kind!r} (allowed: "mse", "huber")')
+    loss = (weights * elementwise).mean()
+    return loss, (targets - q_taken).detach()

@@ -1,0 +1,220 @@
+"""Results on disk and in memory.
+
+Layout of one experiment directory (``<out>/<experiment.name>/``)::
+
+    grid.toml                 the grid file of the last run_grid call
+    runs/<run_id>/meta.json   the run record: status, resolved config, versions, summary
+    runs/<run_id>/steps.parquet, episodes.parquet, evals.parquet
+    runs/<run_id>/weights.pt  final eval-net state_dict (torch.load(..., weights_only=True))
+
+Each run directory is written complete under a hidden temporary name and then
+renamed into place, so a reader (or a rerun deciding what is finished) never
+sees half a run. Only the runner writes here; workers return a
+:class:`RunOutput` and stay unaware of the filesystem.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from dqnbench.errors import ResultsError
+
+RUNS_DIR = "runs"
+META = "meta.json"
+WEIGHTS = "weights.pt"
+TABLES = ("steps", "episodes", "evals")
+
+#: Column order of each per-run table (every table also starts with run_id).
+STEP_COLUMNS = ("step", "episode", "reward", "t_act", "t_env", "t_learn", "loss")
+EPISODE_COLUMNS = ("episode", "step", "return", "length")
+EVAL_COLUMNS = ("step", "mean_return", "std_return", "returns")
+
+
+@dataclass
+class RunOutput:
+    """Everything one run produced, as plain data that pickles across processes.
+
+    ``record`` is the JSON-serialisable run record (``meta.json``); the tables
+    are column → array mappings; ``weights`` is the eval network's state_dict.
+    """
+
+    record: dict[str, Any]
+    steps: dict[str, np.ndarray] = field(default_factory=dict)
+    episodes: dict[str, np.ndarray] = field(default_factory=dict)
+    evals: dict[str, Any] = field(default_factory=dict)
+    weights: dict[str, torch.Tensor] | None = None
+
+    @property
+    def run_id(self) -> str:
+        return self.record["run_id"]
+
+    @property
+    def status(self) -> str:
+        return self.record["status"]
+
+
+def runs_dir(experiment_dir: str | os.PathLike) -> Path:
+    return Path(experiment_dir) / RUNS_DIR
+
+
+def write_run(experiment_dir: str | os.PathLike, output: RunOutput) -> Path:
+    """Write one run atomically: a hidden temp directory, then a rename into place.
+
+    A previous directory of the same run (a failed attempt being retried) is
+    replaced only once the new one is complete.
+    """
+    root = runs_dir(experiment_dir)
+    final = root / output.run_id
+    tmp = root / f".tmp-{output.run_id}-{uuid.uuid4().hex[:8]}"
+    try:
+        tmp.mkdir(parents=True)
+        for name in TABLES:
+            frame = _table_frame(output.run_id, getattr(output, name), name)
+            frame.to_parquet(tmp / f"{name}.parquet", index=False)
+        if output.weights is not None:
+            torch.save(output.weights, tmp / WEIGHTS)
+        with open(tmp / META, "w", encoding="utf-8") as f:
+            json.dump(output.record, f, indent=1, default=_json_default)
+            f.flush()
+            os.fsync(f.fileno())
+        old = None
+        if final.exists():
+            old = root / f".old-{output.run_id}-{uuid.uuid4().hex[:8]}"
+            final.rename(old)
+        tmp.rename(final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ResultsError(f"cannot write results of run {output.run_id} to {root}: {exc}") from exc
+    return final
+
+
+def _table_frame(run_id: str, columns: Mapping[str, Any], name: str) -> pd.DataFrame:
+    order = {"steps": STEP_COLUMNS, "episodes": EPISODE_COLUMNS, "evals": EVAL_COLUMNS}[name]
+    data = {c: columns[c] for c in order if c in columns}
+    length = len(next(iter(data.values()))) if data else 0
+    frame = pd.DataFrame({"run_id": pd.Series([run_id] * length, dtype=str), **data})
+    return frame
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (tuple, set)):
+        return list(value)
+    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
+
+
+def read_record(run_dir: str | os.PathLike) -> dict[str, Any]:
+    with open(Path(run_dir) / META, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def finished_runs(experiment_dir: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """run_id → record of every completely written run (hidden temp dirs ignored)."""
+    root = runs_dir(experiment_dir)
+    found: dict[str, dict[str, Any]] = {}
+    if not root.is_dir():
+        return found
+    for run_dir in sorted(root.iterdir()):
+        if run_dir.name.startswith(".") or not (run_dir / META).is_file():
+            continue
+        try:
+            found[run_dir.name] = read_record(run_dir)
+        except (OSError, json.JSONDecodeError):
+            continue  # unreadable: treat as not finished, it will be rerun
+    return found
+
+
+@dataclass
+class Results:
+    """The four tables of an experiment (see DESIGN.md, "Results").
+
+    - ``runs``: one row per run: run_id, cell, label, seed, status, error, one
+      column per resolved config key ("network.name", "agent.lr", …), wall_s,
+      steps_per_s, final_return.
+    - ``steps``: one row per env step: run_id, step (0-based index), episode,
+      reward, t_act, t_env, t_learn (seconds), loss (NaN where nothing was learned).
+    - ``episodes``: one row per finished training episode: run_id, episode,
+      step (env steps done when it ended), return, length.
+    - ``evals``: one row per greedy evaluation: run_id, step (env steps done),
+      mean_return, std_return, returns (the per-episode returns).
+    """
+
+    path: Path
+    runs: pd.DataFrame
+    steps: pd.DataFrame
+    episodes: pd.DataFrame
+    evals: pd.DataFrame
+
+    def run_dir(self, run_id: str) -> Path:
+        return runs_dir(self.path) / run_id
+
+    def weights(self, run_id: str) -> dict[str, torch.Tensor]:
+        """The final eval-net state_dict of a run, loaded with ``weights_only=True``."""
+        return torch.load(self.run_dir(run_id) / WEIGHTS, weights_only=True, map_location="cpu")
+
+    def record(self, run_id: str) -> dict[str, Any]:
+        """The full run record (``meta.json``): resolved config, versions, traceback."""
+        return read_record(self.run_dir(run_id))
+
+    def __repr__(self) -> str:
+        return (
+            f"Results({str(self.path)!r}: {len(self.runs)} runs, {len(self.steps)} steps, "
+            f"{len(self.episodes)} episodes, {len(self.evals)} evals)"
+        )
+
+
+RUN_COLUMNS = ("run_id", "cell", "label", "seed", "status", "error")
+RUN_SUMMARY = ("wall_s", "steps_per_s", "final_return")
+
+
+def run_row(record: Mapping[str, Any]) -> dict[str, Any]:
+    """Flatten a run record into its ``runs`` row; list values become tuples."""
+    row = {k: record.get(k) for k in RUN_COLUMNS}
+    for key, value in record.get("flat_config", {}).items():
+        row[key] = tuple(value) if isinstance(value, list) else value
+    for key in RUN_SUMMARY:
+        row[key] = record.get(key)
+    return row
+
+
+def load_results(path: str | os.PathLike) -> Results:
+    """Read an experiment directory (``<out>/<name>``) into :class:`Results`."""
+    path = Path(path)
+    if not runs_dir(path).is_dir():
+        raise ResultsError(f"{path} is not a dqnbench results directory (no {RUNS_DIR}/ inside)")
+    records = finished_runs(path)
+    rows = [run_row(r) for r in records.values()]
+    runs = pd.DataFrame(rows, columns=_ordered_columns(rows))
+    tables = {}
+    for name in TABLES:
+        files = [runs_dir(path) / rid / f"{name}.parquet" for rid in records]
+        frames = [pd.read_parquet(f) for f in files if f.is_file()]
+        frames = [f for f in frames if len(f)]
+        tables[name] = pd.concat(frames, ignore_index=True) if frames else _empty_table(name)
+    return Results(path, runs, tables["steps"], tables["episodes"], tables["evals"])
+
+
+def _ordered_columns(rows: list[dict[str, Any]]) -> list[str]:
+    config_keys: list[str] = []
+    for row in rows:
+        config_keys += [k for k in row if k not in config_keys and k not in RUN_COLUMNS + RUN_SUMMARY]
+    return [*RUN_COLUMNS, *config_keys, *RUN_SUMMARY]
+
+
+def _empty_table(name: str) -> pd.DataFrame:
+    order = {"steps": STEP_COLUMNS, "episodes": EPISODE_COLUMNS, "evals": EVAL_COLUMNS}[name]
+    return pd.DataFrame(columns=["run_id", *order])

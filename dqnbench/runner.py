@@ -1,0 +1,391 @@
+"""Running a grid: plan, skip what is finished, dispatch, write, summarise.
+
+The runner is the only writer of results. Each run is executed by
+:func:`execute_run` — in this process or a worker, depending on the executor —
+which never raises for a run's own failure: a component that raises, breaks
+its contract or diverges gives a run record with status ``failed`` or
+``diverged``, naming the component and its distribution, and the grid goes on.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import math
+import os
+import platform
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from types import ModuleType
+from typing import Any, TextIO
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from dqnbench.checks import ContractError
+from dqnbench.config import RunConfig
+from dqnbench.errors import DqnbenchError, GridError, ResultsError
+from dqnbench.grid import Plan, RunSpec, load_grid
+from dqnbench.progress import RunProgress, print_summary
+from dqnbench.registry import Component, Registry, load_registry
+from dqnbench.results import Results, RunOutput, finished_runs, load_results, write_run
+from dqnbench.train import Components, Diverged, env_dims, make_env, train
+from dqnbench.version import __version__
+
+DEFAULT_EXECUTOR = "process"
+#: statuses that count as finished: a rerun skips them
+FINISHED = ("ok", "diverged")
+
+
+@dataclass(frozen=True)
+class ModuleRef:
+    """A plugin module named by its import path, so tasks pickle across processes."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class RunTask:
+    """What a worker needs to execute one run."""
+
+    spec: RunSpec
+    plugins: tuple[Any, ...] = ()
+    load_entrypoints: bool = True
+
+
+def prepare(
+    grid: str | os.PathLike, plugins: Sequence[Any] = (), load_entrypoints: bool = True
+) -> tuple[Plan, Registry]:
+    """Load the registry and a validated plan, checking each environment once."""
+    registry = load_registry(load_entrypoints, tuple(plugins))
+    plan = load_grid(grid, registry)
+    for env_id in sorted({config.experiment.env for _, _, config in plan.cells}):
+        check_env(env_id, plan.path)
+    for device in sorted({config.experiment.device for _, _, config in plan.cells}):
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise GridError(plan.path, "experiment.device", f'"{device}" asked for, but CUDA is not available here')
+    return plan, registry
+
+
+@functools.cache
+def check_env(env_id: str, path: Path) -> None:
+    """Make the env once: unknown ids and non-discrete action spaces are grid errors."""
+    try:
+        env = make_env(env_id)
+    except gym.error.Error as exc:
+        import difflib
+
+        close = difflib.get_close_matches(env_id, list(gym.registry), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise GridError(
+            path,
+            "experiment.env",
+            f"unknown or unavailable gymnasium environment {env_id!r} ({type(exc).__name__}: {exc}){hint}",
+        ) from None
+    except Exception as exc:
+        raise GridError(
+            path, "experiment.env", f"cannot create environment {env_id!r}: {type(exc).__name__}: {exc}"
+        ) from None
+    try:
+        env_dims(env, env_id)
+    except DqnbenchError as exc:
+        raise GridError(path, "experiment.env", str(exc)) from None
+    finally:
+        env.close()
+
+
+def run_grid(
+    grid: str | os.PathLike,
+    out: str | os.PathLike = "results",
+    *,
+    executor: str = DEFAULT_EXECUTOR,
+    workers: int | None = None,
+    plugins: Sequence[Any] = (),
+    load_entrypoints: bool = True,
+    quiet: bool = False,
+    stream: TextIO | None = None,
+) -> Results:
+    """Run every run of a grid file not yet finished under ``<out>/<name>/``; return all results.
+
+    Same as ``dqnbench run``. Finished runs (status ``ok`` or ``diverged``) are
+    skipped; failed ones are retried. Raises :class:`DqnbenchError` for a bad
+    grid; a failing run does not raise: check ``results.runs.status``.
+
+    :param executor: a registered executor name (``serial``, ``process``, …).
+    :param workers: parallel runs for the executor; ``None`` lets it decide.
+    :param plugins: extra in-process plugins (importable modules or picklable
+        objects with hookimpls) to register besides the installed ones.
+    """
+    plan, registry = prepare(grid, plugins, load_entrypoints)
+    return run_plan(
+        plan,
+        registry,
+        out,
+        executor=executor,
+        workers=workers,
+        plugins=plugins,
+        load_entrypoints=load_entrypoints,
+        quiet=quiet,
+        stream=stream,
+    )
+
+
+def run_plan(
+    plan: Plan,
+    registry: Registry,
+    out: str | os.PathLike = "results",
+    *,
+    executor: str = DEFAULT_EXECUTOR,
+    workers: int | None = None,
+    plugins: Sequence[Any] = (),
+    load_entrypoints: bool = True,
+    quiet: bool = False,
+    stream: TextIO | None = None,
+) -> Results:
+    """Execute a prepared plan (see :func:`run_grid`, which prepares it from a grid file)."""
+    run_executor = registry.get("executor", executor)
+    stream = stream or sys.stdout
+    experiment_dir = Path(out) / plan.name
+    try:
+        experiment_dir.mkdir(parents=True, exist_ok=True)
+        _write_text(experiment_dir / "grid.toml", plan.path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ResultsError(f"cannot write to results directory {experiment_dir}: {exc}") from exc
+
+    finished = finished_runs(experiment_dir)
+    todo = [spec for spec in plan.runs if finished.get(spec.run_id, {}).get("status") not in FINISHED]
+    skipped = len(plan.runs) - len(todo)
+    if skipped:
+        print(
+            f"{skipped} of {len(plan.runs)} runs already finished in {experiment_dir}: skipping them",
+            file=stream,
+            flush=True,
+        )
+    refs = tuple(ModuleRef(p.__name__) if isinstance(p, ModuleType) else p for p in plugins)
+    tasks = [RunTask(spec, refs, load_entrypoints) for spec in todo]
+    progress = RunProgress(len(tasks), skipped, live=not quiet and stream.isatty(), stream=stream)
+    pool = run_executor.factory(workers=workers)
+    try:
+        for task, outcome in pool.map_unordered(execute_run, tasks):
+            if isinstance(outcome, BaseException):
+                outcome = failed_output(
+                    task.spec,
+                    f"the executor lost this run: {type(outcome).__name__}: {outcome}",
+                    "".join(traceback.format_exception(outcome)),
+                )
+            write_run(experiment_dir, outcome)
+            record = outcome.record
+            detail = (
+                f"return={record['final_return']:.1f} {record['steps_per_s']:,.0f} steps/s"
+                if record["status"] == "ok"
+                else record["error"]
+            )
+            progress.update(
+                task.spec.run_id,
+                task.spec.label,
+                task.spec.seed,
+                record["status"],
+                task.spec.config.experiment.total_steps,
+                detail,
+            )
+    finally:
+        progress.close()
+        pool.close()
+    results = load_results(experiment_dir)
+    print_summary(cell_summary(results, plan), f"{plan.name}: {len(plan.runs)} runs in {experiment_dir}", stream)
+    return results
+
+
+def plan_failed(results: Results, plan: Plan) -> list[str]:
+    """Run ids of the plan that did not finish with status ok."""
+    status = dict(zip(results.runs.run_id, results.runs.status)) if len(results.runs) else {}
+    return [spec.run_id for spec in plan.runs if status.get(spec.run_id) != "ok"]
+
+
+def cell_summary(results: Results, plan: Plan) -> list[dict[str, Any]]:
+    """One row per cell of the plan: ok / failed counts, final return mean and std, steps/s."""
+    runs = results.runs.set_index("run_id") if len(results.runs) else None
+    rows = []
+    for cell, label, _ in plan.cells:
+        ids = [s.run_id for s in plan.runs if s.cell == cell]
+        status = [runs.at[i, "status"] if runs is not None and i in runs.index else "missing" for i in ids]
+        ok = [i for i, s in zip(ids, status) if s == "ok"]
+        returns = np.array([runs.at[i, "final_return"] for i in ok], dtype=float)
+        speed = np.array([runs.at[i, "steps_per_s"] for i in ok], dtype=float)
+        rows.append(
+            {
+                "cell": cell,
+                "label": label,
+                "ok": len(ok),
+                "failed": len(ids) - len(ok),
+                "mean": float(returns.mean()) if len(ok) else math.nan,
+                "std": float(returns.std(ddof=1)) if len(ok) > 1 else math.nan,
+                "steps_per_s": float(speed.mean()) if len(ok) else math.nan,
+            }
+        )
+    return rows
+
+
+# --- worker side -------------------------------------------------------------------------------
+
+
+def execute_run(task: RunTask) -> RunOutput:
+    """Execute one run and return its output; a run's own failure becomes a record, not a raise."""
+    spec = task.spec
+    started = time.time()
+    try:
+        registry = _registry(task.plugins, task.load_entrypoints)
+        chosen = {
+            kind: registry.get(kind, getattr(spec.config, kind).name) for kind in ("network", "replay", "exploration")
+        }
+    except Exception as exc:
+        return failed_output(spec, f"{type(exc).__name__}: {exc}", traceback.format_exc(), started=started)
+    record = base_record(spec, chosen, started)
+    try:
+        with single_thread():
+            log = train(spec.config, spec.seed, bind_components(spec.config, chosen))
+    except Diverged as exc:
+        culprit = _describe(chosen["network"])
+        record.update(
+            status="diverged",
+            error=f"{exc} (network {culprit})",
+            diverged_step=exc.step,
+            traceback=traceback.format_exc(),
+            wall_s=time.time() - started,
+        )
+        return RunOutput(record)
+    except Exception as exc:
+        record.update(
+            status="failed", error=blame(exc, chosen), traceback=traceback.format_exc(), wall_s=time.time() - started
+        )
+        return RunOutput(record)
+    record.update(
+        status="ok",
+        obs_dim=log.obs_dim,
+        n_actions=log.n_actions,
+        wall_s=time.time() - started,
+        train_s=log.train_s,
+        steps_per_s=spec.config.experiment.total_steps / max(log.train_s, 1e-9),
+        final_return=log.final_return,
+    )
+    return RunOutput(
+        record, log.steps_table(), {k: np.asarray(v) for k, v in log.episodes.items()}, dict(log.evals), log.weights
+    )
+
+
+def bind_components(config: RunConfig, chosen: dict[str, Component]) -> Components:
+    """Bind each factory to its resolved grid params."""
+    return Components(
+        network=functools.partial(chosen["network"].factory, **config.network.params),
+        replay=functools.partial(chosen["replay"].factory, **config.replay.params),
+        exploration=functools.partial(chosen["exploration"].factory, **config.exploration.params),
+    )
+
+
+def base_record(spec: RunSpec, chosen: dict[str, Component], started: float) -> dict[str, Any]:
+    """The run record before the outcome is known: ids, config, versions."""
+    env = spec.config.experiment.env
+    return {
+        "run_id": spec.run_id,
+        "cell": spec.cell,
+        "label": spec.label,
+        "seed": spec.seed,
+        "status": "running",
+        "error": None,
+        "env": env,
+        "config": spec.config.to_dict(),
+        "flat_config": spec.config.flat(),
+        "versions": versions(chosen),
+        "started_at": started,
+        "host": platform.node(),
+        "wall_s": None,
+        "steps_per_s": None,
+        "final_return": None,
+    }
+
+
+def failed_output(spec: RunSpec, error: str, tb: str, started: float | None = None) -> RunOutput:
+    record = {
+        "run_id": spec.run_id,
+        "cell": spec.cell,
+        "label": spec.label,
+        "seed": spec.seed,
+        "status": "failed",
+        "error": error,
+        "traceback": tb,
+        "env": spec.config.experiment.env,
+        "config": spec.config.to_dict(),
+        "flat_config": spec.config.flat(),
+        "versions": versions({}),
+        "started_at": started,
+        "wall_s": (time.time() - started) if started else None,
+        "steps_per_s": None,
+        "final_return": None,
+    }
+    return RunOutput(record)
+
+
+def versions(chosen: dict[str, Component]) -> dict[str, Any]:
+    """Versions of dqnbench, its main dependencies and each component's distribution."""
+    found: dict[str, Any] = {"dqnbench": __version__, "python": platform.python_version()}
+    for dist in ("torch", "gymnasium", "numpy"):
+        try:
+            found[dist] = version(dist)
+        except PackageNotFoundError:
+            found[dist] = "unknown"
+    found["components"] = {
+        kind: {"name": c.name, "distribution": c.distribution, "version": c.version, "plugin": c.provider.plugin}
+        for kind, c in chosen.items()
+    }
+    return found
+
+
+def blame(exc: BaseException, chosen: dict[str, Component]) -> str:
+    """One line naming the component (and distribution) an exception came from, if any."""
+    culprit = None
+    if isinstance(exc, ContractError):
+        culprit = chosen.get(exc.kind)
+    else:
+        modules = {c.factory.__module__: c for c in chosen.values()}
+        tb = exc.__traceback__
+        while tb is not None:  # the deepest frame inside a component's module wins
+            module = tb.tb_frame.f_globals.get("__name__")
+            if module in modules:
+                culprit = modules[module]
+            tb = tb.tb_next
+    text = f"{type(exc).__name__}: {exc}"
+    return f"{_describe(culprit)} raised {text}" if culprit else text
+
+
+def _describe(component: Component | None) -> str:
+    return component.describe() if component else "unknown component"
+
+
+@functools.lru_cache(maxsize=8)
+def _registry(plugins: tuple[Any, ...], load_entrypoints: bool) -> Registry:
+    objects = tuple(importlib.import_module(p.name) if isinstance(p, ModuleRef) else p for p in plugins)
+    return load_registry(load_entrypoints, objects)
+
+
+@contextmanager
+def single_thread():
+    """One intra-op torch thread per run: reproducible, and parallel runs share cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,123 @@
+"""Running grids: results tables, failure isolation, resume, atomic writes."""
+
+from __future__ import annotations
+
+import io
+
+import pandas as pd
+import pytest
+import torch
+
+import dqnbench
+from dqnbench.results import runs_dir
+from tests import plugin_fixtures
+
+
+def run(grid, out, **kwargs):
+    kwargs.setdefault("executor", "serial")
+    return dqnbench.run_grid(grid, out, load_entrypoints=False, stream=io.StringIO(), **kwargs)
+
+
+def test_results_tables_match_the_contract(write_grid, tmp_path):
+    grid = write_grid('[grid]\n"agent.double" = [false, true]\n', steps=300, eval_every=150)
+    res = run(grid, tmp_path / "out")
+    assert len(res.runs) == 4 and set(res.runs.status) == {"ok"}
+    for column in (
+        "run_id",
+        "seed",
+        "status",
+        "network.name",
+        "agent.lr",
+        "agent.double",
+        "wall_s",
+        "steps_per_s",
+        "final_return",
+    ):
+        assert column in res.runs.columns
+    assert list(res.steps.columns) == ["run_id", "step", "episode", "reward", "t_act", "t_env", "t_learn", "loss"]
+    assert list(res.episodes.columns)[:5] == ["run_id", "episode", "step", "return", "length"]
+    assert {"run_id", "step", "mean_return", "returns"} <= set(res.evals.columns)
+    assert len(res.steps) == 4 * 300
+    final = res.evals[res.evals.step == 300].set_index("run_id").mean_return
+    pd.testing.assert_series_equal(res.runs.set_index("run_id").final_return, final, check_names=False)
+    loaded = dqnbench.load_results(tmp_path / "out" / "tiny")
+    pd.testing.assert_frame_equal(loaded.runs, res.runs)
+    run_id = res.runs.run_id[0]
+    weights = torch.load(runs_dir(res.path) / run_id / "weights.pt", weights_only=True)
+    assert "out.weight" in weights
+    record = res.record(run_id)
+    assert record["versions"]["dqnbench"] == dqnbench.__version__
+    assert record["versions"]["components"]["network"] == {
+        "name": "mlp",
+        "distribution": "dqnbench",
+        "version": dqnbench.__version__,
+        "plugin": "dqnbench.builtin.networks",
+    }
+    assert record["config"]["agent"]["lr"] == 1e-3
+
+
+def test_failing_runs_are_recorded_with_their_component_and_the_rest_finish(write_grid, tmp_path):
+    grid = write_grid(
+        '[grid]\n"network.name" = ["mlp", "broken", "wrong_shape"]\n[network]\nname = "mlp"\n', steps=200, seeds=1
+    )
+    text = grid.read_text().replace("[network]\nhidden = [16]\n", "")
+    grid.write_text(text)
+    res = run(grid, tmp_path / "out", plugins=[plugin_fixtures])
+    status = dict(zip(res.runs["network.name"], res.runs.status))
+    assert status == {"mlp": "ok", "broken": "failed", "wrong_shape": "failed"}
+    errors = dict(zip(res.runs["network.name"], res.runs.error))
+    assert 'network "broken" from tests' in errors["broken"] and "cannot build this network" in errors["broken"]
+    assert 'network "wrong_shape"' in errors["wrong_shape"] and "expected (2, 2)" in errors["wrong_shape"]
+    failed_id = res.runs.run_id[res.runs["network.name"] == "broken"].item()
+    assert "Traceback" in res.record(failed_id)["traceback"]
+
+
+def test_component_raising_mid_run_and_diverging_loss(write_grid, tmp_path):
+    grid = write_grid('[grid]\n"replay.name" = ["uniform", "exploding"]\n', steps=200, seeds=1)
+    res = run(grid, tmp_path / "out", plugins=[plugin_fixtures])
+    row = res.runs.set_index("replay.name").loc["exploding"]
+    assert row.status == "failed" and 'replay "exploding"' in row.error and "sampling exploded" in row.error
+    grid = write_grid('[network]\nname = "nan_net"\n', steps=200, seeds=1, name="nan")
+    text = grid.read_text().replace("[network]\nhidden = [16]\n", "")
+    grid.write_text(text)
+    res = run(grid, tmp_path / "out", plugins=[plugin_fixtures])
+    assert res.runs.status.tolist() == ["diverged"]
+    assert res.record(res.runs.run_id[0])["diverged_step"] == 99  # the first learn step (100 stored)
+
+
+def test_rerun_skips_finished_runs_and_retries_failed_ones(write_grid, tmp_path):
+    grid = write_grid(steps=200, seeds=2)
+    first = run(grid, tmp_path / "out")
+    files = {p: p.stat().st_mtime_ns for p in runs_dir(first.path).rglob("*.parquet")}
+    stream = io.StringIO()
+    second = dqnbench.run_grid(grid, tmp_path / "out", executor="serial", load_entrypoints=False, stream=stream)
+    assert "2 of 2 runs already finished" in stream.getvalue()
+    assert {p: p.stat().st_mtime_ns for p in runs_dir(first.path).rglob("*.parquet")} == files
+    pd.testing.assert_frame_equal(first.steps, second.steps)
+
+
+def test_half_written_runs_are_invisible_and_redone(write_grid, tmp_path):
+    grid = write_grid(steps=200, seeds=1)
+    res = run(grid, tmp_path / "out")
+    run_id = res.runs.run_id[0]
+    (runs_dir(res.path) / f".tmp-{run_id}-deadbeef").mkdir()  # what a kill mid-write leaves
+    (runs_dir(res.path) / "partial").mkdir()  # a directory without meta.json
+    again = dqnbench.load_results(res.path)
+    assert again.runs.run_id.tolist() == [run_id]
+
+
+def test_process_executor_matches_serial(write_grid, tmp_path):
+    grid = write_grid(steps=200, seeds=2)
+    serial = run(grid, tmp_path / "serial")
+    parallel = run(grid, tmp_path / "process", executor="process", workers=2)
+    cols = ["run_id", "step", "reward", "loss"]
+    key = ["run_id", "step"]
+    pd.testing.assert_frame_equal(
+        serial.steps[cols].sort_values(key).reset_index(drop=True),
+        parallel.steps[cols].sort_values(key).reset_index(drop=True),
+    )
+
+
+def test_unknown_executor_is_a_user_error(write_grid, tmp_path):
+    with pytest.raises(dqnbench.DqnbenchError, match='unknown executor "ray"'):
+        run(write_grid(), tmp_path / "out", executor="ray")
