@@ -38,7 +38,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--dry-run", action="store_true", help="print the plan (cells × seeds = runs) and exit")
     run.add_argument("--quiet", action="store_true", help="plain progress lines instead of a live bar")
+    run.add_argument("--no-plots", action="store_true", help="skip writing plots at the end")
     run.set_defaults(handler=cmd_run)
+
+    report = sub.add_parser("report", help="per-cell statistics of a results directory")
+    report.add_argument("dir", metavar="DIR", help="an experiment directory, e.g. results/default-grid")
+    report.add_argument("--format", choices=("table", "markdown", "csv"), default="table")
+    report.set_defaults(handler=cmd_report)
+
+    plot = sub.add_parser("plot", help="comparison plots of a results directory")
+    plot.add_argument("dir", metavar="DIR", help="an experiment directory")
+    plot.add_argument("--out", metavar="DIR", help="where to write the plots (default: DIR/plots)")
+    plot.set_defaults(handler=cmd_plot)
+
+    compare = sub.add_parser("compare", help="exit 1 when the candidate regressed against the baseline")
+    compare.add_argument("baseline", metavar="BASELINE_DIR")
+    compare.add_argument("candidate", metavar="CANDIDATE_DIR")
+    compare.add_argument(
+        "--tolerance", type=float, default=0.05, help="allowed relative drop of IQM final return (default 0.05)"
+    )
+    compare.add_argument(
+        "--speed-tolerance", type=float, default=0.10, help="allowed relative drop of steps per second (default 0.10)"
+    )
+    compare.add_argument("--confidence", type=float, default=0.95, help="confidence of the intervals (default 0.95)")
+    compare.add_argument("--format", choices=("table", "markdown", "csv"), default="table")
+    compare.add_argument(
+        "--ignore",
+        nargs="*",
+        default=[],
+        metavar="KEY",
+        help="config keys not used to match cells (e.g. experiment.total_steps)",
+    )
+    compare.set_defaults(handler=cmd_compare)
 
     plugins = sub.add_parser("plugins", help="list every discovered component")
     plugins.set_defaults(handler=cmd_plugins)
@@ -64,6 +95,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(plan.describe())
         return EXIT_OK
     results = run_plan(plan, registry, args.out, executor=args.executor, workers=args.workers, quiet=args.quiet)
+    if not args.no_plots and (results.runs.status == "ok").any():
+        from dqnbench.plots import write_plots
+
+        written = write_plots(results, registry=registry)
+        print(f"plots: {written[-1]}")
     failed = plan_failed(results, plan)
     if failed:
         print(
@@ -95,6 +131,40 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         providers = " and ".join(f"{c.provider.distribution} {c.provider.version}" for c in group)
         print(f"dqnbench: error: {kind} {name!r} is provided by more than one plugin: {providers}", file=sys.stderr)
     return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from dqnbench.report import report
+    from dqnbench.results import load_results
+
+    print(report(load_results(args.dir), args.format), end="")
+    return EXIT_OK
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from dqnbench.plots import write_plots
+    from dqnbench.registry import load_registry
+    from dqnbench.results import load_results
+
+    for path in write_plots(load_results(args.dir), out_dir=args.out, registry=load_registry()):
+        print(path)
+    return EXIT_OK
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from dqnbench.compare import compare_results
+    from dqnbench.results import load_results
+
+    comparison = compare_results(
+        load_results(args.baseline),
+        load_results(args.candidate),
+        args.tolerance,
+        args.speed_tolerance,
+        args.confidence,
+        ignore=tuple(args.ignore),
+    )
+    print(comparison.render(args.format), end="")
+    return EXIT_FAILED_RUNS if comparison.regressed else EXIT_OK
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

@@ -1,0 +1,356 @@
+"""Comparison plots of a results directory, and the page that shows them.
+
+Every figure function takes DataFrames (``Results.runs`` / ``evals`` /
+``steps``) and returns a :class:`matplotlib.figure.Figure`, so it works in a
+notebook as well as here; :func:`write_plots` only saves them. Statistics come
+from :mod:`dqnbench.stats` (IQM with stratified bootstrap CIs and the
+probability of improvement, after Agarwal et al. 2021). Colours are Okabe &
+Ito's colour-blind-safe palette, repeated with different line styles beyond
+eight cells. Figures are built with ``matplotlib.figure.Figure`` (no pyplot
+state) and saved by the Agg renderer; importing this module selects the Agg
+backend unless pyplot is already in use (a notebook keeps its inline backend).
+
+Files written by :func:`write_plots` into ``<results>/plots/``:
+
+- ``learning_curves.png``: greedy evaluation return vs env steps, IQM over
+  seeds with a 95 % CI band, one panel per environment;
+- ``final_scores.png``: IQM final return with 95 % CI error bars, sorted;
+- ``improvement.png``: the probability-of-improvement matrix P(row > column);
+- ``timing.png``: stacked per-step act / env / learn time with steps per second;
+- ``embedding_<i>.png`` / ``.gif``: the 3D embedding of each network variant
+  (see :mod:`dqnbench.embedding`);
+- ``index.md``: the report table and every image.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dqnbench.embedding import OKABE_ITO, use_agg
+
+use_agg()  # before anything imports pyplot
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from dqnbench import stats  # noqa: E402
+from dqnbench.errors import ResultsError  # noqa: E402
+
+if TYPE_CHECKING:
+    from dqnbench.registry import Registry
+    from dqnbench.results import Results
+
+#: Resolution of every PNG.
+DPI = 150
+LINESTYLES = ("-", "--", ":", "-.")
+PLOTS_DIR = "plots"
+
+
+def _style(i: int) -> dict[str, Any]:
+    """Colour and line style of the i-th cell: 8 colours, then the next line style."""
+    return {"color": OKABE_ITO[i % len(OKABE_ITO)], "linestyle": LINESTYLES[(i // len(OKABE_ITO)) % len(LINESTYLES)]}
+
+
+def _envs(runs: pd.DataFrame) -> list[str | None]:
+    return list(dict.fromkeys(stats.cell_env(stats.ok_runs(runs)).values()))
+
+
+def _env_title(env: str | None) -> str:
+    return env or "environment"
+
+
+def _panels(n: int, width: float = 6.0, height: float = 4.2) -> tuple[Figure, list[Any]]:
+    cols = min(n, 3)
+    rows = math.ceil(n / cols)
+    fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel().tolist()
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes[:n]
+
+
+def _no_data(fig: Figure, message: str) -> Figure:
+    fig.text(0.5, 0.5, message, ha="center", va="center", fontsize=12)
+    return fig
+
+
+# --------------------------------------------------------------------------- learning curves
+
+
+def learning_curves_figure(
+    runs: pd.DataFrame,
+    evals: pd.DataFrame,
+    *,
+    confidence: float = stats.CONFIDENCE,
+    n_resamples: int = stats.N_RESAMPLES,
+    threshold: bool = True,
+) -> Figure:
+    """Greedy evaluation return vs env steps: IQM over seeds, CI band, one panel per environment.
+
+    A dotted line marks the environment's reward threshold when it has one.
+    """
+    curves = stats.eval_curves(runs, evals, confidence=confidence, n_resamples=n_resamples)
+    envs = list(dict.fromkeys(curves["env"].tolist())) if len(curves) else []
+    if not envs:
+        return _no_data(Figure(figsize=(6, 4)), "no evaluations of successful runs")
+    fig, axes = _panels(len(envs))
+    order = stats.cell_order(stats.ok_runs(runs))
+    for ax, env in zip(axes, envs):
+        mine = curves[curves["env"].fillna("") == (env or "")]
+        for cell, group in mine.groupby("cell", sort=False):
+            style = _style(order.index(cell))
+            n = int(group["n"].max())
+            label = f"{stats.short_label(group['label'].iloc[0])} (n={n})"
+            ax.plot(group["step"], group["iqm"], marker="o", markersize=3, label=label, **style)
+            ax.fill_between(group["step"], group["lo"], group["hi"], color=style["color"], alpha=0.2, linewidth=0)
+        goal = stats.env_threshold(env) if threshold else None
+        if goal is not None:
+            ax.axhline(goal, color="0.3", linestyle=":", linewidth=1, label=f"reward threshold {goal:g}")
+        ax.set_title(f"{_env_title(env)}: IQM greedy return, {confidence:.0%} CI")
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel("evaluation return (mean over episodes)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    return fig
+
+
+# --------------------------------------------------------------------------- final scores and P(improvement)
+
+
+def final_scores_figure(
+    runs: pd.DataFrame, *, confidence: float = stats.CONFIDENCE, n_resamples: int = stats.N_RESAMPLES
+) -> Figure:
+    """IQM of the final greedy return per cell with CI error bars, sorted best on top, per environment.
+
+    Each run's score is drawn as a small dot so the spread behind the interval stays visible.
+    """
+    summary = stats.cell_summary(runs, confidence=confidence, n_resamples=n_resamples)
+    summary = summary[summary["n_ok"] > 0]
+    if summary.empty:
+        return _no_data(Figure(figsize=(6, 4)), "no successful runs")
+    envs = list(dict.fromkeys(summary["env"].tolist()))
+    height = 1.2 + 0.45 * summary.groupby("env", dropna=False).size().max()
+    fig, axes = _panels(len(envs), width=6.5, height=height)
+    scores = stats.final_scores(runs)
+    for ax, env in zip(axes, envs):
+        mine = summary[summary["env"].isna()] if env is None else summary[summary["env"] == env]
+        mine = mine.sort_values("iqm")
+        y = np.arange(len(mine))
+        low = (mine["iqm"] - mine["iqm_lo"]).fillna(0).clip(lower=0)
+        high = (mine["iqm_hi"] - mine["iqm"]).fillna(0).clip(lower=0)
+        ax.errorbar(mine["iqm"], y, xerr=[low, high], fmt="o", color=OKABE_ITO[0], ecolor=OKABE_ITO[0],
+                    capsize=4, markersize=7, label=f"IQM, {confidence:.0%} CI", zorder=3)  # fmt: skip
+        for yi, cell in zip(y, mine["cell"]):
+            points = scores[cell]
+            jitter = np.linspace(-0.15, 0.15, len(points)) if len(points) > 1 else np.zeros(1)
+            ax.scatter(points, yi + jitter, s=10, color=OKABE_ITO[1], alpha=0.8, zorder=2,
+                       label="single run" if yi == 0 else None)  # fmt: skip
+        ax.set_yticks(y, [f"{stats.short_label(lbl)} (n={n})" for lbl, n in zip(mine["label"], mine["n_ok"])],
+                      fontsize=8)  # fmt: skip
+        ax.set_xlabel("final greedy evaluation return")
+        ax.set_title(f"{_env_title(env)}: final return by cell")
+        ax.grid(axis="x", alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    return fig
+
+
+def improvement_figure(
+    runs: pd.DataFrame, *, confidence: float = stats.CONFIDENCE, n_resamples: int = stats.N_RESAMPLES
+) -> Figure:
+    """Heat map of P(row cell > column cell) on the final return, per environment.
+
+    0.5 means a coin flip; the bracketed interval is its bootstrap CI (shown up to 6 cells).
+    """
+    scores = stats.final_scores(runs)
+    few = sum(1 for s in scores.values() if s.size) <= 6
+    matrix = stats.improvement_matrix(runs, with_ci=few, confidence=confidence, n_resamples=n_resamples)
+    if matrix.empty:
+        return _no_data(Figure(figsize=(6, 4)), "no successful runs")
+    envs = list(dict.fromkeys(matrix["env"].tolist()))
+    size = max(matrix.groupby("env", dropna=False)["x"].nunique())
+    side = 2.5 + 0.9 * size
+    fig, axes = _panels(len(envs), width=side + 1.8, height=side)
+    image = None
+    for ax, env in zip(axes, envs):
+        mine = matrix[matrix["env"].isna()] if env is None else matrix[matrix["env"] == env]
+        cells = list(dict.fromkeys(mine["x"].tolist()))
+        labels = stats.cell_labels(runs)
+        grid = mine.pivot(index="x", columns="y", values="p").reindex(index=cells, columns=cells)
+        image = ax.imshow(grid.to_numpy(dtype=float), cmap="RdBu", vmin=0, vmax=1)
+        for row in mine.itertuples():
+            i, j = cells.index(row.x), cells.index(row.y)
+            text = f"{row.p:.2f}"
+            if not math.isnan(row.lo):
+                text += f"\n[{row.lo:.2f}, {row.hi:.2f}]"
+            shade = "white" if abs(row.p - 0.5) > 0.3 else "black"
+            ax.text(j, i, text, ha="center", va="center", fontsize=7, color=shade)
+        names = [stats.short_label(labels[c]) for c in cells]
+        ax.set_xticks(range(len(cells)), names, rotation=35, ha="right", fontsize=7)
+        ax.set_yticks(range(len(cells)), names, fontsize=7)
+        ax.set_xlabel("cell Y")
+        ax.set_ylabel("cell X")
+        ax.set_title(f"{_env_title(env)}: P(X > Y), final return", fontsize=10)
+    fig.colorbar(image, ax=axes, shrink=0.8, label="probability of improvement P(X > Y)")
+    return fig
+
+
+# --------------------------------------------------------------------------- timing
+
+
+def timing_figure(runs: pd.DataFrame, steps: pd.DataFrame) -> Figure:
+    """Stacked mean per-step act / env / learn time (ms) per cell, annotated with steps per second."""
+    summary = stats.timing_summary(runs, steps)
+    summary = summary[summary["n_ok"] > 0]
+    if summary.empty:
+        return _no_data(Figure(figsize=(6, 4)), "no successful runs")
+    fig = Figure(figsize=(8.5, 1.4 + 0.45 * len(summary)), layout="constrained")
+    ax = fig.add_subplot()
+    y = np.arange(len(summary))
+    left = np.zeros(len(summary))
+    parts = (("t_act", "act (forward + exploration)"), ("t_env", "env.step"), ("t_learn", "learn (update)"))
+    for i, (column, name) in enumerate(parts):
+        ms = summary[column].fillna(0).to_numpy(dtype=float) * 1e3
+        ax.barh(y, ms, left=left, color=OKABE_ITO[i], label=name, height=0.6)
+        left += ms
+    for yi, total, sps in zip(y, left, summary["steps_per_s"]):
+        ax.text(total, yi, f"  {sps:,.0f} steps/s", va="center", fontsize=8)
+    ax.set_yticks(y, [stats.short_label(lbl) for lbl in summary["label"]], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, left.max() * 1.35 if left.max() > 0 else 1)
+    ax.set_xlabel("mean time per environment step (ms)")
+    fig.suptitle("Where the time goes: mean time per env step (steps/s: training throughput)", fontsize=10)
+    ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)
+    ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
+# --------------------------------------------------------------------------- writing everything
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    fig.savefig(path, dpi=DPI)
+    return path
+
+
+def write_plots(
+    results: Results,
+    out_dir: str | os.PathLike | None = None,
+    registry: Registry | None = None,
+    *,
+    embedding: bool = True,
+    gif: bool = True,
+    gif_frames: int = 30,
+    episodes: int = 5,
+) -> list[Path]:
+    """Write every plot of ``results`` and ``index.md`` into ``out_dir`` (default ``<results>/plots``).
+
+    Returns the paths written. An embedding that cannot be drawn (weights
+    missing, a network plugin no longer installed) is skipped with a warning
+    and a note in ``index.md``; the other plots are still written. Raises
+    :class:`~dqnbench.errors.ResultsError` when no run succeeded.
+    """
+    runs = results.runs
+    if runs.empty or stats.ok_runs(runs).empty:
+        raise ResultsError(f"no successful runs in {results.path}: nothing to plot")
+    out = Path(out_dir) if out_dir is not None else Path(results.path) / PLOTS_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    written = [
+        _save(learning_curves_figure(runs, results.evals), out / "learning_curves.png"),
+        _save(final_scores_figure(runs), out / "final_scores.png"),
+        _save(improvement_figure(runs), out / "improvement.png"),
+        _save(timing_figure(runs, results.steps), out / "timing.png"),
+    ]
+    notes: list[str] = []
+    embeddings: list[tuple[str, Path, Path | None]] = []
+    if embedding:
+        embeddings, notes = _write_embeddings(results, out, registry, gif=gif, gif_frames=gif_frames, episodes=episodes)
+        written += [p for _, png, anim in embeddings for p in (png, anim) if p is not None]
+    written.append(_write_index(results, out, embeddings, notes))
+    return written
+
+
+def _write_embeddings(
+    results: Results, out: Path, registry: Registry | None, *, gif: bool, gif_frames: int, episodes: int
+) -> tuple[list[tuple[str, Path, Path | None]], list[str]]:
+    """One PNG (and GIF) per network variant; failures become notes, not crashes."""
+    from dqnbench.embedding import (
+        embed_states,
+        embedding_figure,
+        embedding_frame,
+        embedding_gif,
+        load_trained_network,
+        representative_runs,
+    )
+
+    done: list[tuple[str, Path, Path | None]] = []
+    notes: list[str] = []
+    for i, (run_id, variant) in enumerate(representative_runs(results.runs)):
+        try:
+            if registry is None:
+                from dqnbench.registry import load_registry
+
+                registry = load_registry()
+            net = load_trained_network(results, run_id, registry)
+            env_id = results.record(run_id)["env"]
+            frame = embedding_frame(embed_states(net, env_id, episodes=episodes, seed=0))
+        except Exception as exc:  # a missing plugin or file must not cost the other plots
+            note = f"embedding of {variant} (run {run_id}) skipped: {type(exc).__name__}: {exc}"
+            warnings.warn(note, stacklevel=2)
+            notes.append(note)
+            continue
+        frame.attrs["source"] = f"run {run_id}"
+        title = f"Q-network embedding: {variant}"
+        png = _save(embedding_figure(frame, title=title), out / f"embedding_{i}.png")
+        anim = embedding_gif(frame, out / f"embedding_{i}.gif", title=title, frames=gif_frames) if gif else None
+        done.append((f"{variant} (run {run_id})", png, anim))
+    return done, notes
+
+
+def _write_index(
+    results: Results, out: Path, embeddings: list[tuple[str, Path, Path | None]], notes: list[str]
+) -> Path:
+    """``index.md``: the report table, then every figure with a sentence on how to read it."""
+    from dqnbench.report import render_report
+
+    table = render_report(stats.summarize(results), "markdown")
+    lines = [
+        f"# dqnbench results: {Path(results.path).name}",
+        "",
+        table,
+        "## Learning curves",
+        "Greedy evaluation return vs environment steps: IQM over seeds, shaded 95% bootstrap CI.",
+        "",
+        "![learning curves](learning_curves.png)",
+        "",
+        "## Final scores",
+        "IQM of the final greedy return with 95% CI (dots: single runs), best on top.",
+        "",
+        "![final scores](final_scores.png)",
+        "",
+        "## Probability of improvement",
+        "P(X > Y): how often a run of the row cell beats a run of the column cell (0.5 = no difference).",
+        "",
+        "![probability of improvement](improvement.png)",
+        "",
+        "## Timing",
+        "Mean time per environment step spent acting, stepping the environment and learning.",
+        "",
+        "![timing](timing.png)",
+        "",
+    ]
+    if embeddings or notes:
+        lines += ["## Q-network embeddings", "Penultimate-layer activations of states visited by greedy "
+                  "episodes, PCA to 3D; colour = greedy action, shade = max Q.", ""]  # fmt: skip
+    for name, png, anim in embeddings:
+        lines += [f"### {name}", "", f"![embedding]({png.name})", ""]
+        if anim is not None:
+            lines += [f"![rotating embedding]({anim.name})", ""]
+    lines += [f"- {note}" for note in notes]
+    path = out / "index.md"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path

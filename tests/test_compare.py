@@ -1,0 +1,143 @@
+"""``compare``: planted regressions are caught, noise and self-comparison are not."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dqnbench.compare import TABLE_COLUMNS, compare_results, match_cells
+from dqnbench.errors import DqnbenchError
+from tests.test_stats import in_memory_results, make_runs
+
+RNG = np.random.default_rng(0)
+BASE_SCORES = [float(v) for v in RNG.normal(400, 20, 6)]
+BASE_SPEED = [float(v) for v in RNG.normal(1000, 20, 6)]
+
+
+def base_cells(override=None):
+    """Two cells of 6 seeds; ``override`` replaces or adds cells by label."""
+    cells = {
+        "network.name=mlp": {"final": BASE_SCORES, "sps": BASE_SPEED},
+        "network.name=dueling": {"final": [s + 20 for s in BASE_SCORES], "sps": BASE_SPEED, "network": "dueling"},
+    }
+    cells.update(override or {})
+    return cells
+
+
+def results(cells, path="mem"):
+    return in_memory_results(make_runs(cells), path=path)
+
+
+def test_a_directory_compared_with_itself_does_not_regress():
+    res = results(base_cells())
+    comparison = compare_results(res, res)
+    assert not comparison.regressed
+    assert comparison.table["verdict"].tolist() == ["ok", "ok"]
+    assert (comparison.table["delta"] == 0).all() and (comparison.table["poi"] == 0.5).all()
+    assert (comparison.table["speed_ratio"] == 1.0).all()
+    assert list(comparison.table.columns) == TABLE_COLUMNS
+
+
+def test_a_planted_return_regression_is_caught():
+    worse = {"final": [s - 150 for s in BASE_SCORES], "sps": BASE_SPEED}
+    comparison = compare_results(results(base_cells()), results(base_cells({"network.name=mlp": worse})))
+    assert comparison.regressed
+    row = comparison.table.set_index("label").loc["network.name=mlp"]
+    assert row["verdict"] == "worse return" and row["delta_hi"] < -0.05 * row["iqm_base"]
+    assert row["poi"] == 0.0
+    assert comparison.table.set_index("label").loc["network.name=dueling", "verdict"] == "ok"
+
+
+def test_a_planted_slowdown_is_caught():
+    slower = {"final": BASE_SCORES, "sps": [s * 0.6 for s in BASE_SPEED]}
+    comparison = compare_results(results(base_cells()), results(base_cells({"network.name=mlp": slower})))
+    assert comparison.regressed
+    row = comparison.table.set_index("label").loc["network.name=mlp"]
+    assert row["verdict"] == "slower" and row["speed_ratio"] == pytest.approx(0.6)
+
+
+def test_a_drop_within_tolerance_passes():
+    slightly = {"final": [s - 8 for s in BASE_SCORES], "sps": [s * 0.95 for s in BASE_SPEED]}  # 2 %, 5 %
+    comparison = compare_results(results(base_cells()), results(base_cells({"network.name=mlp": slightly})))
+    assert not comparison.regressed
+    strict = compare_results(results(base_cells()), results(base_cells({"network.name=mlp": slightly})),
+                             tolerance=0.0, speed_tolerance=0.0)  # fmt: skip
+    assert strict.regressed  # the same drop is beyond zero tolerance, with confidence
+
+
+def test_seed_noise_alone_does_not_regress():
+    other = np.random.default_rng(1)
+    noisy = {"final": [float(v) for v in other.normal(400, 20, 6)],
+             "sps": [float(v) for v in other.normal(1000, 20, 6)]}  # fmt: skip
+    comparison = compare_results(results(base_cells()), results(base_cells({"network.name=mlp": noisy})))
+    assert not comparison.regressed
+
+
+def test_a_cell_whose_runs_all_failed_regresses():
+    failed = {"final": [None, None], "sps": BASE_SPEED}
+    comparison = compare_results(results(base_cells()), results(base_cells({"network.name=mlp": failed})))
+    assert comparison.regressed
+    assert "all runs failed" in comparison.table["verdict"].tolist()
+
+
+def test_one_run_per_side_gives_no_confident_verdict():
+    one = {"final": [10.0], "sps": [10.0]}
+    comparison = compare_results(results({"default": {"final": [400.0]}}), results({"default": one}))
+    assert not comparison.regressed and comparison.table["verdict"].tolist() == ["too few runs"]
+
+
+def test_cells_match_by_config_not_by_order_or_name():
+    cells = base_cells()
+    reordered = dict(reversed(list(cells.items())))  # different cell ids and order
+    comparison = compare_results(results(cells), results(reordered))
+    assert not comparison.regressed
+    assert comparison.table["cell_base"].tolist() == ["c0", "c1"]
+    assert comparison.table["cell_cand"].tolist() == ["c1", "c0"]
+
+
+def test_unmatched_cells_are_reported_not_failed():
+    extra = base_cells({"network.name=noisy": {"final": [1.0, 2.0], "network": "noisy"}})
+    comparison = compare_results(results(base_cells()), results(extra))
+    assert not comparison.regressed
+    assert comparison.table["verdict"].tolist()[-1] == "only in candidate"
+
+
+def test_no_common_cell_is_a_user_error():
+    base = results({"default": {"final": [1.0, 2.0], "env": "CartPole-v1"}})
+    other = results({"default": {"final": [1.0, 2.0], "env": "Acrobot-v1"}})
+    with pytest.raises(DqnbenchError, match="same grid"):
+        compare_results(base, other)
+    ignored = compare_results(base, other, ignore=("experiment.env",))
+    assert ignored.table["verdict"].tolist() == ["ok"]
+
+
+def test_ignoring_a_key_that_separates_cells_is_an_error():
+    runs = make_runs(base_cells())
+    with pytest.raises(DqnbenchError, match="same configuration"):
+        match_cells(runs, runs, ignore=("network.name",))
+
+
+def test_render_formats():
+    worse = {"final": [s - 150 for s in BASE_SCORES], "sps": BASE_SPEED}
+    comparison = compare_results(results(base_cells()), results(base_cells({"network.name=mlp": worse})))
+    table = comparison.render("table", width=200)
+    assert "REGRESSION: 1 of 2 cells worse" in table and "Δ IQM [95% CI]" in table
+    markdown = comparison.render("markdown")
+    assert markdown.startswith("| cell |") and "worse return" in markdown
+    frame = pd.read_csv(io.StringIO(comparison.render("csv")))
+    assert frame["return_regressed"].tolist() == [True, False]
+    ok = compare_results(results(base_cells()), results(base_cells()))
+    assert ok.render("markdown").rstrip().endswith("whole 95% CI past the threshold)")
+    with pytest.raises(DqnbenchError):
+        comparison.render("html")
+
+
+def test_bad_tolerances_are_user_errors():
+    res = results(base_cells())
+    with pytest.raises(DqnbenchError):
+        compare_results(res, res, tolerance=-0.1)
+    with pytest.raises(DqnbenchError):
+        compare_results(res, res, confidence=95)

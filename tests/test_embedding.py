@@ -1,0 +1,163 @@
+"""The 3D embedding works for every registered network, built-in or from a plugin."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+import dqnbench.hookspecs
+from dqnbench import embedding as emb
+from dqnbench.errors import DqnbenchError
+from dqnbench.registry import load_registry
+from dqnbench.results import RunOutput, load_results, write_run
+
+
+class EncoderHead(nn.Module):
+    """A third-party network with its own layer names (no ``body``), ending in a linear Q head."""
+
+    def __init__(self, obs_dim: int, n_actions: int, width: int = 12) -> None:
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Linear(obs_dim, width), nn.Tanh())
+        self.q_head = nn.Linear(width, n_actions)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.q_head(self.encoder(obs))
+
+
+class ThirdPartyPlugin:
+    @dqnbench.hookspecs.hookimpl
+    def dqnbench_networks(self):
+        return {"encoder_head": EncoderHead}
+
+
+class NoLinear(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(2, 4))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return obs @ self.scale.T
+
+
+@pytest.fixture(scope="module")
+def plugin_registry():
+    return load_registry(load_entrypoints=False, extra_plugins=(ThirdPartyPlugin(),))
+
+
+def network_names():
+    return load_registry(load_entrypoints=False, extra_plugins=(ThirdPartyPlugin(),)).names("network")
+
+
+@pytest.mark.parametrize("name", network_names())
+def test_every_registered_network_embeds(plugin_registry, name):
+    torch.manual_seed(0)
+    net = plugin_registry.get("network", name).factory(4, 2)
+    embedding = emb.embed_states(net, "CartPole-v1", episodes=2, seed=0)
+    n = len(embedding.actions)
+    assert n > 0 and embedding.features.shape[0] == n and embedding.q_values.shape == (n, 2)
+    np.testing.assert_array_equal(embedding.actions, embedding.q_values.argmax(axis=1))
+    assert len(embedding.returns) == 2 and embedding.episode.max() == 1
+    frame = emb.embedding_frame(embedding)
+    assert list(frame.columns[:3]) == ["pc1", "pc2", "pc3"] and len(frame) == n
+    assert not net._forward_hooks and not net._forward_pre_hooks  # hooks are removed afterwards
+    for module in net.modules():
+        assert not module._forward_hooks and not module._forward_pre_hooks
+
+
+def test_builtin_networks_are_hooked_at_their_body(registry):
+    net = registry.get("network", "mlp").factory(4, 2, hidden=[8, 6])
+    obs = torch.randn(5, 4)
+    with emb.FeatureExtractor(net, 2) as extract:
+        feats, q = extract(obs)
+    assert extract.layer == "body (output)"
+    torch.testing.assert_close(feats, net.body(obs).detach())
+    torch.testing.assert_close(q, net(obs).detach())
+
+
+def test_a_plugin_network_is_hooked_at_the_input_of_its_q_head(plugin_registry):
+    net = plugin_registry.get("network", "encoder_head").factory(4, 3)
+    obs = torch.randn(5, 4)
+    with emb.FeatureExtractor(net, 3) as extract:
+        feats, _ = extract(obs)
+    assert extract.layer == "q_head (input)"
+    torch.testing.assert_close(feats, net.encoder(obs).detach())
+
+
+def test_an_explicit_layer_can_be_named(plugin_registry):
+    net = plugin_registry.get("network", "encoder_head").factory(4, 2)
+    obs = torch.randn(3, 4)
+    with emb.FeatureExtractor(net, 2, layer="encoder.0") as extract:
+        feats, _ = extract(obs)
+    torch.testing.assert_close(feats, net.encoder[0](obs).detach())
+    with pytest.raises(emb.EmbeddingError, match="no submodule 'nope'"):
+        emb.FeatureExtractor(net, 2, layer="nope")
+
+
+def test_a_network_without_a_linear_layer_gets_a_clear_error():
+    with pytest.raises(DqnbenchError, match="NoLinear.*pass layer=NAME"):
+        emb.embed_states(NoLinear(), "CartPole-v1", episodes=1)
+
+
+def test_pca_orders_components_by_variance():
+    rng = np.random.default_rng(0)
+    plane = rng.normal(size=(200, 2)) * [5.0, 1.0]
+    features = plane @ rng.normal(size=(2, 6))  # a 2D plane inside 6D
+    coords, explained = emb.pca_3d(features)
+    assert explained[0] > explained[1] > 0 and explained[2] == pytest.approx(0.0, abs=1e-9)
+    assert explained.sum() == pytest.approx(1.0)
+    assert np.var(coords[:, 0]) > np.var(coords[:, 1]) > np.var(coords[:, 2])
+    narrow, ratio = emb.pca_3d(rng.normal(size=(10, 2)))  # fewer than 3 features: padded
+    assert narrow.shape == (10, 3) and (narrow[:, 2] == 0).all() and ratio[2] == 0
+
+
+def test_figure_and_rotating_gif(registry, tmp_path):
+    net = registry.get("network", "mlp").factory(4, 2, hidden=[8])
+    frame = emb.embedding_frame(emb.embed_states(net, "CartPole-v1", episodes=2))
+    fig = emb.embedding_figure(frame, title="test")
+    assert fig.axes[0].name == "3d"
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert labels == ["0: push left", "1: push right"]
+    path = emb.embedding_gif(frame, tmp_path / "turn.gif", frames=3, dpi=40)
+    with Image.open(path) as gif:
+        assert gif.n_frames == 3 and gif.info["loop"] == 0
+        first = np.asarray(gif.convert("RGB"), dtype=float)
+        gif.seek(1)
+        second = np.asarray(gif.convert("RGB"), dtype=float)
+    assert first.std() > 10 and np.abs(first - second).mean() > 0.5  # not blank, and it turns
+
+
+def test_trained_network_round_trips_through_results(registry, tmp_path):
+    net = registry.get("network", "dueling").factory(4, 2, hidden=[8], stream_hidden=4)
+    record = {
+        "run_id": "r-s0",
+        "cell": "r",
+        "label": "default",
+        "seed": 0,
+        "status": "ok",
+        "env": "CartPole-v1",
+        "obs_dim": 4,
+        "n_actions": 2,
+        "flat_config": {"network.name": "dueling"},
+        "final_return": 1.0,
+        "config": {"network": {"name": "dueling", "params": {"hidden": [8], "stream_hidden": 4}}},
+    }
+    write_run(tmp_path, RunOutput(record, weights=net.state_dict()))
+    loaded = emb.load_trained_network(load_results(tmp_path), "r-s0", registry)
+    obs = torch.randn(4, 4)
+    torch.testing.assert_close(loaded(obs), net(obs))
+    assert not loaded.training
+
+
+def test_representative_run_is_the_median_seed_of_the_best_cell():
+    from tests.test_stats import make_runs
+
+    runs = make_runs({
+        "mlp lr=1": {"final": [10, 20, 30]},
+        "mlp lr=2": {"final": [100, 300, 200, 250, 150]},
+        "dueling": {"final": [5, 6, 7], "network": "dueling"},
+    })  # fmt: skip
+    chosen = dict(emb.representative_runs(runs))
+    assert chosen == {"c1-s2": "network=mlp", "c2-s1": "network=dueling"}  # the best cell's median seed

@@ -1,0 +1,58 @@
+"""The report table in its three formats."""
+
+from __future__ import annotations
+
+import io
+
+import pandas as pd
+import pytest
+
+from dqnbench import stats
+from dqnbench.errors import DqnbenchError
+from dqnbench.report import FORMATS, render_report, report
+from tests.test_stats import in_memory_results, make_evals, make_runs
+
+
+@pytest.fixture
+def results():
+    runs = make_runs({
+        "network.name=mlp": {"final": [480, 490, 500, 300], "sps": 1200.0},
+        "network.name=dueling": {"final": [20.0, None], "sps": 800.0, "network": "dueling"},
+    })  # fmt: skip
+    curves = {"c0-s0": [100, 480], "c0-s1": [100, 490], "c0-s2": [400, 500], "c0-s3": [10, 300], "c1-s0": [5, 20]}
+    evals = make_evals(runs, curves, [500, 1000])
+    steps = pd.DataFrame({"run_id": ["c0-s0", "c1-s0"], "step": [0, 0], "t_act": [2e-4, 3e-4],
+                          "t_env": [1e-4, 1e-4], "t_learn": [1e-3, 2e-3]})  # fmt: skip
+    return in_memory_results(runs, evals, steps)
+
+
+def test_table_shows_every_cell_and_how_the_numbers_were_made(results):
+    text = report(results, "table", width=200)
+    assert "network.name=mlp" in text and "network.name=dueling" in text
+    assert "IQM [95% CI]" in text and "Agarwal et al. 2021" in text
+    assert "1/2 (1 failed)" in text  # failed runs are counted, not hidden
+    assert "no CI: 1 run" in text  # one successful seed: no interval, said so
+    assert "steps to ≥ 475" in text and "1,000 (3/4)" in text and "not reached (0/1)" in text
+    assert "1 failed" in text and "\x1b[" not in text  # no colour codes in the text
+
+
+def test_markdown_is_a_pipe_table_with_a_row_per_cell(results):
+    text = report(results, "markdown")
+    lines = text.splitlines()
+    assert lines[0].startswith("| cell | env | ok | IQM [95% CI] |")
+    assert set(lines[1].replace("|", "").split()) == {"---"}
+    assert sum(1 for line in lines if line.startswith("| network.name=")) == 2
+    assert "act ms" in lines[0] and "steps/s" in lines[0]
+
+
+def test_csv_is_the_full_precision_numeric_summary(results):
+    frame = pd.read_csv(io.StringIO(report(results, "csv")))
+    assert list(frame.columns) == stats.SUMMARY_COLUMNS
+    assert frame.loc[0, "iqm"] == pytest.approx(stats.iqm([480, 490, 500, 300]))
+    assert frame.loc[0, "t_learn"] == pytest.approx(1e-3)
+
+
+def test_unknown_format_is_a_user_error(results):
+    with pytest.raises(DqnbenchError, match="table, markdown, csv"):
+        render_report(stats.summarize(results), "html")
+    assert FORMATS == ("table", "markdown", "csv")
