@@ -47,9 +47,9 @@ MAX_RUNS = 100_000
 
 #: value checks beyond the type: field → (predicate, what is allowed)
 _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
-    "experiment.total_steps": (lambda v: v >= 1, "an integer >= 1"),
+    "experiment.total_steps": (lambda v: 1 <= v <= 10**9, "an integer in [1, 10**9]"),
     "experiment.eval_every": (lambda v: v >= 0, "an integer >= 0 (0 = only at the end)"),
-    "experiment.eval_episodes": (lambda v: v >= 1, "an integer >= 1"),
+    "experiment.eval_episodes": (lambda v: 1 <= v <= 10**6, "an integer in [1, 10**6]"),
     "experiment.device": (lambda v: v == "cpu" or v == "cuda" or v.startswith("cuda:"), '"cpu", "cuda" or "cuda:N"'),
     "agent.gamma": (lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]"),
     "agent.lr": (lambda v: v > 0 and math.isfinite(v), "a number > 0"),
@@ -60,7 +60,7 @@ _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "agent.target_update": (lambda v: v >= 1, "an integer >= 1"),
     "agent.loss": (lambda v: v in LOSSES, " or ".join(f'"{x}"' for x in LOSSES)),
     "agent.max_grad_norm": (lambda v: v >= 0 and math.isfinite(v), "a number >= 0 (0 = no clipping)"),
-    "replay.capacity": (lambda v: v >= 1, "an integer >= 1"),
+    "replay.capacity": (lambda v: 1 <= v <= 10**9, "an integer in [1, 10**9]"),
 }
 
 _TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
@@ -141,7 +141,7 @@ def plan_grid(raw: Mapping[str, Any], path: str | Path, registry: Registry) -> P
     cells: dict[str, tuple[str, str, RunConfig]] = {}
     for combo in combos:
         values = dict(zip(axes, combo))
-        resolved = _with_overrides(base, values)
+        resolved = _with_overrides(base, values, path)
         config = resolve(resolved, path, registry, axis_keys=set(values))
         label = ", ".join(f"{k}={_label_value(v)}" for k, v in values.items()) or "default"
         cell = config.cell_id()
@@ -177,7 +177,7 @@ def _read_axes(grid: Mapping[str, Any], path: Path) -> dict[str, list[Any]]:
     return axes
 
 
-def _with_overrides(base: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+def _with_overrides(base: Mapping[str, Any], values: Mapping[str, Any], path: Path) -> dict[str, Any]:
     """Deep-copy the base tables and set each dotted axis key."""
     tables = {k: _copy(v) for k, v in base.items()}
     for dotted, value in values.items():
@@ -186,7 +186,7 @@ def _with_overrides(base: Mapping[str, Any], values: Mapping[str, Any]) -> dict[
         for part in parents:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise DqnbenchError(f"{dotted}: {part} is not a table")
+                raise GridError(path, f'grid."{dotted}"', f"{part!r} is a value, not a table")
         node[leaf] = value
     return tables
 
@@ -314,7 +314,11 @@ def _component_section(
         for key, value in sub.items():
             params[key], origin[key] = value, f"{section}.{name}.{key}"
     names, accepts_any = component.params()
-    for key in params:
+    for key, value in params.items():
+        if not _jsonable(value):
+            raise GridError(
+                path, key_of(origin[key]), f"params are numbers, strings, booleans or lists of them, got {_show(value)}"
+            )
         if key not in names and not accepts_any:
             raise GridError(
                 path,
@@ -362,7 +366,9 @@ def _factory_defaults(factory: Any, names: list[str]) -> dict[str, Any]:
 
 
 def _jsonable(value: Any) -> bool:
-    if isinstance(value, (bool, int, float, str)):
+    if isinstance(value, str):
+        return "\0" not in value
+    if isinstance(value, (bool, int, float)):
         return True
     if isinstance(value, list):
         return all(_jsonable(v) for v in value)

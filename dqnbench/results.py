@@ -2,7 +2,8 @@
 
 Layout of one experiment directory (``<out>/<experiment.name>/``)::
 
-    grid.toml                 the grid file of the last run_grid call
+    grid.toml, plan.json      the grid file of the last run and its run ids
+    .lock                     held by the one process writing here
     runs/<run_id>/meta.json   the run record: status, resolved config, versions, summary
     runs/<run_id>/steps.parquet, episodes.parquet, evals.parquet
     runs/<run_id>/weights.pt  final eval-net state_dict (torch.load(..., weights_only=True))
@@ -31,6 +32,8 @@ import torch
 from dqnbench.errors import ResultsError
 
 RUNS_DIR = "runs"
+GRID_COPY = "grid.toml"
+PLAN = "plan.json"
 META = "meta.json"
 WEIGHTS = "weights.pt"
 TABLES = ("steps", "episodes", "evals")
@@ -99,6 +102,50 @@ def write_run(experiment_dir: str | os.PathLike, output: RunOutput) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise ResultsError(f"cannot write results of run {output.run_id} to {root}: {exc}") from exc
     return final
+
+
+def clean_partial_writes(experiment_dir: str | os.PathLike) -> None:
+    """Remove what an interrupted :func:`write_run` left (hidden ``.tmp-``/``.old-`` dirs).
+
+    Only called while holding the experiment lock, so no live writer owns them.
+    """
+    root = runs_dir(experiment_dir)
+    if root.is_dir():
+        for leftover in root.iterdir():
+            if leftover.name.startswith((".tmp-", ".old-")):
+                shutil.rmtree(leftover, ignore_errors=True)
+
+
+def write_plan(experiment_dir: str | os.PathLike, grid: Path, run_ids: list[str]) -> None:
+    """Record the current grid (a copy of its file, and its run ids in ``plan.json``).
+
+    :func:`load_results` shows only these runs by default, so rerunning a
+    changed grid into the same directory never mixes in runs of the old one.
+    """
+    directory = Path(experiment_dir)
+    try:
+        _atomic_write(directory / GRID_COPY, grid.read_text(encoding="utf-8"))
+        _atomic_write(directory / PLAN, json.dumps({"grid": str(grid), "run_ids": run_ids}, indent=1))
+    except OSError as exc:
+        raise ResultsError(f"cannot write to results directory {directory}: {exc}") from exc
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def current_run_ids(experiment_dir: str | os.PathLike) -> list[str] | None:
+    """Run ids of the last grid run into this directory, or None if unknown."""
+    try:
+        with open(Path(experiment_dir) / PLAN, encoding="utf-8") as f:
+            return list(json.load(f)["run_ids"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _table_frame(run_id: str, columns: Mapping[str, Any], name: str) -> pd.DataFrame:
@@ -191,12 +238,21 @@ def run_row(record: Mapping[str, Any]) -> dict[str, Any]:
     return row
 
 
-def load_results(path: str | os.PathLike) -> Results:
-    """Read an experiment directory (``<out>/<name>``) into :class:`Results`."""
+def load_results(path: str | os.PathLike, all_runs: bool = False) -> Results:
+    """Read an experiment directory (``<out>/<name>``) into :class:`Results`.
+
+    By default only the runs of the grid last run into the directory
+    (``plan.json``) are read; ``all_runs=True`` also reads runs that earlier,
+    different versions of the grid left there.
+    """
     path = Path(path)
     if not runs_dir(path).is_dir():
         raise ResultsError(f"{path} is not a dqnbench results directory (no {RUNS_DIR}/ inside)")
     records = finished_runs(path)
+    current = None if all_runs else current_run_ids(path)
+    if current is not None:
+        keep = set(current)
+        records = {run_id: record for run_id, record in records.items() if run_id in keep}
     rows = [run_row(r) for r in records.values()]
     runs = pd.DataFrame(rows, columns=_ordered_columns(rows))
     tables = {}

@@ -33,9 +33,18 @@ from dqnbench.checks import ContractError
 from dqnbench.config import RunConfig
 from dqnbench.errors import DqnbenchError, GridError, ResultsError
 from dqnbench.grid import Plan, RunSpec, load_grid
+from dqnbench.lock import experiment_lock
 from dqnbench.progress import RunProgress, print_summary
 from dqnbench.registry import Component, Registry, load_registry
-from dqnbench.results import Results, RunOutput, finished_runs, load_results, write_run
+from dqnbench.results import (
+    Results,
+    RunOutput,
+    clean_partial_writes,
+    finished_runs,
+    load_results,
+    write_plan,
+    write_run,
+)
 from dqnbench.train import Components, Diverged, env_dims, make_env, train
 from dqnbench.version import __version__
 
@@ -155,10 +164,29 @@ def run_plan(
     experiment_dir = Path(out) / plan.name
     try:
         experiment_dir.mkdir(parents=True, exist_ok=True)
-        _write_text(experiment_dir / "grid.toml", plan.path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ResultsError(f"cannot write to results directory {experiment_dir}: {exc}") from exc
+        raise ResultsError(f"cannot create results directory {experiment_dir}: {exc}") from exc
 
+    with experiment_lock(experiment_dir):
+        clean_partial_writes(experiment_dir)
+        write_plan(experiment_dir, plan.path, [spec.run_id for spec in plan.runs])
+        _execute(plan, experiment_dir, run_executor, workers, plugins, load_entrypoints, quiet, stream)
+    results = load_results(experiment_dir)
+    print_summary(cell_summary(results, plan), f"{plan.name}: {len(plan.runs)} runs in {experiment_dir}", stream)
+    return results
+
+
+def _execute(
+    plan: Plan,
+    experiment_dir: Path,
+    run_executor: Component,
+    workers: int | None,
+    plugins: Sequence[Any],
+    load_entrypoints: bool,
+    quiet: bool,
+    stream: TextIO,
+) -> None:
+    """Dispatch the plan's unfinished runs and write each result as it arrives."""
     finished = finished_runs(experiment_dir)
     todo = [spec for spec in plan.runs if finished.get(spec.run_id, {}).get("status") not in FINISHED]
     skipped = len(plan.runs) - len(todo)
@@ -198,9 +226,6 @@ def run_plan(
     finally:
         progress.close()
         pool.close()
-    results = load_results(experiment_dir)
-    print_summary(cell_summary(results, plan), f"{plan.name}: {len(plan.runs)} runs in {experiment_dir}", stream)
-    return results
 
 
 def plan_failed(results: Results, plan: Plan) -> list[str]:
@@ -383,9 +408,3 @@ def single_thread():
         yield
     finally:
         torch.set_num_threads(before)
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

@@ -1,0 +1,613 @@
+"""``dqnbench new-plugin NAME``: a ready third-party plugin package in one command.
+
+Modelled on datasette's plugin template: the package it writes is what a
+stranger would publish — a ``pyproject.toml`` declaring the ``dqnbench`` entry
+point, a module with one working component of the chosen kind, a README and
+tests that go through dqnbench's public API — and it passes its own tests right
+after ``pip install -e``, so a plugin is tested from its first minute. The
+templates are string constants below (no package data to ship); names are
+validated before anything is written.
+"""
+
+from __future__ import annotations
+
+import builtins
+import importlib.util
+import keyword
+import re
+import string
+from dataclasses import dataclass
+from pathlib import Path
+
+from dqnbench.errors import DqnbenchError
+from dqnbench.version import __version__
+
+#: the kinds a template exists for, with the built-in each generated test compares against
+KINDS: dict[str, str] = {"network": "mlp", "replay": "uniform", "exploration": "linear"}
+
+# PEP 508: letters, digits, ".", "_", "-"; starting and ending with a letter or digit
+_DIST_NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
+# module-level names of the templates that a component name must not shadow
+_TEMPLATE_GLOBALS = {"annotations", "Sequence", "np", "numpy", "torch", "nn", "dqnbench", "pytest", "re", "io"}
+
+
+@dataclass(frozen=True)
+class PluginNames:
+    """The names one plugin package is known by, all derived from its distribution name."""
+
+    #: distribution name (``pip install dqnbench-my-net``)
+    distribution: str
+    #: import name of the package (``dqnbench_my_net``); also the entry-point name, unique per distribution
+    module: str
+    #: what grids write (``network.name = "my_net"``): the module name without a ``dqnbench_`` prefix
+    component: str
+    #: the component's class in the generated module
+    class_name: str
+
+
+def plugin_names(name: str, kind: str) -> PluginNames:
+    """Validate ``name`` as a distribution name and derive the module and component names.
+
+    Raises :class:`DqnbenchError` for an invalid distribution name, a name that
+    gives no valid Python identifier, a module that is already importable (it
+    would be shadowed) or a component name that clashes with a built-in.
+    """
+    if kind not in KINDS:
+        raise DqnbenchError(f"unknown plugin kind {kind!r} (allowed: {', '.join(KINDS)})")
+    if not _DIST_NAME.match(name):
+        raise DqnbenchError(
+            f"{name!r} is not a valid distribution name: use letters, digits, '-', '_' and '.', "
+            "starting and ending with a letter or digit (e.g. dqnbench-my-network)"
+        )
+    module = re.sub(r"[-_.]+", "_", name).lower()
+    if not module.isidentifier() or keyword.iskeyword(module):
+        raise DqnbenchError(f"{name!r} gives the module name {module!r}, which is not a Python identifier")
+    component = module.removeprefix("dqnbench_") or module
+    if (
+        not component.isidentifier()
+        or keyword.iskeyword(component)
+        or component in _TEMPLATE_GLOBALS
+        or hasattr(builtins, component)
+    ):
+        raise DqnbenchError(
+            f"{name!r} gives the component name {component!r}, which cannot name a Python function; "
+            "pick another name, e.g. dqnbench-my-" + kind
+        )
+    spec = importlib.util.find_spec(module)
+    if spec is not None:
+        raise DqnbenchError(
+            f"a module named {module!r} is already importable ({spec.origin}); pick another name so that "
+            "installing the plugin does not shadow it"
+        )
+    from dqnbench.registry import load_registry
+
+    if component in load_registry(load_entrypoints=False).names(kind):
+        raise DqnbenchError(
+            f'{kind} "{component}" is a built-in dqnbench component; a plugin offering the same name would '
+            "make every grid that names it fail. Pick another name."
+        )
+    class_name = "".join(part.capitalize() for part in component.split("_")) or "Component"
+    return PluginNames(name, module, component, class_name)
+
+
+def write_plugin(name: str, kind: str, dest: Path) -> Path:
+    """Write a ready-to-install plugin package for one component of ``kind`` into ``dest``.
+
+    ``dest`` is created if missing and must be empty if it exists. Returns
+    ``dest``. The package: ``pyproject.toml`` (with the ``dqnbench`` entry
+    point), ``README.md``, ``src/<module>/{__init__,plugin}.py`` (a working
+    component) and ``tests/test_<module>.py``; ``pip install -e <dest>`` then
+    ``python -m pytest <dest>`` passes.
+    """
+    names = plugin_names(name, kind)
+    dest = Path(dest)
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise DqnbenchError(f"{dest} already exists and is not an empty directory; choose another --dir")
+    values = {
+        "dist": names.distribution,
+        "module": names.module,
+        "component": names.component,
+        "Class": names.class_name,
+        "kind": kind,
+        "builtin": KINDS[kind],
+        "hook": _HOOKS[kind],
+        "dqnbench_min": ".".join(__version__.split(".")[:2]),
+        "dependencies": ", ".join(f'"{d}"' for d in _DEPENDENCIES[kind]),
+        "summary": _SUMMARIES[kind],
+        "grid": _GRIDS[kind],
+        "params": _PARAMS[kind],
+    }
+    files = {
+        "pyproject.toml": _PYPROJECT,
+        "README.md": _README,
+        ".gitignore": _GITIGNORE,
+        f"src/{names.module}/__init__.py": _INIT,
+        f"src/{names.module}/py.typed": "",
+        f"src/{names.module}/plugin.py": _PLUGINS[kind],
+        f"tests/test_{names.module}.py": _TESTS_HEAD + _TESTS[kind] + _TESTS_GRID,
+    }
+    for relative, template in files.items():
+        path = dest / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = string.Template(template).substitute(values)
+        # the grid is substituted into templates, so substitute once more for the names inside it
+        path.write_text(string.Template(text).substitute(values) if "$" in text else text, encoding="utf-8")
+    return dest
+
+
+def next_steps(dest: Path, name: str, kind: str) -> str:
+    """What ``dqnbench new-plugin`` prints after writing the package."""
+    names = plugin_names_unchecked(name)
+    return (
+        f'created {dest}: the dqnbench {kind} "{names.component}" in distribution {names.distribution}\n'
+        f"next:\n"
+        f"  cd {dest}\n"
+        f'  pip install -e ".[test]"\n'
+        f"  python -m pytest            # passes as generated: edit src/{names.module}/plugin.py, keep it passing\n"
+        f'  dqnbench plugins --check    # lists {kind} "{names.component}" and checks its contract\n'
+        f"guide: docs/plugins.md in the dqnbench repository"
+    )
+
+
+def plugin_names_unchecked(name: str) -> PluginNames:
+    """The derived names without validation (for messages about a package already written)."""
+    module = re.sub(r"[-_.]+", "_", name).lower()
+    component = module.removeprefix("dqnbench_") or module
+    return PluginNames(name, module, component, "".join(p.capitalize() for p in component.split("_")))
+
+
+_HOOKS = {"network": "dqnbench_networks", "replay": "dqnbench_replays", "exploration": "dqnbench_explorations"}
+_DEPENDENCIES = {
+    "network": ["torch>=2.2"],
+    "replay": ["numpy>=1.26", "torch>=2.2"],
+    "exploration": ["torch>=2.2"],
+}
+_SUMMARIES = {
+    "network": "a Q-network",
+    "replay": "a replay buffer",
+    "exploration": "an exploration strategy",
+}
+_PARAMS = {
+    "network": "| `hidden` | `[64, 64]` | hidden-layer widths |",
+    "replay": "| `capacity` | (engine) | transitions kept, oldest overwritten first |",
+    "exploration": "| `start`, `end` | `1.0`, `0.05` | ε at step 0 and after the decay |\n"
+    "| `fraction` | `0.1` | share of `total_steps` over which ε decays linearly |",
+}
+_GRIDS = {
+    "network": """[network.mlp]
+hidden = [16]
+
+[network.$component]
+hidden = [16]
+
+[grid]
+"network.name" = ["mlp", "$component"]""",
+    "replay": """[replay]
+capacity = 10_000
+
+[grid]
+"replay.name" = ["uniform", "$component"]""",
+    "exploration": """[exploration]
+start = 1.0
+end = 0.05
+fraction = 0.5
+
+[grid]
+"exploration.name" = ["linear", "$component"]""",
+}
+
+_PYPROJECT = """\
+[build-system]
+requires = ["setuptools>=68"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "$dist"
+version = "0.1.0"
+description = "dqnbench plugin: $summary ($component)"
+readme = "README.md"
+requires-python = ">=3.11"
+keywords = ["dqnbench", "dqn", "reinforcement-learning"]
+dependencies = ["dqnbench>=$dqnbench_min", $dependencies]
+
+[project.optional-dependencies]
+test = ["pytest>=8"]
+
+# dqnbench loads this module and calls its @dqnbench.hookimpl functions. The entry-point
+# name must be unique among installed plugins, so it is the package's own name.
+[project.entry-points.dqnbench]
+$module = "$module.plugin"
+
+[tool.setuptools.package-data]
+$module = ["py.typed"]
+
+[tool.pytest.ini_options]
+testpaths = ["tests"]
+"""
+
+_README = """\
+# $dist
+
+A [dqnbench](https://pypi.org/project/dqnbench/) plugin providing $summary: `$component`.
+
+## Install and use
+
+```bash
+pip install $dist
+dqnbench plugins --check     # lists $kind "$component" from $dist and checks its contract
+```
+
+Name it in a grid next to the built-ins:
+
+```toml
+$grid
+```
+
+| param | default | meaning |
+| --- | --- | --- |
+$params
+
+## Develop
+
+```bash
+pip install -e ".[test]"
+python -m pytest
+```
+
+The component lives in `src/$module/plugin.py`; dqnbench finds it through the entry point in
+`pyproject.toml`. The tests use dqnbench's public API the way dqnbench uses the plugin: keep
+them passing as you change the component. See dqnbench's plugin guide (`docs/plugins.md`)
+for the contract of each hook, seeding, testing and publishing.
+
+## Publish
+
+```bash
+python -m pip install build twine
+python -m build
+python -m twine upload dist/*
+```
+"""
+
+_GITIGNORE = """\
+__pycache__/
+*.egg-info/
+build/
+dist/
+results/
+"""
+
+_INIT = '''\
+"""$dist: a dqnbench plugin providing $summary, `$component`."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("$dist")
+except PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0.0.0"
+'''
+
+_PLUGIN_NETWORK = '''\
+"""The dqnbench network "$component".
+
+dqnbench finds this module through the entry point in pyproject.toml and calls
+the ``@dqnbench.hookimpl`` function below once, when it builds its registry.
+Change the network freely but keep the contract: ``factory(obs_dim, n_actions,
+**params) -> torch.nn.Module`` whose forward maps float32 ``(B, obs_dim)`` to
+Q-values ``(B, n_actions)``. Give every param a default: a grid sets them in
+``[network.$component]``. Keep all state in parameters and buffers, so that
+``state_dict()`` saves the whole network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+import dqnbench
+
+
+class $Class(nn.Module):
+    """A ReLU MLP ``obs → hidden… → Q``.
+
+    ``body`` ends at the last hidden activation (dqnbench's embedding plots read
+    it); ``out`` is the linear Q-value head.
+    """
+
+    def __init__(self, obs_dim: int, n_actions: int, hidden: Sequence[int] = (64, 64)) -> None:
+        super().__init__()
+        widths = [obs_dim, *hidden]
+        layers: list[nn.Module] = []
+        for fan_in, fan_out in zip(widths[:-1], widths[1:]):
+            layers += [nn.Linear(fan_in, fan_out), nn.ReLU()]
+        self.body = nn.Sequential(*layers)
+        self.out = nn.Linear(widths[-1], n_actions)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.out(self.body(obs))
+
+
+def $component(obs_dim: int, n_actions: int, hidden: Sequence[int] = (64, 64)) -> $Class:
+    """The factory dqnbench calls.
+
+    :param hidden: hidden-layer widths, e.g. ``[64, 64]``.
+    """
+    if any(isinstance(w, bool) or not isinstance(w, int) or w <= 0 for w in hidden):
+        raise ValueError(f"hidden must be a list of positive integers, got {hidden!r}")
+    return $Class(obs_dim, n_actions, tuple(hidden))
+
+
+@dqnbench.hookimpl
+def dqnbench_networks() -> dict:
+    return {"$component": $component}
+'''
+
+_PLUGIN_REPLAY = '''\
+"""The dqnbench replay "$component".
+
+dqnbench finds this module through the entry point in pyproject.toml and calls
+the ``@dqnbench.hookimpl`` function below once, when it builds its registry.
+Change the buffer freely but keep the contract: ``factory(capacity, obs_dim,
+gamma, **params) -> buffer`` with ``add(obs, action, reward, next_obs,
+terminated)``, ``sample(batch_size) -> dqnbench.Batch``,
+``update_priorities(indices, td_errors)`` and ``__len__()``. Draw random numbers
+from NumPy's (or torch's) global RNG: dqnbench seeds both per run.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+import dqnbench
+
+
+class $Class:
+    """Uniform replay of the last ``capacity`` transitions, in preallocated NumPy arrays."""
+
+    def __init__(self, capacity: int, obs_dim: int, gamma: float) -> None:
+        self.capacity, self.gamma = capacity, float(gamma)
+        self.obs = np.zeros((capacity, obs_dim), dtype=np.float32)
+        self.next_obs = np.zeros((capacity, obs_dim), dtype=np.float32)
+        self.actions = np.zeros(capacity, dtype=np.int64)
+        self.rewards = np.zeros(capacity, dtype=np.float32)
+        self.terminated = np.zeros(capacity, dtype=np.bool_)
+        self.cursor = 0
+        self.size = 0
+
+    def add(self, obs: np.ndarray, action: int, reward: float, next_obs: np.ndarray, terminated: bool) -> None:
+        i = self.cursor
+        self.obs[i], self.actions[i], self.rewards[i] = obs, action, reward
+        self.next_obs[i], self.terminated[i] = next_obs, terminated
+        self.cursor = (i + 1) % self.capacity
+        self.size = min(self.size + 1, self.capacity)
+
+    def sample(self, batch_size: int) -> dqnbench.Batch:
+        indices = np.random.randint(0, self.size, size=batch_size)
+        return dqnbench.Batch(
+            obs=torch.from_numpy(self.obs[indices]),
+            actions=torch.from_numpy(self.actions[indices]),
+            rewards=torch.from_numpy(self.rewards[indices]),
+            next_obs=torch.from_numpy(self.next_obs[indices]),
+            terminated=torch.from_numpy(self.terminated[indices]),
+            weights=torch.ones(batch_size),  # importance-sampling weights: none for uniform sampling
+            indices=torch.from_numpy(indices),
+            discounts=torch.full((batch_size,), self.gamma),  # γ for one-step transitions
+        )
+
+    def update_priorities(self, indices: torch.Tensor, td_errors: torch.Tensor) -> None:
+        """Uniform sampling ignores TD errors."""
+
+    def __len__(self) -> int:
+        return self.size
+
+
+def $component(capacity: int, obs_dim: int, gamma: float) -> $Class:
+    """The factory dqnbench calls; add keyword params with defaults to make it configurable."""
+    if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity <= 0:
+        raise ValueError(f"capacity must be a positive integer, got {capacity!r}")
+    return $Class(capacity, obs_dim, gamma)
+
+
+@dqnbench.hookimpl
+def dqnbench_replays() -> dict:
+    return {"$component": $component}
+'''
+
+_PLUGIN_EXPLORATION = '''\
+"""The dqnbench exploration "$component".
+
+dqnbench finds this module through the entry point in pyproject.toml and calls
+the ``@dqnbench.hookimpl`` function below once, when it builds its registry.
+Change the strategy freely but keep the contract: ``factory(n_actions,
+total_steps, **params) -> explorer`` whose ``select(q_values, step)`` maps float
+Q-values ``(B, n_actions)`` at env step ``step`` to int64 actions ``(B,)``. Draw
+random numbers from torch's global RNG: dqnbench seeds it per run.
+"""
+
+from __future__ import annotations
+
+import torch
+
+import dqnbench
+
+
+class $Class:
+    """ε-greedy, ε going linearly from ``start`` to ``end`` over ``fraction`` of training."""
+
+    def __init__(self, total_steps: int, start: float, end: float, fraction: float) -> None:
+        self.start, self.end = start, end
+        self.decay_steps = max(1.0, fraction * total_steps)
+
+    def value(self, step: int) -> float:
+        """ε at env step ``step``."""
+        return self.start + (self.end - self.start) * min(1.0, step / self.decay_steps)
+
+    def select(self, q_values: torch.Tensor, step: int) -> torch.Tensor:
+        batch, n_actions = q_values.shape
+        greedy = q_values.argmax(dim=1)
+        explore = torch.rand(batch, device=q_values.device) < self.value(step)
+        return torch.where(explore, torch.randint(n_actions, (batch,), device=q_values.device), greedy)
+
+
+def $component(
+    n_actions: int, total_steps: int, start: float = 1.0, end: float = 0.05, fraction: float = 0.1
+) -> $Class:
+    """The factory dqnbench calls.
+
+    :param start: ε at step 0.
+    :param end: ε after the decay.
+    :param fraction: share of ``total_steps`` over which ε decays.
+    """
+    for param, value in (("start", start), ("end", end), ("fraction", fraction)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+            raise ValueError(f"{param} must be a number in [0, 1], got {value!r}")
+    return $Class(total_steps, float(start), float(end), float(fraction))
+
+
+@dqnbench.hookimpl
+def dqnbench_explorations() -> dict:
+    return {"$component": $component}
+'''
+
+_PLUGINS = {"network": _PLUGIN_NETWORK, "replay": _PLUGIN_REPLAY, "exploration": _PLUGIN_EXPLORATION}
+
+_TESTS_HEAD = '''\
+"""Tests of $dist through dqnbench's public API, the way dqnbench uses the plugin.
+
+They need the package installed (``pip install -e .``): dqnbench finds the
+component through the entry point, as it will for your users.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import textwrap
+
+import pytest
+import torch
+
+import dqnbench
+from dqnbench.registry import load_registry
+
+DISTRIBUTION = "$dist"
+
+
+def canonical(name: str) -> str:
+    """A distribution name normalised as in PEP 503."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+@pytest.fixture(scope="module")
+def factory():
+    component = load_registry().get("$kind", "$component")
+    assert canonical(component.distribution) == canonical(DISTRIBUTION)
+    return component.factory
+
+
+def test_the_installed_entry_point_provides_the_component(factory):
+    assert callable(factory)
+
+'''
+
+_TESTS_NETWORK = """
+@pytest.mark.parametrize("batch", [1, 32])
+def test_forward_maps_float32_observations_to_q_values(factory, batch):
+    net = factory(4, 2)
+    q_values = net(torch.randn(batch, 4))
+    assert q_values.shape == (batch, 2) and q_values.dtype == torch.float32
+
+
+def test_weights_round_trip_through_state_dict(factory, tmp_path):
+    net, fresh = factory(4, 2), factory(4, 2)
+    torch.save(net.state_dict(), tmp_path / "weights.pt")
+    fresh.load_state_dict(torch.load(tmp_path / "weights.pt", weights_only=True))
+    obs = torch.randn(3, 4)
+    assert torch.equal(net(obs), fresh(obs))
+
+
+def test_bad_params_raise_value_error(factory):
+    with pytest.raises(ValueError, match="hidden"):
+        factory(4, 2, hidden=[0])
+
+"""
+
+_TESTS_REPLAY = """
+def test_sample_returns_a_batch_of_the_contracts_shapes_and_dtypes(factory):
+    import numpy as np
+
+    buffer = factory(100, 3, 0.99)
+    for t in range(50):
+        obs = np.full(3, t, dtype=np.float32)
+        buffer.add(obs, t % 2, float(t), obs + 1, t % 10 == 9)
+    assert len(buffer) == 50
+    batch = buffer.sample(16)
+    assert isinstance(batch, dqnbench.Batch)
+    assert batch.obs.shape == batch.next_obs.shape == (16, 3) and batch.obs.dtype == torch.float32
+    assert batch.actions.shape == (16,) and batch.actions.dtype == torch.int64
+    assert batch.rewards.dtype == batch.weights.dtype == batch.discounts.dtype == torch.float32
+    assert batch.terminated.dtype in (torch.bool, torch.float32) and batch.indices.dtype == torch.int64
+    assert torch.equal(batch.rewards, batch.obs[:, 0])  # fields of one transition stay together
+    buffer.update_priorities(batch.indices, torch.zeros(16))
+
+
+def test_bad_params_raise_value_error(factory):
+    with pytest.raises(ValueError, match="capacity"):
+        factory(0, 3, 0.99)
+
+"""
+
+_TESTS_EXPLORATION = """
+@pytest.mark.parametrize("batch", [1, 2, 32])
+def test_select_returns_int64_actions_in_range(factory, batch):
+    explorer = factory(3, 1_000)
+    for step in (0, 500, 999):
+        actions = explorer.select(torch.randn(batch, 3), step)
+        assert actions.shape == (batch,) and actions.dtype == torch.int64
+        assert ((actions >= 0) & (actions < 3)).all()
+
+
+def test_zero_epsilon_is_greedy(factory):
+    explorer = factory(3, 100, start=0.0, end=0.0)
+    q_values = torch.randn(16, 3)
+    assert torch.equal(explorer.select(q_values, 0), q_values.argmax(dim=1))
+
+
+def test_bad_params_raise_value_error(factory):
+    with pytest.raises(ValueError, match="start"):
+        factory(3, 100, start=2.0)
+
+"""
+
+_TESTS = {"network": _TESTS_NETWORK, "replay": _TESTS_REPLAY, "exploration": _TESTS_EXPLORATION}
+
+_TESTS_GRID = '''
+GRID = """
+[experiment]
+name = "$module"
+total_steps = 300
+seeds = 1
+eval_every = 0
+eval_episodes = 2
+
+[agent]
+learning_starts = 100
+batch_size = 16
+
+[network]
+hidden = [16]
+
+$grid
+"""
+
+
+def test_a_tiny_grid_trains_it_next_to_the_builtin_$builtin(tmp_path):
+    grid = tmp_path / "grid.toml"
+    grid.write_text(textwrap.dedent(GRID), encoding="utf-8")
+    results = dqnbench.run_grid(grid, out=tmp_path / "results", executor="serial", quiet=True, stream=io.StringIO())
+    assert sorted(results.runs["$kind.name"]) == sorted(["$builtin", "$component"])
+    assert set(results.runs.status) == {"ok"}, results.runs.error.tolist()
+'''
