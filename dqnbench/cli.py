@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="how runs are dispatched: serial, process (default), or a plugin's",
     )
+    run.add_argument("--address", metavar="HOST:PORT", help="cluster address, for executors that take one (ray)")
     run.add_argument("--dry-run", action="store_true", help="print the plan (cells × seeds = runs) and exit")
     run.add_argument("--quiet", action="store_true", help="plain progress lines instead of a live bar")
     run.add_argument("--no-plots", action="store_true", help="skip writing plots at the end")
@@ -44,11 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="per-cell statistics of a results directory")
     report.add_argument("dir", metavar="DIR", help="an experiment directory, e.g. results/default-grid")
     report.add_argument("--format", choices=("table", "markdown", "csv"), default="table")
+    report.add_argument("--all-runs", action="store_true", help="include runs of earlier versions of the grid")
     report.set_defaults(handler=cmd_report)
 
     plot = sub.add_parser("plot", help="comparison plots of a results directory")
     plot.add_argument("dir", metavar="DIR", help="an experiment directory")
     plot.add_argument("--out", metavar="DIR", help="where to write the plots (default: DIR/plots)")
+    plot.add_argument("--all-runs", action="store_true", help="include runs of earlier versions of the grid")
     plot.set_defaults(handler=cmd_plot)
 
     compare = sub.add_parser("compare", help="exit 1 when the candidate regressed against the baseline")
@@ -90,11 +93,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     from dqnbench.runner import plan_failed, prepare, run_plan
 
     plan, registry = prepare(args.grid)
-    registry.get("executor", args.executor)  # an unknown executor is a usage error before anything runs
+    executor = registry.get("executor", args.executor)  # unknown executors and options fail before any run
+    executor.check_params({"address": args.address} if args.address else {})
     if args.dry_run:
         print(plan.describe())
         return EXIT_OK
-    results = run_plan(plan, registry, args.out, executor=args.executor, workers=args.workers, quiet=args.quiet)
+    results = run_plan(
+        plan,
+        registry,
+        args.out,
+        executor=args.executor,
+        workers=args.workers,
+        executor_options={"address": args.address} if args.address else None,
+        quiet=args.quiet,
+    )
     if not args.no_plots and (results.runs.status == "ok").any():
         from dqnbench.plots import write_plots
 
@@ -137,7 +149,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from dqnbench.report import report
     from dqnbench.results import load_results
 
-    print(report(load_results(args.dir), args.format), end="")
+    print(report(load_results(args.dir, all_runs=args.all_runs), args.format), end="")
     return EXIT_OK
 
 
@@ -146,7 +158,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from dqnbench.registry import load_registry
     from dqnbench.results import load_results
 
-    for path in write_plots(load_results(args.dir), out_dir=args.out, registry=load_registry()):
+    for path in write_plots(load_results(args.dir, all_runs=args.all_runs), out_dir=args.out, registry=load_registry()):
         print(path)
     return EXIT_OK
 

@@ -81,7 +81,7 @@ _POSITIONAL = {
     "network": ("obs_dim", "n_actions"),
     "replay": ("capacity", "obs_dim", "gamma"),
     "exploration": ("n_actions", "total_steps"),
-    "executor": (),
+    "executor": ("workers",),
 }
 
 

@@ -31,6 +31,7 @@ import torch
 
 from dqnbench.checks import ContractError
 from dqnbench.config import RunConfig
+from dqnbench.contracts import Executor
 from dqnbench.errors import DqnbenchError, GridError, ResultsError
 from dqnbench.grid import Plan, RunSpec, load_grid
 from dqnbench.lock import experiment_lock
@@ -116,6 +117,7 @@ def run_grid(
     *,
     executor: str = DEFAULT_EXECUTOR,
     workers: int | None = None,
+    executor_options: dict[str, Any] | None = None,
     plugins: Sequence[Any] = (),
     load_entrypoints: bool = True,
     quiet: bool = False,
@@ -129,6 +131,8 @@ def run_grid(
 
     :param executor: a registered executor name (``serial``, ``process``, …).
     :param workers: parallel runs for the executor; ``None`` lets it decide.
+    :param executor_options: extra keyword params for the executor's factory
+        (e.g. ``{"address": "10.0.0.1:6379"}`` for a cluster executor).
     :param plugins: extra in-process plugins (importable modules or picklable
         objects with hookimpls) to register besides the installed ones.
     """
@@ -139,6 +143,7 @@ def run_grid(
         out,
         executor=executor,
         workers=workers,
+        executor_options=executor_options,
         plugins=plugins,
         load_entrypoints=load_entrypoints,
         quiet=quiet,
@@ -153,6 +158,7 @@ def run_plan(
     *,
     executor: str = DEFAULT_EXECUTOR,
     workers: int | None = None,
+    executor_options: dict[str, Any] | None = None,
     plugins: Sequence[Any] = (),
     load_entrypoints: bool = True,
     quiet: bool = False,
@@ -170,7 +176,8 @@ def run_plan(
     with experiment_lock(experiment_dir):
         clean_partial_writes(experiment_dir)
         write_plan(experiment_dir, plan.path, [spec.run_id for spec in plan.runs])
-        _execute(plan, experiment_dir, run_executor, workers, plugins, load_entrypoints, quiet, stream)
+        pool = make_executor(run_executor, workers, executor_options or {})
+        _execute(plan, experiment_dir, pool, plugins, load_entrypoints, quiet, stream)
     results = load_results(experiment_dir)
     print_summary(cell_summary(results, plan), f"{plan.name}: {len(plan.runs)} runs in {experiment_dir}", stream)
     return results
@@ -179,8 +186,7 @@ def run_plan(
 def _execute(
     plan: Plan,
     experiment_dir: Path,
-    run_executor: Component,
-    workers: int | None,
+    pool: Executor,
     plugins: Sequence[Any],
     load_entrypoints: bool,
     quiet: bool,
@@ -199,7 +205,6 @@ def _execute(
     refs = tuple(ModuleRef(p.__name__) if isinstance(p, ModuleType) else p for p in plugins)
     tasks = [RunTask(spec, refs, load_entrypoints) for spec in todo]
     progress = RunProgress(len(tasks), skipped, live=not quiet and stream.isatty(), stream=stream)
-    pool = run_executor.factory(workers=workers)
     try:
         for task, outcome in pool.map_unordered(execute_run, tasks):
             if isinstance(outcome, BaseException):
@@ -226,6 +231,17 @@ def _execute(
     finally:
         progress.close()
         pool.close()
+
+
+def make_executor(component: Component, workers: int | None, options: dict[str, Any]) -> Executor:
+    """Build the executor; options it does not take, or a factory that raises, are user errors."""
+    component.check_params(options)
+    try:
+        return component.factory(workers=workers, **options)
+    except DqnbenchError:
+        raise
+    except Exception as exc:
+        raise DqnbenchError(f"{component.describe()} could not start: {type(exc).__name__}: {exc}") from exc
 
 
 def plan_failed(results: Results, plan: Plan) -> list[str]:

@@ -59,10 +59,10 @@ def plugin_names(name: str, kind: str) -> PluginNames:
             f"{name!r} is not a valid distribution name: use letters, digits, '-', '_' and '.', "
             "starting and ending with a letter or digit (e.g. dqnbench-my-network)"
         )
-    module = re.sub(r"[-_.]+", "_", name).lower()
+    names = _derive(name)
+    module, component = names.module, names.component
     if not module.isidentifier() or keyword.iskeyword(module):
         raise DqnbenchError(f"{name!r} gives the module name {module!r}, which is not a Python identifier")
-    component = module.removeprefix("dqnbench_") or module
     if (
         not component.isidentifier()
         or keyword.iskeyword(component)
@@ -86,8 +86,7 @@ def plugin_names(name: str, kind: str) -> PluginNames:
             f'{kind} "{component}" is a built-in dqnbench component; a plugin offering the same name would '
             "make every grid that names it fail. Pick another name."
         )
-    class_name = "".join(part.capitalize() for part in component.split("_")) or "Component"
-    return PluginNames(name, module, component, class_name)
+    return names
 
 
 def write_plugin(name: str, kind: str, dest: Path) -> Path:
@@ -114,7 +113,8 @@ def write_plugin(name: str, kind: str, dest: Path) -> Path:
         "dqnbench_min": ".".join(__version__.split(".")[:2]),
         "dependencies": ", ".join(f'"{d}"' for d in _DEPENDENCIES[kind]),
         "summary": _SUMMARIES[kind],
-        "grid": _GRIDS[kind],
+        "grid": string.Template(_GRIDS[kind]).substitute(component=names.component),
+        "small_network": "" if kind == "network" else "[network]\nhidden = [16]\n\n",
         "params": _PARAMS[kind],
     }
     files = {
@@ -129,15 +129,13 @@ def write_plugin(name: str, kind: str, dest: Path) -> Path:
     for relative, template in files.items():
         path = dest / relative
         path.parent.mkdir(parents=True, exist_ok=True)
-        text = string.Template(template).substitute(values)
-        # the grid is substituted into templates, so substitute once more for the names inside it
-        path.write_text(string.Template(text).substitute(values) if "$" in text else text, encoding="utf-8")
+        path.write_text(string.Template(template).substitute(values), encoding="utf-8")
     return dest
 
 
 def next_steps(dest: Path, name: str, kind: str) -> str:
     """What ``dqnbench new-plugin`` prints after writing the package."""
-    names = plugin_names_unchecked(name)
+    names = _derive(name)
     return (
         f'created {dest}: the dqnbench {kind} "{names.component}" in distribution {names.distribution}\n'
         f"next:\n"
@@ -149,11 +147,12 @@ def next_steps(dest: Path, name: str, kind: str) -> str:
     )
 
 
-def plugin_names_unchecked(name: str) -> PluginNames:
-    """The derived names without validation (for messages about a package already written)."""
+def _derive(name: str) -> PluginNames:
+    """Module, component and class names from a distribution name (no validation)."""
     module = re.sub(r"[-_.]+", "_", name).lower()
     component = module.removeprefix("dqnbench_") or module
-    return PluginNames(name, module, component, "".join(p.capitalize() for p in component.split("_")))
+    class_name = "".join(part.capitalize() for part in component.split("_")) or "Component"
+    return PluginNames(name, module, component, class_name)
 
 
 _HOOKS = {"network": "dqnbench_networks", "replay": "dqnbench_replays", "exploration": "dqnbench_explorations"}
@@ -174,10 +173,7 @@ _PARAMS = {
     "| `fraction` | `0.1` | share of `total_steps` over which ε decays linearly |",
 }
 _GRIDS = {
-    "network": """[network.mlp]
-hidden = [16]
-
-[network.$component]
+    "network": """[network]
 hidden = [16]
 
 [grid]
@@ -303,10 +299,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import dqnbench
 import torch
 from torch import nn
-
-import dqnbench
 
 
 class $Class(nn.Module):
@@ -358,10 +353,9 @@ from NumPy's (or torch's) global RNG: dqnbench seeds both per run.
 
 from __future__ import annotations
 
+import dqnbench
 import numpy as np
 import torch
-
-import dqnbench
 
 
 class $Class:
@@ -429,9 +423,8 @@ random numbers from torch's global RNG: dqnbench seeds it per run.
 
 from __future__ import annotations
 
-import torch
-
 import dqnbench
+import torch
 
 
 class $Class:
@@ -487,10 +480,9 @@ import io
 import re
 import textwrap
 
+import dqnbench
 import pytest
 import torch
-
-import dqnbench
 from dqnbench.registry import load_registry
 
 DISTRIBUTION = "$dist"
@@ -597,10 +589,7 @@ eval_episodes = 2
 learning_starts = 100
 batch_size = 16
 
-[network]
-hidden = [16]
-
-$grid
+$small_network$grid
 """
 
 
