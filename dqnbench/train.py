@@ -30,6 +30,7 @@ from dqnbench.config import AgentConfig, RunConfig
 from dqnbench.contracts import Explorer, ReplayBuffer
 from dqnbench.errors import DqnbenchError
 from dqnbench.losses import dqn_targets, td_loss
+from dqnbench.optim import LeanAdam, TorchAdam, make_adam
 
 #: the evaluation env is seeded apart from the training env
 EVAL_SEED_OFFSET = 1_000_003
@@ -106,6 +107,7 @@ def train(config: RunConfig, seed: int, components: Components, timing: bool = T
     exp, agent = config.experiment, config.agent
     clock = time.perf_counter if timing else _no_clock
     device = torch.device(exp.device)
+    on_gpu = device.type != "cpu"
 
     # Seed every RNG a plugin may draw from, then build envs and components.
     seed_everything(seed)
@@ -115,7 +117,7 @@ def train(config: RunConfig, seed: int, components: Components, timing: bool = T
     target_net = copy.deepcopy(q_net).requires_grad_(False)
     replay = components.replay(config.replay.capacity, obs_dim, agent.gamma)
     explorer = components.exploration(n_actions, exp.total_steps)
-    optimizer = torch.optim.Adam(q_net.parameters(), lr=agent.lr)
+    optimizer = make_adam(q_net, agent.lr)
     log = TrainLog(exp.total_steps, obs_dim, n_actions)
 
     obs, _ = env.reset(seed=seed)
@@ -129,7 +131,7 @@ def train(config: RunConfig, seed: int, components: Components, timing: bool = T
     for step in range(exp.total_steps):
         # Act: ε-greedy (or whatever the explorer does) on the eval net, no autograd.
         t0 = clock()
-        with torch.no_grad():
+        with torch.inference_mode():
             q_values = q_net(torch.as_tensor(obs, device=device).unsqueeze(0))
             action = int(explorer.select(q_values, step)[0])
         t1 = clock()
@@ -147,7 +149,9 @@ def train(config: RunConfig, seed: int, components: Components, timing: bool = T
                 batch = replay.sample(agent.batch_size)
                 if learn_steps == 0:
                     check_batch(batch, agent.batch_size, obs_dim)
-                step_loss, td_errors = learn_step(q_net, target_net, optimizer, batch.to(device), agent)
+                if on_gpu:
+                    batch = batch.to(device)
+                step_loss, td_errors = learn_step(q_net, target_net, optimizer, batch, agent)
                 if not math.isfinite(step_loss):
                     raise Diverged(step, step_loss)
                 replay.update_priorities(batch.indices, td_errors.cpu())
@@ -184,7 +188,7 @@ def train(config: RunConfig, seed: int, components: Components, timing: bool = T
 
 
 def learn_step(
-    q_net: nn.Module, target_net: nn.Module, optimizer: torch.optim.Optimizer, batch: Any, agent: AgentConfig
+    q_net: nn.Module, target_net: nn.Module, optimizer: LeanAdam | TorchAdam, batch: Any, agent: AgentConfig
 ) -> tuple[float, torch.Tensor]:
     """One gradient step on a batch; returns the loss and the TD errors ``(B,)``."""
     q_taken = q_net(batch.obs).gather(1, batch.actions.unsqueeze(1)).squeeze(1)
@@ -193,7 +197,7 @@ def learn_step(
         next_q_online = q_net(batch.next_obs) if agent.double else None
         targets = dqn_targets(batch.rewards, batch.discounts, batch.terminated, next_q_target, next_q_online)
     loss, td_errors = td_loss(q_taken, targets, batch.weights, agent.loss)
-    optimizer.zero_grad(set_to_none=True)
+    optimizer.zero_grad()
     loss.backward()
     if agent.max_grad_norm > 0:
         nn.utils.clip_grad_norm_(q_net.parameters(), agent.max_grad_norm)

@@ -119,5 +119,5 @@ def test_process_executor_matches_serial(write_grid, tmp_path):
 
 
 def test_unknown_executor_is_a_user_error(write_grid, tmp_path):
-    with pytest.raises(dqnbench.DqnbenchError, match='unknown executor "ray"'):
-        run(write_grid(), tmp_path / "out", executor="ray")
+    with pytest.raises(dqnbench.DqnbenchError, match='unknown executor "slurm"'):
+        run(write_grid(), tmp_path / "out", executor="slurm")

@@ -16,6 +16,10 @@ def epsilon_greedy(q_values: torch.Tensor, epsilon: float) -> torch.Tensor:
     if epsilon <= 0.0:
         return greedy
     batch, n_actions = q_values.shape
+    if batch == 1:  # the acting hot path: one draw decides, a second only when exploring
+        if float(torch.rand(())) < epsilon:
+            return torch.randint(n_actions, (1,), device=q_values.device)
+        return greedy
     explore = torch.rand(batch, device=q_values.device) < epsilon
     random_actions = torch.randint(n_actions, (batch,), device=q_values.device)
     return torch.where(explore, random_actions, greedy)

@@ -5,9 +5,24 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from dqnbench.hookspecs import hookimpl
+
+
+class MLPBody(nn.Sequential):
+    """Linear + ReLU layers; called as one module (so hooks on ``body`` see its output).
+
+    ``forward`` applies the layers' functions directly instead of calling each
+    submodule: same parameters and ``state_dict`` keys as ``nn.Sequential``,
+    without the per-module call overhead that dominates tiny networks.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self[::2]:
+            x = F.relu(F.linear(x, layer.weight, layer.bias))
+        return x
 
 
 class MLP(nn.Module):
@@ -29,7 +44,7 @@ class MLP(nn.Module):
         layers: list[nn.Module] = []
         for fan_in, fan_out in zip(widths[:-1], widths[1:]):
             layers += [nn.Linear(fan_in, fan_out), nn.ReLU()]
-        self.body = nn.Sequential(*layers)
+        self.body = MLPBody(*layers)
         self.out = nn.Linear(widths[-1], n_actions)
         if init_std is not None:  # the tutorial's weight.data.normal_(0, 0.1)
             for module in self.modules():
@@ -37,7 +52,7 @@ class MLP(nn.Module):
                     nn.init.normal_(module.weight, 0.0, init_std)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.out(self.body(obs))
+        return F.linear(self.body(obs), self.out.weight, self.out.bias)
 
 
 def mlp(

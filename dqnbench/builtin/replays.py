@@ -65,6 +65,7 @@ class UniformReplay:
     def __init__(self, capacity: int, obs_dim: int, gamma: float) -> None:
         self.storage = RingStorage(capacity, obs_dim)
         self.gamma = float(gamma)
+        self._constant_size = -1
 
     def add(self, obs, action, reward, next_obs, terminated) -> None:
         self.storage.add(obs, action, reward, next_obs, terminated)
@@ -72,16 +73,15 @@ class UniformReplay:
     def sample(self, batch_size: int) -> Batch:
         indices = np.random.randint(0, self.storage.size, size=batch_size)
         obs, actions, rewards, next_obs, terminated = self.storage.gather(indices)
-        return Batch(
-            obs=obs,
-            actions=actions,
-            rewards=rewards,
-            next_obs=next_obs,
-            terminated=terminated,
-            weights=torch.ones(batch_size),
-            indices=torch.from_numpy(indices),
-            discounts=torch.full((batch_size,), self.gamma),
-        )
+        weights, discounts = self._constants(batch_size)
+        return Batch(obs, actions, rewards, next_obs, terminated, weights, torch.from_numpy(indices), discounts)
+
+    def _constants(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unit weights and γ discounts, allocated once per batch size (read-only for the learner)."""
+        if self._constant_size != batch_size:
+            self._constant_size = batch_size
+            self._weights, self._discounts = torch.ones(batch_size), torch.full((batch_size,), self.gamma)
+        return self._weights, self._discounts
 
     def update_priorities(self, indices: torch.Tensor, td_errors: torch.Tensor) -> None:
         """Uniform sampling ignores TD errors."""
