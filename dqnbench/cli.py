@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--address", metavar="HOST:PORT", help="cluster address, for executors that take one (ray)")
     run.add_argument("--dry-run", action="store_true", help="print the plan (cells × seeds = runs) and exit")
     run.add_argument("--quiet", action="store_true", help="plain progress lines instead of a live bar")
+    run.add_argument("--no-lockstep", action="store_true", help="train every seed independently (no batching)")
     run.add_argument("--no-plots", action="store_true", help="skip writing plots at the end")
     run.set_defaults(handler=cmd_run)
 
@@ -75,7 +76,29 @@ def build_parser() -> argparse.ArgumentParser:
     compare.set_defaults(handler=cmd_compare)
 
     plugins = sub.add_parser("plugins", help="list every discovered component")
+    plugins.add_argument(
+        "--verbose", action="store_true", help="per distribution: its plugins, their hooks and their components"
+    )
+    plugins.add_argument(
+        "--check",
+        action="store_true",
+        help="build every component on a small environment and check its contract; exit 1 on a problem",
+    )
+    plugins.add_argument(
+        "--env", default="CartPole-v1", metavar="ID", help="environment of --check (default: CartPole-v1)"
+    )
     plugins.set_defaults(handler=cmd_plugins)
+
+    new_plugin = sub.add_parser("new-plugin", help="write a ready-to-install plugin package with a working component")
+    new_plugin.add_argument("name", metavar="NAME", help="distribution name, e.g. dqnbench-my-network")
+    new_plugin.add_argument(
+        "--kind",
+        choices=["network", "replay", "exploration"],
+        default="network",
+        help="component kind (default: network)",
+    )
+    new_plugin.add_argument("--dir", metavar="DIR", help="where to write the package (default: ./NAME); must be empty")
+    new_plugin.set_defaults(handler=cmd_new_plugin)
     return parser
 
 
@@ -106,6 +129,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         workers=args.workers,
         executor_options={"address": args.address} if args.address else None,
         quiet=args.quiet,
+        lockstep=not args.no_lockstep,
     )
     if not args.no_plots and (results.runs.status == "ok").any():
         from dqnbench.plots import write_plots
@@ -125,23 +149,18 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.table import Table
+    from dqnbench.diagnostics import plugins_command
 
-    from dqnbench.registry import load_registry
+    return plugins_command(verbose=args.verbose, check=args.check, env_id=args.env)
 
-    registry = load_registry()
-    table = Table(title="dqnbench components")
-    for column in ("kind", "name", "provider", "version", "plugin"):
-        table.add_column(column)
-    duplicated = set(registry.duplicates)
-    for c in registry.all():
-        name = c.name + (" (DUPLICATE)" if (c.kind, c.name) in duplicated else "")
-        table.add_row(c.kind, name, c.provider.distribution, c.provider.version, c.provider.plugin)
-    Console(width=max(100, Console().width)).print(table)
-    for (kind, name), group in registry.duplicates.items():
-        providers = " and ".join(f"{c.provider.distribution} {c.provider.version}" for c in group)
-        print(f"dqnbench: error: {kind} {name!r} is provided by more than one plugin: {providers}", file=sys.stderr)
+
+def cmd_new_plugin(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from dqnbench.scaffold import next_steps, write_plugin
+
+    dest = write_plugin(args.name, args.kind, Path(args.dir or args.name))
+    print(next_steps(dest, args.name, args.kind))
     return EXIT_OK
 
 

@@ -35,6 +35,9 @@ class ExperimentConfig:
     eval_episodes: int = 10
     #: torch device of the networks: "cpu" or "cuda" / "cuda:N"
     device: str = "cpu"
+    #: train a cell's seeds as one batched program where its components allow (how runs
+    #: execute, like the executor: not part of the run ids)
+    lockstep: bool = True
 
 
 @dataclass(frozen=True)
@@ -101,7 +104,7 @@ class RunConfig:
             for key, value in values.items():
                 if key == "params":
                     flat.update({f"{section}.{k}": v for k, v in value.items()})
-                elif not (section == "experiment" and key == "name"):
+                elif not (section == "experiment" and key in ("name", "lockstep")):
                     flat[f"{section}.{key}"] = value
         return flat
 

@@ -5,8 +5,9 @@ A plugin author's first questions are "did dqnbench find my package?" and
 the first per distribution (its plugins, the hooks each implements, the
 components it provides, plugins that failed to load, duplicate names);
 :func:`check_components` answers the second without a training run: it builds
-every component with its default params on a small environment and probes it
-with the same contract checks the training loop runs (``dqnbench.checks``),
+every network, replay and exploration (executors on request) with its default
+params on a small environment and probes it with the contract checks the
+training loop runs (``dqnbench.checks``),
 plus the things a run needs later (gradients, ``deepcopy`` for the target net,
 weights that reload with ``weights_only=True``). Every failure becomes a
 :class:`Problem` naming the component's distribution, never a traceback.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import io
+import re
 import sys
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -30,6 +32,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from dqnbench.checks import check_actions, check_batch, check_q_values
+from dqnbench.errors import DqnbenchError
 from dqnbench.registry import KINDS, Component, Registry, load_registry
 from dqnbench.train import env_dims, make_env, seed_everything
 
@@ -40,6 +43,9 @@ PROBE_CAPACITY = 1_000
 PROBE_GAMMA = 0.99
 PROBE_TOTAL_STEPS = 1_000
 PROBE_SEED = 0
+#: what ``check_components`` checks unless told otherwise: the kinds a grid names. Executors are
+#: checked on request only, since building one may start a cluster (the ``ray`` executor does).
+DEFAULT_KINDS = ("network", "replay", "exploration")
 
 
 @dataclass(frozen=True)
@@ -212,8 +218,14 @@ class _Probe:
 
 
 def _probe(env_id: str, steps: int = PROBE_STEPS, seed: int = PROBE_SEED) -> _Probe:
-    """Random-action steps on ``env_id`` (resetting at episode ends), as the loop would store them."""
-    env = make_env(env_id)
+    """Random-action steps on ``env_id`` (resetting at episode ends), as the loop would store them.
+
+    Raises :class:`DqnbenchError` for an environment that cannot be made or has no Discrete actions.
+    """
+    try:
+        env = make_env(env_id)
+    except Exception as exc:  # an unknown id is the user's to fix, not a traceback
+        raise DqnbenchError(f"cannot create environment {env_id!r}: {type(exc).__name__}: {exc}") from None
     try:
         obs_dim, n_actions = env_dims(env, env_id)
         obs, _ = env.reset(seed=seed)
@@ -230,7 +242,10 @@ def _probe(env_id: str, steps: int = PROBE_STEPS, seed: int = PROBE_SEED) -> _Pr
 
 
 def check_components(
-    registry: Registry, env_id: str = "CartPole-v1", kinds: Sequence[str] | None = None
+    registry: Registry,
+    env_id: str = "CartPole-v1",
+    kinds: Sequence[str] | None = None,
+    distributions: Sequence[str] | None = None,
 ) -> list[Problem]:
     """Build every component (default params) on ``env_id`` and probe it against its contract.
 
@@ -247,39 +262,47 @@ def check_components(
       random play, then ``len()`` ≥ 32, ``sample(32)`` is a well-formed
       :class:`dqnbench.Batch` (shapes, dtypes; discounts in [0, 1], finite
       non-negative weights), ``update_priorities`` accepts zero TD errors;
-    - executor: ``factory(workers=1)`` maps a function over three items,
-      yielding each with its result, and closes.
+    - executor (only when ``kinds`` includes it): ``factory(workers=1)`` maps
+      a function over three items, yielding each with its result, and closes.
 
     Plus, from the registry: plugins that failed to load, plugins implementing
     no hook, names provided twice. Every component is seeded first (as a run
     is) and every exception is caught and reported as a :class:`Problem`
     naming the component's kind, name, distribution and version.
 
-    :param kinds: the component kinds to check (default: all).
+    :param kinds: the component kinds to check (default: :data:`DEFAULT_KINDS`,
+        every kind but executors).
+    :param distributions: check only the components (and duplicates) of these
+        distributions, e.g. your own plugin's in its tests; plugins that failed
+        to load are reported regardless (yours may be one of them).
     """
-    kinds = tuple(KINDS if kinds is None else kinds)
+    kinds = tuple(DEFAULT_KINDS if kinds is None else kinds)
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:
         raise ValueError(f"unknown component kinds {unknown} (allowed: {', '.join(KINDS)})")
+    wanted = None if distributions is None else {_canonical(d) for d in distributions}
+
+    def selected(distribution: str) -> bool:
+        return wanted is None or any(_canonical(d) in wanted for d in distribution.split(" and "))
+
     probe = _probe(env_id)
-    problems = _registry_problems(registry)
-    checks = {
-        "network": _check_network,
-        "replay": _check_replay,
-        "exploration": _check_exploration,
-        "executor": _check_executor,
-    }
+    problems = [p for p in _registry_problems(registry) if not p.distribution or selected(p.distribution)]
     for component in registry.all():
-        if component.kind not in kinds:
+        if component.kind not in kinds or not selected(component.distribution):
             continue
         seed_everything(PROBE_SEED)
         try:
-            checks[component.kind](component, probe)
+            CHECKS[component.kind](component, probe)
         except _Violation as violation:
             problems.append(
                 Problem(component.kind, component.name, component.distribution, component.version, str(violation))
             )
     return problems
+
+
+def _canonical(distribution: str) -> str:
+    """PEP 503 normalisation: ``My_Plugin`` and ``my-plugin`` name the same distribution."""
+    return re.sub(r"[-_.]+", "-", distribution).lower()
 
 
 def _check_network(component: Component, probe: _Probe) -> None:
@@ -356,7 +379,7 @@ def _check_replay(component: Component, probe: _Probe) -> None:
     )
 
 
-def _check_executor(component: Component, probe: _Probe) -> None:
+def _check_executor(component: Component, probe: _Probe | None) -> None:
     executor = _stage("factory(workers=1)", lambda: component.factory(workers=1))
     items = [-1, 2, -3]
     try:
@@ -375,6 +398,15 @@ def _check_executor(component: Component, probe: _Probe) -> None:
         raise _Violation("map_unordered", f"yielded wrong results {wrong} (an exception means the call failed)")
 
 
+#: the probe of each component kind
+CHECKS: dict[str, Callable[[Component, _Probe], None]] = {
+    "network": _check_network,
+    "replay": _check_replay,
+    "exploration": _check_exploration,
+    "executor": _check_executor,
+}
+
+
 # --- the command -------------------------------------------------------------------------------
 
 
@@ -384,10 +416,12 @@ def plugins_command(
     env_id: str = "CartPole-v1",
     stream: TextIO | None = None,
     registry: Registry | None = None,
+    kinds: Sequence[str] | None = None,
 ) -> int:
-    """``dqnbench plugins [--verbose] [--check]``: print the listing (and the check); return the exit code.
+    """``dqnbench plugins [--verbose] [--check [--env ID]]``: print the listing (and the check); return the exit code.
 
-    Returns 1 when ``check`` finds a problem, else 0.
+    Returns 1 when ``check`` finds a problem, else 0. ``registry`` defaults to
+    every installed plugin; ``kinds`` are the kinds checked (see :func:`check_components`).
     """
     stream = stream or sys.stdout
     registry = registry or load_registry()
@@ -395,8 +429,8 @@ def plugins_command(
     console.print(describe_plugins(registry, verbose))
     if not check:
         return 0
-    problems = check_components(registry, env_id)
-    checked = len(registry.all())
+    problems = check_components(registry, env_id, kinds)
+    checked = len([c for c in registry.all() if c.kind in (kinds or DEFAULT_KINDS)])
     if not problems:
         print(f"checked {checked} components on {env_id}: every one meets its contract", file=stream)
         return 0

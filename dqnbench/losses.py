@@ -59,6 +59,12 @@ def td_loss(
     ``"huber"`` (smooth L1 with δ = 1, Mnih et al. 2015's error clipping).
     With unit weights the mean equals the unweighted loss.
     """
+    elementwise = weighted_td_losses(q_taken, targets, weights, kind)
+    return elementwise.mean(), (targets - q_taken).detach()
+
+
+def weighted_td_losses(q_taken: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, kind: str) -> torch.Tensor:
+    """Per-sample ``weight × loss(Q, target)``, shape ``(B,)``; lock-step training averages it per member."""
     batch = q_taken.shape[0] if q_taken.dim() == 1 else -1
     _check_vector("q_taken", q_taken, batch)
     _check_vector("targets", targets, batch)
@@ -69,5 +75,4 @@ def td_loss(
         elementwise = F.smooth_l1_loss(q_taken, targets, reduction="none", beta=1.0)
     else:
         raise ValueError(f'unknown loss {kind!r} (allowed: "mse", "huber")')
-    loss = (weights * elementwise).mean()
-    return loss, (targets - q_taken).detach()
+    return weights * elementwise

@@ -12,6 +12,8 @@ Where that kernel is missing (another torch, device or dtype),
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import nn
 
@@ -62,9 +64,9 @@ class TorchAdam:
         self.optimizer.step()
 
 
-def make_adam(net: nn.Module, lr: float) -> LeanAdam | TorchAdam:
-    """The fastest Adam that computes ``torch.optim.Adam(fused=True)``'s update for ``net``."""
-    params = [p for p in net.parameters() if p.requires_grad]
+def make_adam(params: Iterable[nn.Parameter], lr: float) -> LeanAdam | TorchAdam:
+    """The fastest Adam that computes ``torch.optim.Adam(fused=True)``'s update for ``params``."""
+    params = [p for p in params if p.requires_grad]
     same_kind = len({(p.device, p.dtype) for p in params}) == 1
     if hasattr(torch, "_fused_adam_") and same_kind and params and params[0].dtype in (torch.float32, torch.float64):
         lean = LeanAdam(params, lr)

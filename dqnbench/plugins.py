@@ -90,6 +90,11 @@ def _load_entrypoints(host: PluginHost) -> None:
         dist = ep.dist.name if ep.dist is not None else "unknown distribution"
         version = ep.dist.version if ep.dist is not None else "unknown"
         if host.pm.has_plugin(ep.name):
+            other = host.providers.get(ep.name)
+            host.warn(
+                f'Plugin entry point "{ep.name}" of distribution {dist} {version} is not loaded: the name is taken '
+                f"by {other.distribution if other else 'another plugin'}; rename one of the entry points"
+            )
             continue
         try:
             plugin = ep.load()
@@ -100,9 +105,22 @@ def _load_entrypoints(host: PluginHost) -> None:
             )
             continue
         try:
+            unknown = _unknown_hooks(host.pm, plugin)
+            if unknown:
+                raise ValueError(f"unknown hook(s) {', '.join(unknown)} (known: {', '.join(_hook_names())})")
             host.register(plugin, ep.name, dist, version)
-        except Exception as exc:  # e.g. a hookimpl that matches no spec
+        except Exception as exc:  # e.g. a misspelled hook: that plugin is skipped, the rest still work
             host.warn(f'Error registering plugin "{ep.name}" from distribution {dist} {version}: {exc}')
+
+
+def _hook_names() -> list[str]:
+    return sorted(name for name in vars(hookspecs) if name.startswith("dqnbench_"))
+
+
+def _unknown_hooks(pm: pluggy.PluginManager, plugin: Any) -> list[str]:
+    """Names marked ``@hookimpl`` in ``plugin`` that match no spec (a misspelled hook)."""
+    known = _hook_names()
+    return [name for name in dir(plugin) if name not in known and pm.parse_hookimpl_opts(plugin, name) is not None]
 
 
 def _distribution_of(plugin: Any) -> str:

@@ -1,7 +1,7 @@
 """Running a grid: plan, skip what is finished, dispatch, write, summarise.
 
 The runner is the only writer of results. Each run is executed by
-:func:`execute_run` — in this process or a worker, depending on the executor —
+:func:`execute_task` — in this process or a worker, depending on the executor —
 which never raises for a run's own failure: a component that raises, breaks
 its contract or diverges gives a run record with status ``failed`` or
 ``diverged``, naming the component and its distribution, and the grid goes on.
@@ -35,6 +35,7 @@ from dqnbench.contracts import Executor
 from dqnbench.errors import DqnbenchError, GridError, ResultsError
 from dqnbench.grid import Plan, RunSpec, load_grid
 from dqnbench.lock import experiment_lock
+from dqnbench.lockstep import LockstepComponents, network_problem, train_lockstep
 from dqnbench.progress import RunProgress, print_summary
 from dqnbench.registry import Component, Registry, load_registry
 from dqnbench.results import (
@@ -46,7 +47,7 @@ from dqnbench.results import (
     write_plan,
     write_run,
 )
-from dqnbench.train import Components, Diverged, env_dims, make_env, train
+from dqnbench.train import Components, Diverged, TrainLog, env_dims, make_env, train
 from dqnbench.version import __version__
 
 DEFAULT_EXECUTOR = "process"
@@ -70,6 +71,15 @@ class RunTask:
     load_entrypoints: bool = True
 
 
+@dataclass(frozen=True)
+class LockstepTask:
+    """What a worker needs to train the seeds of one cell in lock-step."""
+
+    specs: tuple[RunSpec, ...]
+    plugins: tuple[Any, ...] = ()
+    load_entrypoints: bool = True
+
+
 def prepare(
     grid: str | os.PathLike, plugins: Sequence[Any] = (), load_entrypoints: bool = True
 ) -> tuple[Plan, Registry]:
@@ -85,8 +95,8 @@ def prepare(
 
 
 @functools.cache
-def check_env(env_id: str, path: Path) -> None:
-    """Make the env once: unknown ids and non-discrete action spaces are grid errors."""
+def check_env(env_id: str, path: Path) -> tuple[int, int]:
+    """Make the env once: unknown ids and non-discrete action spaces are grid errors; return its dims."""
     try:
         env = make_env(env_id)
     except gym.error.Error as exc:
@@ -104,7 +114,7 @@ def check_env(env_id: str, path: Path) -> None:
             path, "experiment.env", f"cannot create environment {env_id!r}: {type(exc).__name__}: {exc}"
         ) from None
     try:
-        env_dims(env, env_id)
+        return env_dims(env, env_id)
     except DqnbenchError as exc:
         raise GridError(path, "experiment.env", str(exc)) from None
     finally:
@@ -122,6 +132,7 @@ def run_grid(
     load_entrypoints: bool = True,
     quiet: bool = False,
     stream: TextIO | None = None,
+    lockstep: bool = True,
 ) -> Results:
     """Run every run of a grid file not yet finished under ``<out>/<name>/``; return all results.
 
@@ -133,6 +144,9 @@ def run_grid(
     :param workers: parallel runs for the executor; ``None`` lets it decide.
     :param executor_options: extra keyword params for the executor's factory
         (e.g. ``{"address": "10.0.0.1:6379"}`` for a cluster executor).
+    :param lockstep: train each cell's seeds as one batched program where its
+        components support it (and ``experiment.lockstep`` is true); False
+        runs every seed independently.
     :param plugins: extra in-process plugins (importable modules or picklable
         objects with hookimpls) to register besides the installed ones.
     """
@@ -144,6 +158,7 @@ def run_grid(
         executor=executor,
         workers=workers,
         executor_options=executor_options,
+        lockstep=lockstep,
         plugins=plugins,
         load_entrypoints=load_entrypoints,
         quiet=quiet,
@@ -163,6 +178,7 @@ def run_plan(
     load_entrypoints: bool = True,
     quiet: bool = False,
     stream: TextIO | None = None,
+    lockstep: bool = True,
 ) -> Results:
     """Execute a prepared plan (see :func:`run_grid`, which prepares it from a grid file)."""
     run_executor = registry.get("executor", executor)
@@ -177,7 +193,8 @@ def run_plan(
         clean_partial_writes(experiment_dir)
         write_plan(experiment_dir, plan.path, [spec.run_id for spec in plan.runs])
         pool = make_executor(run_executor, workers, executor_options or {})
-        _execute(plan, experiment_dir, pool, plugins, load_entrypoints, quiet, stream)
+        cells = lockstep_cells(plan, registry, stream) if lockstep else set()
+        _execute(plan, experiment_dir, pool, plugins, load_entrypoints, quiet, stream, cells)
     results = load_results(experiment_dir)
     print_summary(cell_summary(results, plan), f"{plan.name}: {len(plan.runs)} runs in {experiment_dir}", stream)
     return results
@@ -191,6 +208,7 @@ def _execute(
     load_entrypoints: bool,
     quiet: bool,
     stream: TextIO,
+    lockstep_cells: set[str],
 ) -> None:
     """Dispatch the plan's unfinished runs and write each result as it arrives."""
     finished = finished_runs(experiment_dir)
@@ -203,34 +221,78 @@ def _execute(
             flush=True,
         )
     refs = tuple(ModuleRef(p.__name__) if isinstance(p, ModuleType) else p for p in plugins)
-    tasks = [RunTask(spec, refs, load_entrypoints) for spec in todo]
-    progress = RunProgress(len(tasks), skipped, live=not quiet and stream.isatty(), stream=stream)
+    tasks = make_tasks(todo, refs, load_entrypoints, lockstep_cells)
+    progress = RunProgress(len(todo), skipped, live=not quiet and stream.isatty(), stream=stream)
     try:
-        for task, outcome in pool.map_unordered(execute_run, tasks):
+        for task, outcome in pool.map_unordered(execute_task, tasks):
             if isinstance(outcome, BaseException):
-                outcome = failed_output(
-                    task.spec,
-                    f"the executor lost this run: {type(outcome).__name__}: {outcome}",
-                    "".join(traceback.format_exception(outcome)),
+                lost = f"the executor lost this run: {type(outcome).__name__}: {outcome}"
+                tb = "".join(traceback.format_exception(outcome))
+                outcome = [failed_output(spec, lost, tb) for spec in task_specs(task)]
+            for output in outcome:
+                write_run(experiment_dir, output)
+                record = output.record
+                detail = (
+                    f"return={record['final_return']:.1f} {record['steps_per_s']:,.0f} steps/s"
+                    if record["status"] == "ok"
+                    else record["error"]
                 )
-            write_run(experiment_dir, outcome)
-            record = outcome.record
-            detail = (
-                f"return={record['final_return']:.1f} {record['steps_per_s']:,.0f} steps/s"
-                if record["status"] == "ok"
-                else record["error"]
-            )
-            progress.update(
-                task.spec.run_id,
-                task.spec.label,
-                task.spec.seed,
-                record["status"],
-                task.spec.config.experiment.total_steps,
-                detail,
-            )
+                spec = next(s for s in task_specs(task) if s.run_id == output.run_id)
+                progress.update(
+                    spec.run_id, spec.label, spec.seed, record["status"], spec.config.experiment.total_steps, detail
+                )
     finally:
         progress.close()
         pool.close()
+
+
+def lockstep_cells(plan: Plan, registry: Registry, stream: TextIO) -> set[str]:
+    """Cells whose seeds can train in lock-step; a one-line notice for each cell that cannot."""
+    cells = set()
+    for cell, label, config in plan.cells:
+        if not config.experiment.lockstep or len(config.experiment.seeds) < 2:
+            continue
+        chosen = {kind: registry.get(kind, getattr(config, kind).name) for kind in ("network", "replay", "exploration")}
+        problem = lockstep_problem(config, chosen, check_env(config.experiment.env, plan.path))
+        if problem is None:
+            cells.add(cell)
+        else:
+            print(f"note: cell {label!r} runs its seeds independently, not in lock-step: {problem}", file=stream)
+    return cells
+
+
+def lockstep_problem(config: RunConfig, chosen: dict[str, Component], dims: tuple[int, int]) -> str | None:
+    """Why a cell cannot train in lock-step, or None (see :mod:`dqnbench.lockstep` for what each kind needs)."""
+    if not callable(getattr(chosen["replay"].factory, "lockstep", None)):
+        return f"{chosen['replay'].describe()} does not declare lock-step support"
+    if getattr(chosen["exploration"].factory, "lockstep", None) is not True:
+        return f"{chosen['exploration'].describe()} does not declare lock-step support"
+    network = functools.partial(chosen["network"].factory, **config.network.params)
+    problem = network_problem(network, *dims, getattr(chosen["network"].factory, "lockstep", None))
+    return f"{chosen['network'].describe()} cannot be stacked ({problem})" if problem else None
+
+
+def make_tasks(
+    specs: list[RunSpec], plugins: tuple[Any, ...], load_entrypoints: bool, lockstep: set[str]
+) -> list[RunTask | LockstepTask]:
+    """One lock-step task per lock-step cell (its unfinished seeds), one task per other run."""
+    tasks: list[RunTask | LockstepTask] = []
+    groups: dict[str, list[RunSpec]] = {}
+    for spec in specs:
+        if spec.cell in lockstep:
+            groups.setdefault(spec.cell, []).append(spec)
+        else:
+            tasks.append(RunTask(spec, plugins, load_entrypoints))
+    for group in groups.values():
+        if len(group) == 1:
+            tasks.append(RunTask(group[0], plugins, load_entrypoints))
+        else:
+            tasks.append(LockstepTask(tuple(group), plugins, load_entrypoints))
+    return tasks
+
+
+def task_specs(task: RunTask | LockstepTask) -> tuple[RunSpec, ...]:
+    return task.specs if isinstance(task, LockstepTask) else (task.spec,)
 
 
 def make_executor(component: Component, workers: int | None, options: dict[str, Any]) -> Executor:
@@ -277,15 +339,17 @@ def cell_summary(results: Results, plan: Plan) -> list[dict[str, Any]]:
 # --- worker side -------------------------------------------------------------------------------
 
 
+def execute_task(task: RunTask | LockstepTask) -> list[RunOutput]:
+    """What executors call: one run, or one cell's seeds in lock-step."""
+    return execute_lockstep(task) if isinstance(task, LockstepTask) else [execute_run(task)]
+
+
 def execute_run(task: RunTask) -> RunOutput:
     """Execute one run and return its output; a run's own failure becomes a record, not a raise."""
     spec = task.spec
     started = time.time()
     try:
-        registry = _registry(task.plugins, task.load_entrypoints)
-        chosen = {
-            kind: registry.get(kind, getattr(spec.config, kind).name) for kind in ("network", "replay", "exploration")
-        }
+        chosen = _components(spec.config, task.plugins, task.load_entrypoints)
     except Exception as exc:
         return failed_output(spec, f"{type(exc).__name__}: {exc}", traceback.format_exc(), started=started)
     record = base_record(spec, chosen, started)
@@ -293,25 +357,65 @@ def execute_run(task: RunTask) -> RunOutput:
         with single_thread():
             log = train(spec.config, spec.seed, bind_components(spec.config, chosen))
     except Diverged as exc:
-        culprit = _describe(chosen["network"])
-        record.update(
-            status="diverged",
-            error=f"{exc} (network {culprit})",
-            diverged_step=exc.step,
-            traceback=traceback.format_exc(),
-            wall_s=time.time() - started,
-        )
-        return RunOutput(record)
+        record.update(diverged_step=exc.step, traceback=traceback.format_exc())
+        return finish_record(spec, record, None, chosen, time.time() - started, diverged=exc)
     except Exception as exc:
-        record.update(
-            status="failed", error=blame(exc, chosen), traceback=traceback.format_exc(), wall_s=time.time() - started
-        )
+        record.update(status="failed", error=blame(exc, chosen), traceback=traceback.format_exc())
+        record.update(wall_s=time.time() - started)
         return RunOutput(record)
+    return finish_record(spec, record, log, chosen, time.time() - started)
+
+
+def execute_lockstep(task: LockstepTask) -> list[RunOutput]:
+    """Train a cell's seeds as one batched program; every member gets its own run record."""
+    specs = task.specs
+    config, seeds = specs[0].config, [spec.seed for spec in specs]
+    started = time.time()
+    try:
+        chosen = _components(config, task.plugins, task.load_entrypoints)
+    except Exception as exc:
+        return [failed_output(s, f"{type(exc).__name__}: {exc}", traceback.format_exc(), started) for s in specs]
+    records = [base_record(spec, chosen, started) for spec in specs]
+    try:
+        with single_thread():
+            logs = train_lockstep(config, seeds, bind_lockstep_components(config, chosen))
+    except Exception as exc:
+        error, tb, wall = blame(exc, chosen), traceback.format_exc(), time.time() - started
+        for record in records:
+            record.update(status="failed", error=error, traceback=tb, wall_s=wall / len(specs))
+        return [RunOutput(record) for record in records]
+    wall = (time.time() - started) / len(specs)  # each member's share of the group's wall time
+    outputs = []
+    for spec, record, log in zip(specs, records, logs):
+        record["lockstep"] = {"members": len(specs), "seeds": seeds}
+        if log.diverged_step is not None:
+            record["diverged_step"] = log.diverged_step
+            diverged = Diverged(log.diverged_step, float(log.loss[log.diverged_step]))
+            outputs.append(finish_record(spec, record, log, chosen, wall, diverged=diverged))
+        else:
+            outputs.append(finish_record(spec, record, log, chosen, wall))
+    return outputs
+
+
+def finish_record(
+    spec: RunSpec,
+    record: dict[str, Any],
+    log: TrainLog | None,
+    chosen: dict[str, Component],
+    wall_s: float,
+    diverged: Diverged | None = None,
+) -> RunOutput:
+    """The run's output once training ended: ok, or diverged (with the step)."""
+    record["wall_s"] = wall_s
+    if diverged is not None:
+        record.update(status="diverged", error=f"{diverged} (network {_describe(chosen['network'])})")
+        if log is None:
+            return RunOutput(record)
+    else:
+        record["status"] = "ok"
     record.update(
-        status="ok",
         obs_dim=log.obs_dim,
         n_actions=log.n_actions,
-        wall_s=time.time() - started,
         train_s=log.train_s,
         steps_per_s=spec.config.experiment.total_steps / max(log.train_s, 1e-9),
         final_return=log.final_return,
@@ -321,12 +425,27 @@ def execute_run(task: RunTask) -> RunOutput:
     )
 
 
+def _components(config: RunConfig, plugins: tuple[Any, ...], load_entrypoints: bool) -> dict[str, Component]:
+    registry = _registry(plugins, load_entrypoints)
+    return {kind: registry.get(kind, getattr(config, kind).name) for kind in ("network", "replay", "exploration")}
+
+
 def bind_components(config: RunConfig, chosen: dict[str, Component]) -> Components:
     """Bind each factory to its resolved grid params."""
     return Components(
         network=functools.partial(chosen["network"].factory, **config.network.params),
         replay=functools.partial(chosen["replay"].factory, **config.replay.params),
         exploration=functools.partial(chosen["exploration"].factory, **config.exploration.params),
+    )
+
+
+def bind_lockstep_components(config: RunConfig, chosen: dict[str, Component]) -> LockstepComponents:
+    """Bind the factories for lock-step: the replay's members-factory, the network's batched forward."""
+    return LockstepComponents(
+        network=functools.partial(chosen["network"].factory, **config.network.params),
+        replay=functools.partial(chosen["replay"].factory.lockstep, **config.replay.params),
+        exploration=functools.partial(chosen["exploration"].factory, **config.exploration.params),
+        network_forward=getattr(chosen["network"].factory, "lockstep", None),
     )
 
 
@@ -409,10 +528,16 @@ def _describe(component: Component | None) -> str:
     return component.describe() if component else "unknown component"
 
 
-@functools.lru_cache(maxsize=8)
+_REGISTRIES: dict[tuple[Any, ...], Registry] = {}
+
+
 def _registry(plugins: tuple[Any, ...], load_entrypoints: bool) -> Registry:
-    objects = tuple(importlib.import_module(p.name) if isinstance(p, ModuleRef) else p for p in plugins)
-    return load_registry(load_entrypoints, objects)
+    """The registry a worker builds runs from, built once per process and plugin set."""
+    key = (load_entrypoints, *(p if isinstance(p, ModuleRef) else id(p) for p in plugins))
+    if key not in _REGISTRIES:
+        objects = tuple(importlib.import_module(p.name) if isinstance(p, ModuleRef) else p for p in plugins)
+        _REGISTRIES[key] = load_registry(load_entrypoints, objects)
+    return _REGISTRIES[key]
 
 
 @contextmanager

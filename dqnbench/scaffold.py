@@ -186,7 +186,7 @@ capacity = 10_000
     "exploration": """[exploration]
 start = 1.0
 end = 0.05
-fraction = 0.5
+fraction = 0.1
 
 [grid]
 "exploration.name" = ["linear", "$component"]""",
@@ -224,7 +224,7 @@ testpaths = ["tests"]
 _README = """\
 # $dist
 
-A [dqnbench](https://pypi.org/project/dqnbench/) plugin providing $summary: `$component`.
+A dqnbench plugin providing $summary: `$component`.
 
 ## Install and use
 

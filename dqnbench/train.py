@@ -76,6 +76,8 @@ class TrainLog:
     )
     train_s: float = 0.0
     weights: dict[str, torch.Tensor] | None = None
+    #: env step at which the loss became non-finite (lock-step members keep a record instead of raising)
+    diverged_step: int | None = None
 
     def __post_init__(self) -> None:
         n = self.total_steps
@@ -117,7 +119,7 @@ def train(config: RunConfig, seed: int, components: Components, timing: bool = T
     target_net = copy.deepcopy(q_net).requires_grad_(False)
     replay = components.replay(config.replay.capacity, obs_dim, agent.gamma)
     explorer = components.exploration(n_actions, exp.total_steps)
-    optimizer = make_adam(q_net, agent.lr)
+    optimizer = make_adam(q_net.parameters(), agent.lr)
     log = TrainLog(exp.total_steps, obs_dim, n_actions)
 
     obs, _ = env.reset(seed=seed)

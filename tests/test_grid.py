@@ -87,7 +87,7 @@ def test_param_axis_over_network_widths(write_grid, registry):
         ('[network]\nname = "transformer"\n', "network.name", "allowed: "),
         ("[network]\nwidth = 3\n", "network.width", "has no parameter 'width' (allowed: hidden, init_std"),
         ("[replay.prioritised]\nalpha = 0.5\n", "replay.prioritised", "unknown replay"),
-        ("[replay]\ncapacity = 0\n", "replay.capacity", "an integer >= 1"),
+        ("[replay]\ncapacity = 0\n", "replay.capacity", "an integer in [1, 10**9]"),
         ("[exploration.constant]\nepsilon = 0.1\nrate = 2\n", "exploration.constant.rate", "no parameter 'rate'"),
     ],
 )

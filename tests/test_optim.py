@@ -14,7 +14,7 @@ def test_lean_adam_matches_torch_fused_adam_bit_for_bit():
     torch.manual_seed(0)
     net = mlp(4, 2, hidden=[10])
     twin = copy.deepcopy(net)
-    lean = make_adam(net, 0.01)
+    lean = make_adam(net.parameters(), 0.01)
     assert isinstance(lean, LeanAdam)
     reference = torch.optim.Adam(twin.parameters(), lr=0.01, fused=True)
     for _ in range(20):
@@ -31,4 +31,4 @@ def test_lean_adam_matches_torch_fused_adam_bit_for_bit():
 
 def test_mixed_dtypes_fall_back_to_torch_adam():
     net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2).double())
-    assert isinstance(make_adam(net, 0.01), TorchAdam)
+    assert isinstance(make_adam(net.parameters(), 0.01), TorchAdam)

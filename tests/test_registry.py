@@ -113,3 +113,24 @@ def test_installed_entry_points_load_without_warnings():
     with warnings.catch_warnings():
         warnings.simplefilter("error", PluginWarning)
         load_registry(load_entrypoints=True)
+
+
+def test_misspelled_hook_skips_that_plugin_with_a_warning(monkeypatch):
+    typo = types.SimpleNamespace(__name__="typo_module")
+
+    def dqnbench_network():
+        return {}
+
+    typo.dqnbench_network = dqnbench.hookimpl(dqnbench_network)
+
+    class TypoEntryPoint:
+        name, value = "typo", "typo_pkg.plugin"
+        dist = types.SimpleNamespace(name="typo-pkg", version="1.0")
+
+        def load(self):
+            return typo
+
+    monkeypatch.setattr(plugins_module, "entry_points", lambda group: [TypoEntryPoint()])
+    with pytest.warns(PluginWarning, match=r"typo-pkg 1\.0.*unknown hook\(s\) dqnbench_network"):
+        registry = Registry.from_host(get_plugin_host(load_entrypoints=True))
+    assert "mlp" in registry.names("network")

@@ -30,7 +30,7 @@ GRID = """
 [experiment]
 name = "kill"
 total_steps = 1500
-seeds = 6
+seeds = 2
 eval_every = 500
 eval_episodes = 2
 [agent]
@@ -38,6 +38,8 @@ learning_starts = 200
 batch_size = 16
 [network]
 hidden = [16]
+[grid]
+"agent.lr" = [1e-3, 5e-4, 2e-3]
 """
 
 

@@ -77,6 +77,23 @@ def dueling(obs_dim: int, n_actions: int, hidden: Sequence[int] = (64, 64), stre
     return DuelingNetwork(obs_dim, n_actions, tuple(hidden), stream_hidden)
 
 
+def dueling_lockstep(module: DuelingNetwork, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """K stacked dueling networks on ``x (K, B, obs_dim)`` with batched matmuls (lock-step training)."""
+    from dqnbench.lockstep import stacked_linear
+
+    def run(sequential: nn.Sequential, prefix: str, h: torch.Tensor) -> torch.Tensor:
+        for i, layer in enumerate(sequential):
+            h = torch.relu(h) if isinstance(layer, nn.ReLU) else stacked_linear(h, params, f"{prefix}.{i}")
+        return h
+
+    features = run(module.body, "body", x)
+    value, advantages = run(module.value, "value", features), run(module.advantage, "advantage", features)
+    return value + advantages - advantages.mean(dim=-1, keepdim=True)
+
+
+dueling.lockstep = dueling_lockstep
+
+
 @hookimpl
 def dqnbench_networks() -> dict:
     return {"dueling": dueling}

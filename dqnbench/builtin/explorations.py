@@ -75,6 +75,10 @@ def linear(
     return LinearEpsilon(total_steps, start, end, fraction)
 
 
+# Both treat each row of q_values on its own and keep no per-row state: one explorer serves K lock-step members.
+constant.lockstep = linear.lockstep = True
+
+
 @hookimpl
 def dqnbench_explorations() -> dict:
     return {"constant": constant, "linear": linear}

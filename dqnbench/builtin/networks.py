@@ -72,6 +72,18 @@ def mlp(
     return MLP(obs_dim, n_actions, tuple(hidden), init_std)
 
 
+def mlp_lockstep(module: MLP, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """K stacked MLPs on ``x (K, B, obs_dim)`` with batched matmuls (lock-step training)."""
+    from dqnbench.lockstep import stacked_linear
+
+    for i in range(0, len(module.body), 2):
+        x = torch.relu(stacked_linear(x, params, f"body.{i}"))
+    return stacked_linear(x, params, "out")
+
+
+mlp.lockstep = mlp_lockstep
+
+
 @hookimpl
 def dqnbench_networks() -> dict:
     return {"mlp": mlp}

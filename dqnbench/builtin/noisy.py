@@ -101,6 +101,27 @@ def noisy(obs_dim: int, n_actions: int, hidden: Sequence[int] = (64, 64), sigma0
     return NoisyNetwork(obs_dim, n_actions, tuple(hidden), float(sigma0))
 
 
+def noisy_lockstep(module: NoisyNetwork, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """K stacked noisy networks on ``x (K, B, obs_dim)``: batched matmuls, independent noise per member."""
+
+    def layer(h: torch.Tensor, prefix: str, noisy_linear: NoisyLinear) -> torch.Tensor:
+        p = {k: params[f"{prefix}.{k}"] for k in ("weight_mu", "weight_sigma", "bias_mu", "bias_sigma")}
+        mean = torch.baddbmm(p["bias_mu"].unsqueeze(1), h, p["weight_mu"].transpose(1, 2))
+        if not module.training:
+            return mean
+        eps = torch.randn(h.shape[0], 1, noisy_linear.in_features + noisy_linear.out_features, device=h.device)
+        f_in, f_out = (eps.sign() * eps.abs().sqrt()).split((noisy_linear.in_features, noisy_linear.out_features), -1)
+        sigma = torch.baddbmm(p["bias_sigma"].unsqueeze(1), h * f_in, p["weight_sigma"].transpose(1, 2))
+        return mean + f_out * sigma
+
+    for i in range(0, len(module.body), 2):
+        x = torch.relu(layer(x, f"body.{i}", module.body[i]))
+    return layer(x, "out", module.out)
+
+
+noisy.lockstep = noisy_lockstep
+
+
 @hookimpl
 def dqnbench_networks() -> dict:
     return {"noisy": noisy}

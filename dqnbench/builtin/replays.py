@@ -90,9 +90,69 @@ class UniformReplay:
         return self.storage.size
 
 
+class MembersUniformReplay:
+    """Uniform replay for K lock-step members: arrays ``(K, capacity, …)``, one shared cursor.
+
+    Members step together, so row ``i`` of every member was written at the
+    same env step; each member samples its own indices.
+    """
+
+    def __init__(self, members: int, capacity: int, obs_dim: int, gamma: float) -> None:
+        if capacity <= 0:
+            raise ValueError(f"capacity must be positive, got {capacity}")
+        self.members, self.capacity, self.gamma = members, capacity, float(gamma)
+        self.obs = np.zeros((members, capacity, obs_dim), dtype=np.float32)
+        self.next_obs = np.zeros((members, capacity, obs_dim), dtype=np.float32)
+        self.actions = np.zeros((members, capacity), dtype=np.int64)
+        self.rewards = np.zeros((members, capacity), dtype=np.float32)
+        self.terminated = np.zeros((members, capacity), dtype=np.bool_)
+        self.rows = np.arange(members)[:, None]
+        self.cursor = self.size = 0
+        self._constant_shape: tuple[int, int] | None = None
+
+    def add(self, obs, actions, rewards, next_obs, terminated, truncated=None) -> None:
+        """Store one transition per member: arrays with a leading member dimension K."""
+        i = self.cursor
+        self.obs[:, i], self.actions[:, i], self.rewards[:, i] = obs, actions, rewards
+        self.next_obs[:, i], self.terminated[:, i] = next_obs, terminated
+        self.cursor = (i + 1) % self.capacity
+        self.size = min(self.size + 1, self.capacity)
+
+    def sample(self, batch_size: int) -> Batch:
+        """A ``Batch`` whose fields are ``(K, B, …)``: B uniform draws per member."""
+        idx = np.random.randint(0, self.size, size=(self.members, batch_size))
+        rows = self.rows
+        if self._constant_shape != idx.shape:
+            self._constant_shape = idx.shape
+            self._weights, self._discounts = torch.ones(idx.shape), torch.full(idx.shape, self.gamma)
+        return Batch(
+            torch.from_numpy(self.obs[rows, idx]),
+            torch.from_numpy(self.actions[rows, idx]),
+            torch.from_numpy(self.rewards[rows, idx]),
+            torch.from_numpy(self.next_obs[rows, idx]),
+            torch.from_numpy(self.terminated[rows, idx]),
+            self._weights,
+            torch.from_numpy(idx),
+            self._discounts,
+        )
+
+    def update_priorities(self, indices: torch.Tensor, td_errors: torch.Tensor) -> None:
+        """Uniform sampling ignores TD errors."""
+
+    def __len__(self) -> int:
+        return self.size
+
+
 def uniform(capacity: int, obs_dim: int, gamma: float) -> UniformReplay:
     """Uniform replay of the last ``capacity`` transitions (the tutorial's memory)."""
     return UniformReplay(capacity, obs_dim, gamma)
+
+
+def uniform_members(members: int, capacity: int, obs_dim: int, gamma: float) -> MembersUniformReplay:
+    return MembersUniformReplay(members, capacity, obs_dim, gamma)
+
+
+uniform.lockstep = uniform_members  # lock-step support (see dqnbench/lockstep.py)
 
 
 @hookimpl

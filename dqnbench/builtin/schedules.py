@@ -134,6 +134,10 @@ def greedy(n_actions: int, total_steps: int) -> Greedy:
     return Greedy()
 
 
+# Row-wise and stateless: one explorer serves K lock-step members (see dqnbench/lockstep.py).
+exponential.lockstep = boltzmann.lockstep = greedy.lockstep = True
+
+
 @hookimpl
 def dqnbench_explorations() -> dict:
     return {"exponential": exponential, "boltzmann": boltzmann, "greedy": greedy}

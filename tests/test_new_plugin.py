@@ -1,0 +1,136 @@
+"""``dqnbench new-plugin``: names are validated, and the package it writes passes its own tests once installed."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+import tomllib
+import uuid
+
+import pytest
+
+from dqnbench.cli import main
+from dqnbench.diagnostics import check_components
+from dqnbench.errors import DqnbenchError
+from dqnbench.registry import load_registry
+from dqnbench.scaffold import KINDS, next_steps, plugin_names, write_plugin
+
+
+def test_names_derive_from_the_distribution_name():
+    names = plugin_names("dqnbench-Wide.Net", "network")
+    assert (names.distribution, names.module, names.component, names.class_name) == (
+        "dqnbench-Wide.Net",
+        "dqnbench_wide_net",
+        "wide_net",
+        "WideNet",
+    )
+    assert plugin_names("fancy-replay", "replay").component == "fancy_replay"
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "says"),
+    [
+        ("-leading-dash", "network", "not a valid distribution name"),
+        ("has space", "network", "not a valid distribution name"),
+        ("dqnbench-ünïcode", "network", "not a valid distribution name"),
+        ("2fast", "network", "not a Python identifier"),
+        ("dqnbench-class", "network", "cannot name a Python function"),
+        ("dqnbench-torch", "network", "cannot name a Python function"),
+        ("pandas", "replay", "already importable"),
+        ("dqnbench-mlp", "network", 'network "mlp" is a built-in'),
+        ("dqnbench-new", "executor", "unknown plugin kind 'executor'"),
+    ],
+)
+def test_bad_names_and_kinds_are_user_errors(tmp_path, name, kind, says):
+    with pytest.raises(DqnbenchError, match=says):
+        write_plugin(name, kind, tmp_path / "pkg")
+    assert not (tmp_path / "pkg").exists()  # nothing written
+
+
+def test_a_builtin_name_of_another_kind_is_fine(tmp_path):
+    assert plugin_names("dqnbench-mlp", "replay").component == "mlp"
+
+
+def test_an_existing_non_empty_destination_is_refused(tmp_path):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "notes.txt").write_text("mine")
+    with pytest.raises(DqnbenchError, match="not an empty directory"):
+        write_plugin("dqnbench-fresh", "network", tmp_path / "pkg")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(DqnbenchError, match="not an empty directory"):
+        write_plugin("dqnbench-fresh", "network", tmp_path / "file")
+    (tmp_path / "empty").mkdir()
+    assert write_plugin("dqnbench-fresh", "network", tmp_path / "empty") == tmp_path / "empty"
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_the_package_declares_its_entry_point_and_ships_readme_and_tests(tmp_path, kind):
+    dest = write_plugin(f"dqnbench-fresh-{kind}", kind, tmp_path / "pkg")
+    module = f"dqnbench_fresh_{kind}"
+    project = tomllib.loads((dest / "pyproject.toml").read_text())["project"]
+    assert project["name"] == f"dqnbench-fresh-{kind}" and project["version"] == "0.1.0"
+    assert project["entry-points"]["dqnbench"] == {module: f"{module}.plugin"}
+    assert any(d.startswith("dqnbench>=") for d in project["dependencies"])
+    assert (dest / "README.md").read_text().startswith(f"# dqnbench-fresh-{kind}")
+    for path in (dest / "src" / module / "plugin.py", dest / "tests" / f"test_{module}.py"):
+        compile(path.read_text(), str(path), "exec")
+    assert f'fresh_{kind}"' in (dest / "README.md").read_text()
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_the_generated_component_meets_its_contract(tmp_path, kind):
+    dest = write_plugin(f"dqnbench-fresh-{kind}", kind, tmp_path / "pkg")
+    path = dest / "src" / f"dqnbench_fresh_{kind}" / "plugin.py"
+    spec = importlib.util.spec_from_file_location(f"dqnbench_fresh_{kind}_plugin", path)
+    plugin = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plugin)
+    registry = load_registry(load_entrypoints=False, extra_plugins=(plugin,))
+    assert f"fresh_{kind}" in registry.names(kind)
+    assert check_components(registry, kinds=(kind,)) == []
+
+
+def test_next_steps_say_how_to_install_and_test(tmp_path):
+    text = next_steps(tmp_path / "pkg", "dqnbench-fresh", "replay")
+    assert 'replay "fresh"' in text and "pip install -e" in text and "python -m pytest" in text
+
+
+def test_new_plugin_command_writes_the_package_and_rejects_bad_names(tmp_path, capsys):
+    dest = tmp_path / "dqnbench-cli-made"
+    assert main(["new-plugin", "dqnbench-cli-made", "--kind", "exploration", "--dir", str(dest)]) == 0
+    assert (dest / "src" / "dqnbench_cli_made" / "plugin.py").exists()
+    assert "pip install -e" in capsys.readouterr().out
+    assert main(["new-plugin", "dqnbench-cli-made", "--dir", str(dest)]) == 2  # exists and is not empty
+    assert main(["new-plugin", "bad name!", "--dir", str(tmp_path / "other")]) == 2
+    assert "not a valid distribution name" in capsys.readouterr().err
+
+
+def pip(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_each_kinds_package_passes_its_own_tests_right_after_pip_install_e(tmp_path):
+    """What a plugin author does first: new-plugin, pip install -e, pytest — for every kind at once."""
+    tag = uuid.uuid4().hex[:6]  # unique names: concurrent test runs share the environment
+    dists = [f"dqnbench-scaffold-{tag}-{kind}" for kind in KINDS]
+    dirs = [write_plugin(dist, kind, tmp_path / dist) for dist, kind in zip(dists, KINDS)]
+    try:
+        # offline and fast with the environment's setuptools; else pip fetches one (Python >= 3.12 venvs lack it)
+        isolation = ["--no-build-isolation"] if importlib.util.find_spec("setuptools") else []
+        installed = pip("install", "-q", "--no-deps", *isolation, *(f"-e{d}" for d in dirs))
+        assert installed.returncode == 0, installed.stderr
+        tests = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *map(str, dirs)],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert tests.returncode == 0, tests.stdout + tests.stderr
+        passed = re.search(r"(\d+) passed", tests.stdout)
+        assert passed and int(passed.group(1)) >= 4 * len(KINDS), tests.stdout  # the generated tests ran
+    finally:
+        uninstalled = pip("uninstall", "-y", *dists)
+    assert uninstalled.returncode == 0, uninstalled.stderr
+    assert all(importlib.util.find_spec(f"dqnbench_scaffold_{tag}_{kind}") is None for kind in KINDS)
