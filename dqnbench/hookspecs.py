@@ -41,6 +41,11 @@ def dqnbench_networks() -> dict[str, NetworkFactory]:
     learning and ``.eval()`` for greedy evaluation. Weights are saved with
     ``state_dict()`` and reloaded with ``torch.load(..., weights_only=True)``,
     so keep state in parameters and buffers.
+
+    Lock-step training (optional) stacks K copies with ``torch.func.vmap``; a
+    factory attribute ``factory.lockstep = forward(module, params, x)`` (stacked
+    ``state_dict`` tensors ``(K, …)``, ``x (K, B, obs_dim)`` → ``(K, B, n_actions)``)
+    replaces vmap by batched matmuls. See ``docs/plugins.md``.
     """
 
 
@@ -62,6 +67,11 @@ def dqnbench_replays() -> dict[str, ReplayFactory]:
     - ``__len__()``: how many transitions can be sampled.
 
     ``sample`` is only called once ``len(buffer) >= batch_size``.
+
+    Lock-step training (optional): ``factory.lockstep = members_factory`` with
+    ``members_factory(members, capacity, obs_dim, gamma, **params)`` whose buffer
+    takes rows of K transitions in ``add(obs, actions, rewards, next_obs,
+    terminated, truncated)`` and samples ``Batch`` fields of shape ``(K, B, …)``.
     """
 
 
@@ -74,6 +84,10 @@ def dqnbench_explorations() -> dict[str, ExplorationFactory]:
     ``(B, n_actions)`` of Q-values at env step ``step`` (0-based, up to
     ``total_steps``) to an int64 Tensor ``(B,)`` of actions. Draw randomness
     from torch's global RNG so runs are reproducible.
+
+    Lock-step training (optional): ``factory.lockstep = True`` declares that
+    ``select`` treats each row on its own and keeps no per-row state, so one
+    explorer serves K members with ``q_values (K, n_actions)``.
     """
 
 

@@ -177,7 +177,7 @@ def train_lockstep(
 
         # Store each member's transition, then learn for all members at once.
         replay.add(obs, actions, rewards, terminal_next_obs(next_obs, info), terminated, truncated)
-        if len(replay) >= max(agent.learning_starts, agent.batch_size) and step % agent.train_every == 0:
+        if step + 1 >= agent.learning_starts and len(replay) >= agent.batch_size and step % agent.train_every == 0:
             total = torch.zeros(members)
             for _ in range(agent.gradient_steps):
                 batch = replay.sample(agent.batch_size)

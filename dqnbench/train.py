@@ -145,7 +145,7 @@ def train(config: RunConfig, seed: int, components: Components, timing: bool = T
         # Store, then learn every train_every steps once enough is stored.
         replay.add(obs, action, float(reward), next_obs, bool(terminated))
         loss = math.nan
-        if len(replay) >= max(agent.learning_starts, agent.batch_size) and step % agent.train_every == 0:
+        if step + 1 >= agent.learning_starts and len(replay) >= agent.batch_size and step % agent.train_every == 0:
             total = 0.0
             for _ in range(agent.gradient_steps):
                 batch = replay.sample(agent.batch_size)

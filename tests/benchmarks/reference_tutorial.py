@@ -26,21 +26,29 @@ MEMORY_CAPACITY = 2000
 
 
 class Net(nn.Module):
-    def __init__(self, n_states: int, n_actions: int, hidden: int = 10):
+    """The tutorial's net: ``fc1 (10 units) → ReLU → out``, weights N(0, 0.1).
+
+    ``hidden`` widens or deepens it the same way by hand (e.g. ``(256, 256)``
+    for the 4-256-256-2 comparison).
+    """
+
+    def __init__(self, n_states: int, n_actions: int, hidden: tuple[int, ...] = (10,)):
         super().__init__()
-        self.fc1 = nn.Linear(n_states, hidden)
-        self.fc1.weight.data.normal_(0, 0.1)  # initialization
-        self.out = nn.Linear(hidden, n_actions)
+        widths = [n_states, *hidden]
+        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
+        for layer in self.hidden:
+            layer.weight.data.normal_(0, 0.1)  # initialization
+        self.out = nn.Linear(widths[-1], n_actions)
         self.out.weight.data.normal_(0, 0.1)  # initialization
 
     def forward(self, x):
-        x = self.fc1(x)
-        x = F.relu(x)
+        for layer in self.hidden:
+            x = F.relu(layer(x))
         return self.out(x)
 
 
 class DQN:
-    def __init__(self, n_states: int, n_actions: int, hidden: int = 10, batch_size: int = BATCH_SIZE):
+    def __init__(self, n_states: int, n_actions: int, hidden: tuple[int, ...] = (10,), batch_size: int = BATCH_SIZE):
         self.n_states, self.n_actions, self.batch_size = n_states, n_actions, batch_size
         self.eval_net, self.target_net = Net(n_states, n_actions, hidden), Net(n_states, n_actions, hidden)
         self.learn_step_counter = 0  # for target updating
@@ -87,7 +95,9 @@ class DQN:
         self.optimizer.step()
 
 
-def run_reference(total_steps: int, seed: int = 0, hidden: int = 10, batch_size: int = BATCH_SIZE) -> dict:
+def run_reference(
+    total_steps: int, seed: int = 0, hidden: tuple[int, ...] = (10,), batch_size: int = BATCH_SIZE
+) -> dict:
     """Train for ``total_steps`` env steps like the tutorial's loop; return counts for checking."""
     np.random.seed(seed)
     torch.manual_seed(seed)
