@@ -76,3 +76,18 @@ def weighted_td_losses(q_taken: torch.Tensor, targets: torch.Tensor, weights: to
     else:
         raise ValueError(f'unknown loss {kind!r} (allowed: "mse", "huber")')
     return weights * elementwise
+
+
+def td_loss_and_grad(
+    q_taken: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, kind: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weighted mean loss of :func:`td_loss` and its gradient with respect to ``q_taken`` (both from ``(B,)``).
+
+    For networks that backpropagate by hand (the built-in MLP's fused learn
+    step): d/dq mean(w·(q−t)²) = 2w(q−t)/B; for Huber, the derivative of the
+    squared part is clipped to [−1, 1].
+    """
+    elementwise = weighted_td_losses(q_taken, targets, weights, kind)
+    diff = q_taken - targets
+    slope = 2.0 * diff if kind == "mse" else diff.clamp(-1.0, 1.0)
+    return elementwise.mean(), weights * slope / diff.shape[0]

@@ -13,6 +13,7 @@ params already bound; nothing here knows which plugin built them.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import random
 import time
@@ -120,6 +121,7 @@ def train(config: RunConfig, seed: int, components: Components, timing: bool = T
     replay = components.replay(config.replay.capacity, obs_dim, agent.gamma)
     explorer = components.exploration(n_actions, exp.total_steps)
     optimizer = make_adam(q_net.parameters(), agent.lr)
+    learn = make_learner(q_net, target_net, optimizer, agent)
     log = TrainLog(exp.total_steps, obs_dim, n_actions)
 
     obs, _ = env.reset(seed=seed)
@@ -153,7 +155,7 @@ def train(config: RunConfig, seed: int, components: Components, timing: bool = T
                     check_batch(batch, agent.batch_size, obs_dim)
                 if on_gpu:
                     batch = batch.to(device)
-                step_loss, td_errors = learn_step(q_net, target_net, optimizer, batch, agent)
+                step_loss, td_errors = learn(batch)
                 if not math.isfinite(step_loss):
                     raise Diverged(step, step_loss)
                 replay.update_priorities(batch.indices, td_errors.cpu())
@@ -187,6 +189,16 @@ def train(config: RunConfig, seed: int, components: Components, timing: bool = T
     env.close()
     eval_env.close()
     return log
+
+
+def make_learner(
+    q_net: nn.Module, target_net: nn.Module, optimizer: LeanAdam | TorchAdam, agent: AgentConfig
+) -> Callable[[Any], tuple[float, torch.Tensor]]:
+    """``batch -> (loss, td_errors)``: the network's own ``fused_learn_step`` if it has one, else autograd."""
+    fused = getattr(q_net, "fused_learn_step", None)
+    if fused is not None:
+        return functools.partial(fused, target_net, optimizer, agent)
+    return functools.partial(learn_step, q_net, target_net, optimizer, agent=agent)
 
 
 def learn_step(

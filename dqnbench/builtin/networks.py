@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dqnbench.batch import Batch
 from dqnbench.hookspecs import hookimpl
+from dqnbench.losses import dqn_targets, td_loss_and_grad
 
 
 class MLPBody(nn.Sequential):
@@ -53,6 +56,45 @@ class MLP(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return F.linear(self.body(obs), self.out.weight, self.out.bias)
+
+    def fused_learn_step(
+        self, target_net: nn.Module, optimizer: Any, agent: Any, batch: Batch
+    ) -> tuple[float, torch.Tensor]:
+        """``dqnbench.train.learn_step`` for this MLP, with gradients derived by hand.
+
+        Same targets, loss and Adam update as the autograd path (a test checks
+        it), but no autograd graph: for the tutorial's 4-10-2 net, building and
+        walking the graph costs more than the arithmetic, so this halves the
+        learn step. Backprop of ``q = W_L h_L + b``, ``h_{l+1} = relu(W_l h_l + b_l)``:
+        ``dW_l = δ_lᵀ h_l``, ``db_l = Σ δ_l``, ``δ_{l−1} = (δ_l W_l) ⊙ [h_l > 0]``.
+        """
+        layers = [*self.body[::2], self.out]
+        with torch.no_grad():
+            activations = [batch.obs]
+            for layer in layers[:-1]:
+                activations.append(torch.relu(torch.addmm(layer.bias, activations[-1], layer.weight.t())))
+            q_values = torch.addmm(self.out.bias, activations[-1], self.out.weight.t())
+            actions = batch.actions.unsqueeze(1)
+            q_taken = q_values.gather(1, actions).squeeze(1)
+            next_online = self(batch.next_obs) if agent.double else None
+            targets = dqn_targets(
+                batch.rewards, batch.discounts, batch.terminated, target_net(batch.next_obs), next_online
+            )
+            loss, slope = td_loss_and_grad(q_taken, targets, batch.weights, agent.loss)
+            delta = torch.zeros_like(q_values).scatter_(1, actions, slope.unsqueeze(1))
+            for i in range(len(layers) - 1, -1, -1):
+                layer = layers[i]
+                for param in (layer.weight, layer.bias):
+                    if param.grad is None:
+                        param.grad = torch.empty_like(param)
+                torch.mm(delta.t(), activations[i], out=layer.weight.grad)
+                torch.sum(delta, 0, out=layer.bias.grad)
+                if i > 0:
+                    delta = torch.mm(delta, layer.weight).mul_(activations[i] > 0)
+        if agent.max_grad_norm > 0:
+            nn.utils.clip_grad_norm_(self.parameters(), agent.max_grad_norm)
+        optimizer.step()
+        return loss.item(), (targets - q_taken)
 
 
 def mlp(

@@ -1,0 +1,67 @@
+"""The built-in MLP's hand-derived learn step equals the autograd one."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from dqnbench.batch import Batch
+from dqnbench.builtin.networks import mlp
+from dqnbench.config import AgentConfig
+from dqnbench.optim import make_adam
+from dqnbench.train import learn_step
+
+
+def random_batch(size: int, obs_dim: int, n_actions: int, gamma: float = 0.9) -> Batch:
+    return Batch(
+        obs=torch.randn(size, obs_dim),
+        actions=torch.randint(n_actions, (size,)),
+        rewards=torch.randn(size),
+        next_obs=torch.randn(size, obs_dim),
+        terminated=torch.rand(size) < 0.2,
+        weights=torch.rand(size) + 0.5,
+        indices=torch.arange(size),
+        discounts=torch.full((size,), gamma),
+    )
+
+
+@pytest.mark.parametrize("hidden", [[10], [32, 16], []])
+@pytest.mark.parametrize(
+    "agent",
+    [
+        AgentConfig(lr=0.01, loss="mse"),
+        AgentConfig(lr=0.01, loss="huber", double=True),
+        AgentConfig(lr=0.01, loss="mse", max_grad_norm=0.5),
+    ],
+    ids=["mse", "huber-double", "clipped"],
+)
+def test_fused_learn_step_matches_autograd(hidden, agent):
+    torch.manual_seed(0)
+    fused_net = mlp(5, 3, hidden=hidden)
+    autograd_net = copy.deepcopy(fused_net)
+    target = copy.deepcopy(fused_net).requires_grad_(False)
+    fused_opt, autograd_opt = (
+        make_adam(fused_net.parameters(), agent.lr),
+        make_adam(autograd_net.parameters(), agent.lr),
+    )
+    for _ in range(5):
+        batch = random_batch(16, 5, 3)
+        batch = batch._replace(rewards=batch.rewards * 10)  # large errors: Huber's linear part too
+        fused_loss, fused_td = fused_net.fused_learn_step(target, fused_opt, agent, batch)
+        auto_loss, auto_td = learn_step(autograd_net, target, autograd_opt, batch, agent)
+        assert fused_loss == pytest.approx(auto_loss, rel=1e-5)
+        torch.testing.assert_close(fused_td, auto_td)
+    for a, b in zip(fused_net.parameters(), autograd_net.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_train_uses_the_fused_step_for_mlp():
+    from dqnbench.train import make_learner
+
+    net = mlp(4, 2)
+    learn = make_learner(net, copy.deepcopy(net), make_adam(net.parameters(), 0.01), AgentConfig())
+    assert learn.func.__name__ == "fused_learn_step"
+    other = torch.nn.Sequential(torch.nn.Linear(4, 2))
+    assert make_learner(other, other, make_adam(other.parameters(), 0.01), AgentConfig()).func is learn_step
