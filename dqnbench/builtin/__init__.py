@@ -14,4 +14,5 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "dqnbench.builtin.prioritized",
     "dqnbench.builtin.nstep",
     "dqnbench.builtin.schedules",
+    "dqnbench.builtin.ray_executor",
 )
