@@ -25,6 +25,24 @@ stops are never stored.
 With ``prioritized = true`` the stored n-step transitions are sampled by the
 same :class:`~dqnbench.builtin.prioritized.ProportionalSampler` as the
 ``prioritized`` buffer (Rainbow's combination).
+
+Lock-step (``nstep.lockstep``, see :mod:`dqnbench.lockstep`) stores one-step
+transitions of K members in a ring (with ``done = terminated | truncated``,
+given explicitly there) and forms n-step returns at sample time, looking ahead
+up to n − 1 slots for all K·B samples at once (:meth:`MembersNStepReplay.nstep`).
+The result per sampled start is what the single-run buffer stores for it (the
+forward view of the n-step return, Sutton & Barto 2018, §7.1): rewards summed
+with γ^i up to n steps or the first episode end, ``terminated`` only for a true
+termination, a truncated window bootstrapping from its last ``next_obs``.
+
+Window semantics at the ring's newest slots: a start is sampleable only once
+its full n-step window has been written, i.e. it is at least n − 1 slots older
+than the newest one; so ``len`` is ``size − (n − 1)`` and the newest n − 1
+transitions are never sampled, whether or not their episode has ended (those
+that ended become sampleable n − 1 steps later than in the single-run buffer,
+with the same contents). No partial window ever bootstraps mid-episode with
+k < n, exactly as in the single-run buffer, and the look-ahead of a sampleable
+start never reaches slots the ring has overwritten.
 """
 
 from __future__ import annotations
@@ -36,7 +54,13 @@ import numpy as np
 import torch
 
 from dqnbench.batch import Batch
-from dqnbench.builtin.prioritized import ProportionalSampler, check_per_params
+from dqnbench.builtin.prioritized import (
+    MemberRingStorage,
+    MembersProportionalSampler,
+    ProportionalSampler,
+    check_per_params,
+    to_numpy,
+)
 from dqnbench.builtin.replays import RingStorage
 from dqnbench.hookspecs import hookimpl
 
@@ -126,6 +150,122 @@ class NStepReplay:
         return self.storage.size
 
 
+class MembersNStepReplay:
+    """n-step replay for K lock-step members: one-step rows in a member ring, n-step returns formed when sampled.
+
+    Storing one-step rows keeps ``add`` a single write per env step (no
+    per-member pending queues, which would need a Python loop over members),
+    and explicit ``truncated`` flags cut windows exactly.
+    """
+
+    def __init__(
+        self,
+        members: int,
+        capacity: int,
+        obs_dim: int,
+        gamma: float,
+        n: int,
+        sampler: MembersProportionalSampler | None = None,
+    ) -> None:
+        if capacity < n:
+            raise ValueError(f"capacity must be at least n = {n} to hold one n-step window, got {capacity}")
+        self.storage = MemberRingStorage(members, capacity, obs_dim)
+        self.members = members
+        self.gamma = float(gamma)
+        self.n = n
+        self.sampler = sampler
+        self.powers = self.gamma ** np.arange(n + 1, dtype=np.float64)  # γ^k for k = 0..n
+        self.discounts = self.powers.astype(np.float32)  # Batch.discounts for k accumulated steps
+        self.steps = 0  # add calls = env steps, the clock of β's annealing
+        self._weights = torch.empty(0)
+
+    @property
+    def beta(self) -> float | None:
+        """β the next ``sample`` uses (None without prioritisation)."""
+        return None if self.sampler is None else self.sampler.beta(self.steps)
+
+    def add(self, obs, actions, rewards, next_obs, terminated, truncated) -> None:
+        """Store one one-step transition per member; the start n − 1 slots back now has a complete window."""
+        index = self.storage.add(obs, actions, rewards, next_obs, terminated, truncated)
+        self.steps += 1
+        if self.sampler is not None:
+            complete = (index - (self.n - 1)) % self.storage.capacity if self.storage.size >= self.n else None
+            self.sampler.on_add(complete, hidden=index if self.n > 1 else None)
+
+    def sample(self, batch_size: int) -> Batch:
+        """A ``Batch`` of ``(K, B, …)`` n-step transitions, each member's from its own stream."""
+        if self.sampler is None:
+            size = len(self)
+            oldest = (self.storage.cursor - self.storage.size) % self.storage.capacity
+            offsets = np.random.randint(0, size, size=(self.members, batch_size))
+            indices = (oldest + offsets) % self.storage.capacity
+            if self._weights.shape != indices.shape:  # unit weights, allocated once (read-only for the learner)
+                self._weights = torch.ones(indices.shape)
+            weights = self._weights
+        else:
+            indices, raw_weights = self.sampler.sample(batch_size, len(self), self.steps)
+            weights = torch.from_numpy(raw_weights)
+        obs, actions, rewards, next_obs, terminated, discounts = self.nstep(indices)
+        return Batch(obs, actions, rewards, next_obs, terminated, weights, torch.from_numpy(indices), discounts)
+
+    def nstep(self, indices: np.ndarray) -> tuple[torch.Tensor, ...]:
+        """The n-step transitions starting at each member's slots ``indices (K, B)`` (all sampleable).
+
+        Walks the window forward one slot at a time for all K·B starts: step j
+        adds ``γ^j r_{t+j}`` while the episode is still running, and the last
+        step taken gives ``next_obs`` and ``terminated``; a ``done`` step ends
+        the window (Sutton & Barto 2018, eq. 7.1, with the return truncated at
+        the episode's end). Returns obs, actions, rewards, next_obs,
+        terminated, discounts ``γ^k``.
+        """
+        storage, capacity = self.storage, self.storage.capacity
+        rewards, done = storage.rewards.reshape(-1), storage.done.reshape(-1)
+        start = storage.flat(indices)
+        returns = rewards.take(start).astype(np.float64)
+        last = start
+        steps = np.ones(indices.shape, dtype=np.int64)
+        running = ~done.take(start)
+        for j in range(1, self.n):
+            if not running.any():
+                break
+            position = storage.flat((indices + j) % capacity)
+            returns += np.where(running, self.powers[j] * rewards.take(position), 0.0)
+            last = np.where(running, position, last)
+            steps += running
+            running &= ~done.take(position)
+        return (
+            storage.take_rows(storage.obs, start),
+            storage.take_rows(storage.actions, start),
+            torch.from_numpy(returns.astype(np.float32)),
+            storage.take_rows(storage.next_obs, last),
+            storage.take_rows(storage.terminated, last),
+            torch.from_numpy(self.discounts[steps]),
+        )
+
+    def update_priorities(self, indices: torch.Tensor, td_errors: torch.Tensor) -> None:
+        """Reprioritise when prioritised (non-finite rows skipped); uniform n-step replay ignores TD errors.
+
+        Slots that are no longer sampleable (rewritten since they were sampled)
+        are left alone, so an open window never gets a priority.
+        """
+        if self.sampler is not None:
+            indices = np.asarray(to_numpy(indices), dtype=np.int64)
+            age = (self.storage.cursor - 1 - indices) % self.storage.capacity
+            keep = (age >= self.n - 1) & (age < self.storage.size)
+            self.sampler.update(indices, td_errors, None if keep.all() else keep)
+
+    def __len__(self) -> int:
+        return max(0, self.storage.size - (self.n - 1))
+
+
+def check_nstep_params(n: int, prioritized: bool) -> None:
+    """Raise ValueError naming the first out-of-range n-step parameter."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+    if not isinstance(prioritized, bool):
+        raise ValueError(f"prioritized must be true or false, got {prioritized!r}")
+
+
 def nstep(
     capacity: int,
     obs_dim: int,
@@ -144,13 +284,32 @@ def nstep(
         instead of uniformly; ``alpha``, ``beta``, ``eps`` and ``total_steps``
         are then used as in the ``prioritized`` buffer (and ignored otherwise).
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
-    if not isinstance(prioritized, bool):
-        raise ValueError(f"prioritized must be true or false, got {prioritized!r}")
+    check_nstep_params(n, prioritized)
     check_per_params(alpha, beta, eps, total_steps)
     sampler = ProportionalSampler(capacity, alpha, beta, eps, total_steps) if prioritized else None
     return NStepReplay(capacity, obs_dim, gamma, n, sampler)
+
+
+def nstep_members(
+    members: int,
+    capacity: int,
+    obs_dim: int,
+    gamma: float,
+    n: int = 3,
+    prioritized: bool = False,
+    alpha: float = 0.6,
+    beta: float = 0.4,
+    eps: float = 1e-6,
+    total_steps: int | None = None,
+) -> MembersNStepReplay:
+    """``nstep`` for K lock-step members: the same params; n-step returns formed at sample time."""
+    check_nstep_params(n, prioritized)
+    check_per_params(alpha, beta, eps, total_steps)
+    sampler = MembersProportionalSampler(members, capacity, alpha, beta, eps, total_steps) if prioritized else None
+    return MembersNStepReplay(members, capacity, obs_dim, gamma, n, sampler)
+
+
+nstep.lockstep = nstep_members  # lock-step support (see dqnbench/lockstep.py)
 
 
 @hookimpl
