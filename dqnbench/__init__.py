@@ -7,13 +7,40 @@ Public API::
     res = dqnbench.load_results("results/replay-study")
 
 Plugin authors need :data:`hookimpl` and :class:`Batch`; see ``hookspecs.py``.
+Everything but ``hookimpl`` is imported on first use, so that importing
+dqnbench (as pytest does for its ``pytest11`` plugin) does not pull in torch.
 """
 
-from dqnbench.batch import Batch
-from dqnbench.errors import DqnbenchError, GridError
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from dqnbench.hookspecs import hookimpl
-from dqnbench.results import Results, load_results
-from dqnbench.runner import run_grid
 from dqnbench.version import __version__
+
+_LAZY = {
+    "Batch": "dqnbench.batch",
+    "DqnbenchError": "dqnbench.errors",
+    "GridError": "dqnbench.errors",
+    "Results": "dqnbench.results",
+    "load_results": "dqnbench.results",
+    "run_grid": "dqnbench.runner",
+}
+
+if TYPE_CHECKING:
+    from dqnbench.batch import Batch
+    from dqnbench.errors import DqnbenchError, GridError
+    from dqnbench.results import Results, load_results
+    from dqnbench.runner import run_grid
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'dqnbench' has no attribute {name!r}")
+
 
 __all__ = ["Batch", "DqnbenchError", "GridError", "Results", "hookimpl", "load_results", "run_grid", "__version__"]

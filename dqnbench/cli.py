@@ -75,6 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.set_defaults(handler=cmd_compare)
 
+    bench = sub.add_parser(
+        "bench-compare", help="exit 1 when a benchmark got slower, relative to its session's calibration"
+    )
+    from dqnbench.benchcompare import add_arguments
+
+    add_arguments(bench)
+    bench.set_defaults(handler=cmd_bench_compare)
+
     plugins = sub.add_parser("plugins", help="list every discovered component")
     plugins.add_argument(
         "--verbose", action="store_true", help="per distribution: its plugins, their hooks and their components"
@@ -196,6 +204,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
     )
     print(comparison.render(args.format), end="")
     return EXIT_FAILED_RUNS if comparison.regressed else EXIT_OK
+
+
+def cmd_bench_compare(args: argparse.Namespace) -> int:
+    from dqnbench.benchcompare import cmd_bench_compare as run
+
+    return run(args)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

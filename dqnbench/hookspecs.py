@@ -19,9 +19,12 @@ reproducible without a seed parameter of their own.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pluggy
 
-from dqnbench.contracts import ExecutorFactory, ExplorationFactory, NetworkFactory, ReplayFactory
+if TYPE_CHECKING:  # annotations only: keep `import dqnbench` for plugin modules free of torch
+    from dqnbench.contracts import ExecutorFactory, ExplorationFactory, NetworkFactory, ReplayFactory
 
 PROJECT = "dqnbench"
 

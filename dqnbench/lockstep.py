@@ -129,6 +129,38 @@ def network_problem(
     return None
 
 
+def vmap_slowdown(
+    factory: Callable[[int, int], nn.Module], obs_dim: int, n_actions: int, members: int, batch_size: int
+) -> float:
+    """How much slower a vmapped learn-like step (forward + backward) is than ``members`` separate ones.
+
+    vmap spends a few hundred µs of Python per call, so for small networks K
+    independent runs can beat one vmapped program; lock-step through vmap is
+    used only when this ratio is below 1.
+    """
+    nets = [factory(obs_dim, n_actions) for _ in range(members)]
+    stacked = StackedQNetwork(nets, torch.device("cpu"))
+    x, xs = torch.zeros(members, batch_size, obs_dim), torch.zeros(batch_size, obs_dim)
+
+    def batched() -> None:
+        stacked(x).sum().backward()
+
+    def separate() -> None:
+        for net in nets:
+            net(xs).sum().backward()
+
+    def best_of(fn: Callable[[], None]) -> float:
+        fn()
+        times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    return best_of(batched) / best_of(separate)
+
+
 def train_lockstep(
     config: RunConfig, seeds: list[int], components: LockstepComponents, timing: bool = True
 ) -> list[TrainLog]:

@@ -149,6 +149,7 @@ def markdown_table(frame: pd.DataFrame) -> str:
 
 def rich_table(frame: pd.DataFrame, title: str | None = None, caption: str | None = None) -> Any:
     """A :class:`rich.table.Table` of a DataFrame of strings (numbers right-aligned)."""
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=title, caption=caption, caption_justify="left")
@@ -157,7 +158,7 @@ def rich_table(frame: pd.DataFrame, title: str | None = None, caption: str | Non
             str(column), justify="left" if i < 2 else "right", overflow="fold", min_width=(20 if i == 0 else None)
         )
     for row in frame.itertuples(index=False):
-        table.add_row(*(str(v) for v in row))
+        table.add_row(*(escape(str(v)) for v in row))
     return table
 
 

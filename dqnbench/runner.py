@@ -35,7 +35,7 @@ from dqnbench.contracts import Executor
 from dqnbench.errors import DqnbenchError, GridError, ResultsError
 from dqnbench.grid import Plan, RunSpec, load_grid
 from dqnbench.lock import experiment_lock
-from dqnbench.lockstep import LockstepComponents, network_problem, train_lockstep
+from dqnbench.lockstep import LockstepComponents, network_problem, train_lockstep, vmap_slowdown
 from dqnbench.progress import RunProgress, print_summary
 from dqnbench.registry import Component, Registry, load_registry
 from dqnbench.results import (
@@ -268,8 +268,20 @@ def lockstep_problem(config: RunConfig, chosen: dict[str, Component], dims: tupl
     if getattr(chosen["exploration"].factory, "lockstep", None) is not True:
         return f"{chosen['exploration'].describe()} does not declare lock-step support"
     network = functools.partial(chosen["network"].factory, **config.network.params)
-    problem = network_problem(network, *dims, getattr(chosen["network"].factory, "lockstep", None))
-    return f"{chosen['network'].describe()} cannot be stacked ({problem})" if problem else None
+    forward = getattr(chosen["network"].factory, "lockstep", None)
+    problem = network_problem(network, *dims, forward)
+    if problem:
+        return f"{chosen['network'].describe()} cannot be stacked ({problem})"
+    if forward is None:  # vmap: only where it beats separate runs
+        members = len(config.experiment.seeds)
+        with single_thread():
+            slowdown = vmap_slowdown(network, *dims, members, config.agent.batch_size)
+        if slowdown >= 1.0:
+            return (
+                f"{chosen['network'].describe()} stacked with vmap is {slowdown:.1f}× slower than "
+                f"{members} separate networks (give its factory a batched `lockstep` forward)"
+            )
+    return None
 
 
 def make_tasks(

@@ -1,0 +1,434 @@
+"""dqnbench's pytest plugin: speed and learning regression tests for a component, in its own test suite.
+
+Registered through the ``pytest11`` entry point, so installing dqnbench makes
+these fixtures available to every test suite; nothing else changes (no hooks,
+no options). Each fixture is a *factory*: it returns a function, so one test
+can pick the component by name::
+
+    def test_my_net_step_speed(dqnbench_step_benchmark):
+        dqnbench_step_benchmark("network", "my_net", {"width": 128})
+
+    def test_calibration(dqnbench_calibration):       # makes `dqnbench bench-compare` work on this suite
+        dqnbench_calibration()
+
+    @pytest.mark.slow
+    def test_my_net_still_learns_cartpole(dqnbench_learns):
+        dqnbench_learns("network", "my_net", seeds=3, total_steps=15_000, threshold=100)
+
+``dqnbench_step_benchmark(kind, name, params=None, *, batch_size=None, env="CartPole-v1", agent=None, grid=None,
+seed=0, plugins=(), load_entrypoints=True)``
+    Times one standard DQN training step — act (eval net + explorer, batch 1), env step, store, and a learn step
+    (sample, gradient step, priority update) — with the named component swapped into otherwise default components
+    (``mlp`` network, ``uniform`` replay, ``linear`` exploration, the default ``[agent]``), exactly as
+    :func:`dqnbench.train.train` steps. It first steps until learning starts (``agent.learning_starts``), so every
+    timed call learns (with the default ``train_every = 1``). ``kind`` is ``"network"``, ``"replay"`` or
+    ``"exploration"``; ``params`` go to its factory, validated like a grid's; ``agent`` overrides ``[agent]`` keys;
+    ``grid`` adds or overrides any grid tables (e.g. another component); ``plugins`` are extra in-process plugin
+    modules. One torch thread, as in a run (a single run; lock-step batching of seeds is not timed here). Uses
+    pytest-benchmark's ``benchmark`` fixture (so ``--benchmark-*`` options apply, and under ``--benchmark-disable``
+    the step runs once as a smoke test) and records in ``extra_info`` what it measured: the component, its
+    distribution and version, its params, the batch size, the env and the env steps per call. Returns the
+    :class:`StepHarness`.
+
+``dqnbench_calibration()``
+    Benchmarks dqnbench's fixed torch + NumPy calibration workload and marks it as the session's calibration, so
+    ``dqnbench bench-compare BASE.json NEW.json`` can judge this suite's timings relative to the machine's speed in
+    the same session (see :mod:`dqnbench.benchcompare`). Put it in any suite whose JSON you compare.
+
+``dqnbench_learns(kind, name, params=None, *, env="CartPole-v1", seeds=3, total_steps=15_000, threshold=100.0,
+agent=None, grid=None, eval_episodes=10, executor="process", workers=None, plugins=(), load_entrypoints=True)``
+    Writes a grid with the named component in otherwise default components, runs it with
+    :func:`dqnbench.run_grid` under the test's ``tmp_path`` and asserts that every run finished and that the IQM over
+    seeds of the final greedy return (mean of ``eval_episodes`` episodes) is at least ``threshold``; the failure
+    message gives each seed's return and the results directory. The defaults — CartPole-v1, 3 seeds, 15k steps,
+    IQM ≥ 100, over four times a random policy's 22 (CartPole caps at 500) — are met with margin by the built-in
+    agents: measured IQM 172 (seeds 164, 148, 204) with ``mlp`` and 132 (123, 111, 163) with ``dueling``. A
+    single final evaluation of DQN on CartPole swings by tens of points between seeds, so a bar of 150 would
+    fail ``dueling``; raise ``seeds`` before raising ``threshold``.
+    Returns a :class:`LearnOutcome`. Training takes a while: mark such tests ``slow``.
+
+The same functions without fixtures (for suites that call them directly, like dqnbench's own
+``tests/benchmarks``): :func:`benchmark_step`, :func:`benchmark_calibration`, :func:`assert_learns`,
+:class:`StepHarness`.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import io
+import json
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from dqnbench.config import RunConfig
+    from dqnbench.results import Results
+    from dqnbench.train import Components
+
+#: the kinds of component a step or a grid can swap in
+SWAPPABLE = ("network", "replay", "exploration")
+#: env steps of the grid behind a harness: the explorer's schedule and β annealing read it
+HARNESS_TOTAL_STEPS = 20_000
+#: defaults of :func:`assert_learns`, chosen so dqnbench's default agent passes them
+LEARN_ENV, LEARN_SEEDS, LEARN_STEPS, LEARN_THRESHOLD = "CartPole-v1", 3, 15_000, 100.0
+
+
+# --------------------------------------------------------------------------- the step harness
+
+
+class StepHarness:
+    """One DQN agent that can be advanced a step at a time, stepping exactly as :func:`dqnbench.train.train` does.
+
+    ``train()`` runs a whole experiment in one call, which is the wrong grain for
+    a benchmark of one step. The harness repeats its setup (same seeding, same
+    order of RNG draws) and its loop body without the per-step logging, so a
+    timed :meth:`step` is one of ``train()``'s steps; a test checks that both give
+    the same losses step for step.
+    """
+
+    def __init__(self, config: RunConfig, components: Components, seed: int = 0, chosen: Mapping | None = None):
+        import torch
+
+        from dqnbench.train import (
+            EVAL_SEED_OFFSET,
+            check_components,
+            env_dims,
+            make_adam,
+            make_env,
+            make_learner,
+            seed_everything,
+        )
+
+        self.config, self.seed, self.chosen = config, seed, dict(chosen or {})
+        exp, self.agent = config.experiment, config.agent
+        self.device = torch.device(exp.device)
+        seed_everything(seed)
+        self.env, self.eval_env = make_env(exp.env), make_env(exp.env)
+        self.obs_dim, self.n_actions = env_dims(self.env, exp.env)
+        self.q_net = components.network(self.obs_dim, self.n_actions).to(self.device).train()
+        self.target_net = copy.deepcopy(self.q_net).requires_grad_(False)
+        self.replay = components.replay(config.replay.capacity, self.obs_dim, self.agent.gamma)
+        self.explorer = components.exploration(self.n_actions, exp.total_steps)
+        self.optimizer = make_adam(self.q_net.parameters(), self.agent.lr)
+        self.learner = make_learner(self.q_net, self.target_net, self.optimizer, self.agent)
+        self.obs, _ = self.env.reset(seed=seed)
+        self.env.action_space.seed(seed)
+        self.eval_env.reset(seed=seed + EVAL_SEED_OFFSET)
+        check_components(self.q_net, self.explorer, self.obs, self.n_actions, self.device)
+        self.steps = 0
+        self.learn_steps = 0
+
+    @classmethod
+    def from_grid(
+        cls,
+        tables: Mapping[str, Any],
+        *,
+        seed: int = 0,
+        plugins: Sequence[Any] = (),
+        load_entrypoints: bool = True,
+        where: str = "<benchmark grid>",
+    ) -> StepHarness:
+        """The harness of the first cell of a grid given as parsed TOML tables, validated like a grid file."""
+        from dqnbench.grid import plan_grid
+        from dqnbench.registry import load_registry
+        from dqnbench.runner import bind_components, check_env
+
+        registry = load_registry(load_entrypoints, tuple(plugins))
+        plan = plan_grid(tables, where, registry)
+        config = plan.cells[0][2]
+        check_env(config.experiment.env, Path(where))
+        chosen = {kind: registry.get(kind, getattr(config, kind).name) for kind in SWAPPABLE}
+        return cls(config, bind_components(config, chosen), seed, chosen)
+
+    @classmethod
+    def for_component(
+        cls,
+        kind: str,
+        name: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        batch_size: int | None = None,
+        env: str = LEARN_ENV,
+        agent: Mapping[str, Any] | None = None,
+        grid: Mapping[str, Mapping[str, Any]] | None = None,
+        seed: int = 0,
+        plugins: Sequence[Any] = (),
+        load_entrypoints: bool = True,
+    ) -> StepHarness:
+        """Default components with ``(kind, name)`` swapped in (see the module docstring for the arguments)."""
+        tables = component_tables(
+            kind, name, params, env=env, seeds=[seed], total_steps=HARNESS_TOTAL_STEPS, agent=agent, grid=grid
+        )
+        if batch_size is not None:
+            tables["agent"]["batch_size"] = batch_size
+        return cls.from_grid(
+            tables, seed=seed, plugins=plugins, load_entrypoints=load_entrypoints, where="<dqnbench_step_benchmark>"
+        )
+
+    def learn_due(self) -> bool:
+        """``train()``'s rule, after storing this step's transition: learning has started and it is a learn step."""
+        agent = self.agent
+        return (
+            self.steps + 1 >= agent.learning_starts
+            and len(self.replay) >= agent.batch_size
+            and self.steps % agent.train_every == 0
+        )
+
+    def act(self) -> int:
+        """The loop's act: eval-net forward on the current observation (batch 1) and the explorer's select."""
+        import torch
+
+        with torch.inference_mode():
+            q_values = self.q_net(torch.as_tensor(self.obs, device=self.device).unsqueeze(0))
+            return int(self.explorer.select(q_values, self.steps)[0])
+
+    def learn(self) -> float:
+        """The loop's learning phase: ``gradient_steps`` × (sample, learn step, priority update, target copy)."""
+        from dqnbench.checks import check_batch
+        from dqnbench.train import Diverged
+
+        total = 0.0
+        for _ in range(self.agent.gradient_steps):
+            batch = self.replay.sample(self.agent.batch_size)
+            if self.learn_steps == 0:
+                check_batch(batch, self.agent.batch_size, self.obs_dim)
+            if self.device.type != "cpu":
+                batch = batch.to(self.device)
+            loss, td_errors = self.learner(batch)
+            if not math.isfinite(loss):
+                raise Diverged(self.steps, loss)
+            self.replay.update_priorities(batch.indices, td_errors.cpu())
+            self.learn_steps += 1
+            if self.learn_steps % self.agent.target_update == 0:
+                self.target_net.load_state_dict(self.q_net.state_dict())
+            total += loss
+        return total / self.agent.gradient_steps
+
+    def step(self) -> float:
+        """One training step (act, env step, store, learn when due); returns the loss, NaN when it did not learn."""
+        action = self.act()
+        next_obs, reward, terminated, truncated, _ = self.env.step(action)
+        self.replay.add(self.obs, action, float(reward), next_obs, bool(terminated))
+        loss = self.learn() if self.learn_due() else math.nan
+        self.obs = next_obs
+        if terminated or truncated:
+            self.obs, _ = self.env.reset()
+        self.steps += 1
+        return loss
+
+    def warm_up(self) -> StepHarness:
+        """Step until the first learn step (``learning_starts`` reached), so that later steps learn as in a run."""
+        while self.learn_steps == 0:
+            self.step()
+        return self
+
+    def describe(self, measured: str, steps: int = 1, kind: str | None = None) -> dict[str, Any]:
+        """The ``extra_info`` of a benchmark of this harness: what was measured, on which components."""
+        info: dict[str, Any] = {"measured": measured, "steps": steps, "batch": self.agent.batch_size}
+        info["env"] = self.config.experiment.env
+        if kind is not None:
+            section = getattr(self.config, kind)
+            info.update(kind=kind, component=section.name, params=dict(section.params))
+            if kind in self.chosen:
+                info.update(distribution=self.chosen[kind].distribution, version=self.chosen[kind].version)
+        info["components"] = {k: getattr(self.config, k).name for k in SWAPPABLE}
+        return info
+
+    def close(self) -> None:
+        self.env.close()
+        self.eval_env.close()
+
+
+def component_tables(
+    kind: str,
+    name: str,
+    params: Mapping[str, Any] | None = None,
+    *,
+    env: str = LEARN_ENV,
+    seeds: int | list[int] = LEARN_SEEDS,
+    total_steps: int = LEARN_STEPS,
+    agent: Mapping[str, Any] | None = None,
+    grid: Mapping[str, Mapping[str, Any]] | None = None,
+    eval_episodes: int = 10,
+    experiment: str = "dqnbench-component",
+) -> dict[str, dict[str, Any]]:
+    """Grid tables (parsed-TOML form) with ``(kind, name)`` in otherwise default components."""
+    from dqnbench.errors import DqnbenchError
+
+    if kind not in SWAPPABLE:
+        raise DqnbenchError(f"unknown component kind {kind!r} (allowed: {', '.join(SWAPPABLE)})")
+    tables: dict[str, dict[str, Any]] = {
+        "experiment": {
+            "name": experiment,
+            "env": env,
+            "total_steps": total_steps,
+            "seeds": seeds,
+            "eval_every": 0,
+            "eval_episodes": eval_episodes,
+        },
+        "agent": dict(agent or {}),
+    }
+    for section, values in (grid or {}).items():
+        tables.setdefault(section, {}).update(copy.deepcopy(dict(values)))
+    tables.setdefault(kind, {}).update({"name": name, **copy.deepcopy(dict(params or {}))})
+    return tables
+
+
+def _single_thread():
+    """One torch thread while timing, as every run gets (see :func:`dqnbench.runner.single_thread`)."""
+    from dqnbench.runner import single_thread
+
+    return single_thread()
+
+
+# --------------------------------------------------------------------------- benchmarks
+
+
+def benchmark_step(benchmark: Any, kind: str, name: str, params: Mapping[str, Any] | None = None, **options: Any):
+    """Time one training step with ``(kind, name)`` swapped in; see ``dqnbench_step_benchmark`` in the docstring."""
+    with _single_thread():
+        harness = StepHarness.for_component(kind, name, params, **options).warm_up()
+        benchmark.extra_info.update(
+            harness.describe("training step: act (batch 1) + env step + store + learn step", steps=1, kind=kind)
+        )
+        benchmark(harness.step)
+    return harness
+
+
+def benchmark_calibration(benchmark: Any) -> None:
+    """Time the fixed calibration workload and mark it as this session's calibration for ``bench-compare``."""
+    from dqnbench.benchcompare import CALIBRATION_KEY, CALIBRATION_VERSION, CalibrationWorkload
+
+    workload = CalibrationWorkload()
+    benchmark.extra_info.update(
+        {CALIBRATION_KEY: CALIBRATION_VERSION, "measured": workload.describe(), "steps": 1, "batch": workload.batch}
+    )
+    with _single_thread():
+        benchmark(workload)
+
+
+# --------------------------------------------------------------------------- learning
+
+
+@dataclass
+class LearnOutcome:
+    """What :func:`assert_learns` ran and found."""
+
+    iqm: float
+    threshold: float
+    returns: dict[int, float]
+    grid: Path
+    results: Results = field(repr=False)
+
+
+def to_toml(tables: Mapping[str, Mapping[str, Any]]) -> str:
+    """Grid tables as TOML text (tables of scalars, lists and sub-tables: all a grid holds).
+
+    JSON's spelling of strings, numbers, booleans and arrays is valid TOML, so
+    no TOML writer is needed.
+    """
+
+    def key(text: str) -> str:
+        return text if re.fullmatch(r"[A-Za-z0-9_-]+", text) else json.dumps(text)
+
+    def table(name: str, values: Mapping[str, Any]) -> list[str]:
+        lines = [f"[{name}]"] + [f"{key(k)} = {json.dumps(v)}" for k, v in values.items() if not isinstance(v, dict)]
+        for k, v in values.items():
+            if isinstance(v, dict):
+                lines += ["", *table(f"{name}.{key(k)}", v)]
+        return lines
+
+    return "\n".join(line for name, values in tables.items() for line in [*table(key(name), values), ""])
+
+
+def assert_learns(
+    tmp_path: Path,
+    kind: str,
+    name: str,
+    params: Mapping[str, Any] | None = None,
+    *,
+    env: str = LEARN_ENV,
+    seeds: int | list[int] = LEARN_SEEDS,
+    total_steps: int = LEARN_STEPS,
+    threshold: float = LEARN_THRESHOLD,
+    agent: Mapping[str, Any] | None = None,
+    grid: Mapping[str, Mapping[str, Any]] | None = None,
+    eval_episodes: int = 10,
+    executor: str = "process",
+    workers: int | None = None,
+    plugins: Sequence[Any] = (),
+    load_entrypoints: bool = True,
+) -> LearnOutcome:
+    """Run a grid with ``(kind, name)`` and assert its IQM final greedy return reaches ``threshold``.
+
+    The IQM (Agarwal et al. 2021) over seeds, not the mean, so one unlucky seed
+    does not fail the test and one lucky seed does not pass it.
+    """
+    from dqnbench import stats
+    from dqnbench.runner import run_grid
+
+    experiment = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"learns-{kind}-{name}")[:100]
+    tables = component_tables(
+        kind, name, params, env=env, seeds=seeds, total_steps=total_steps, agent=agent, grid=grid,
+        eval_episodes=eval_episodes, experiment=experiment,
+    )  # fmt: skip
+    path = Path(tmp_path) / f"{experiment}.toml"
+    path.write_text(to_toml(tables), encoding="utf-8")
+    log = io.StringIO()
+    results = run_grid(
+        path, Path(tmp_path) / "results", executor=executor, workers=workers, plugins=plugins,
+        load_entrypoints=load_entrypoints, quiet=True, stream=log,
+    )  # fmt: skip
+    runs = results.runs
+    where = f"{kind} {name!r} on {env}, {total_steps:,} steps (grid {path}, results {results.path})"
+    bad = runs[runs.status != "ok"]
+    if len(bad):
+        errors = "; ".join(f"seed {s}: {st}: {e}" for s, st, e in zip(bad.seed, bad.status, bad.error))
+        raise AssertionError(f"{len(bad)} of {len(runs)} runs of {where} did not finish: {errors}")
+    returns = {int(s): float(r) for s, r in sorted(zip(runs.seed, runs.final_return))}
+    score = float(stats.iqm(list(returns.values())))
+    per_seed = ", ".join(f"seed {s}: {r:.1f}" for s, r in returns.items())
+    if not score >= threshold:
+        raise AssertionError(
+            f"{where} did not learn: IQM final greedy return {score:.1f} < threshold {threshold:g} "
+            f"over {len(returns)} seeds ({per_seed})"
+        )
+    return LearnOutcome(score, threshold, returns, path, results)
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+def _benchmark_fixture(request: pytest.FixtureRequest, who: str, fixture: str = "benchmark") -> Any:
+    """pytest-benchmark's ``benchmark`` fixture, or a usage error saying how to get it."""
+    try:
+        return request.getfixturevalue(fixture)
+    except pytest.FixtureLookupError:
+        raise pytest.UsageError(f"{who} needs pytest-benchmark: pip install pytest-benchmark") from None
+
+
+@pytest.fixture
+def dqnbench_step_benchmark(request: pytest.FixtureRequest) -> Callable[..., StepHarness]:
+    """Factory: ``dqnbench_step_benchmark(kind, name, params=None, **options)`` times one DQN step (see module)."""
+    benchmark = _benchmark_fixture(request, "dqnbench_step_benchmark")
+    return functools.partial(benchmark_step, benchmark)
+
+
+@pytest.fixture
+def dqnbench_calibration(request: pytest.FixtureRequest) -> Callable[[], None]:
+    """Factory: ``dqnbench_calibration()`` benchmarks the calibration workload that ``bench-compare`` needs."""
+    benchmark = _benchmark_fixture(request, "dqnbench_calibration")
+    return functools.partial(benchmark_calibration, benchmark)
+
+
+@pytest.fixture
+def dqnbench_learns(request: pytest.FixtureRequest) -> Callable[..., LearnOutcome]:
+    """Factory: ``dqnbench_learns(kind, name, params=None, **options)`` asserts a grid still learns (see module)."""
+    return functools.partial(assert_learns, request.getfixturevalue("tmp_path"))

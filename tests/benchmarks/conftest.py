@@ -1,0 +1,26 @@
+"""Fixtures of the benchmark suite (one torch thread per test comes from ``tests/conftest.py``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dqnbench.train import make_env
+
+from .helpers import Transition
+
+
+@pytest.fixture(scope="session")
+def transitions() -> list[Transition]:
+    """2,000 consecutive CartPole-v1 transitions of a random policy (episode boundaries included)."""
+    env = make_env("CartPole-v1")
+    rng = np.random.default_rng(0)
+    obs, _ = env.reset(seed=0)
+    recorded = []
+    for _ in range(2_000):
+        action = int(rng.integers(2))
+        next_obs, reward, terminated, truncated, _ = env.step(action)
+        recorded.append((obs, action, float(reward), next_obs, bool(terminated)))
+        obs = env.reset()[0] if terminated or truncated else next_obs
+    env.close()
+    return recorded
