@@ -265,7 +265,7 @@ class BenchComparison:
             return markdown_table(frame) + "\n\n" + footer.replace("\n", "  \n") + "\n"
         from rich.markup import escape
 
-        frame = frame.map(escape)  # names like test_act[network-mlp] are not rich markup
+        # rich_table escapes cells (names like test_act[network-mlp] are not rich markup); titles are ours to escape
         title = escape(f"dqnbench bench-compare: {self.new} vs {self.base}")
         return rich_text(frame, title=title, caption=escape(footer), width=width)
 

@@ -29,6 +29,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from dqnbench import plugins as plugin_host
 from dqnbench.checks import ContractError
 from dqnbench.config import RunConfig
 from dqnbench.contracts import Executor
@@ -36,6 +37,7 @@ from dqnbench.errors import DqnbenchError, GridError, ResultsError
 from dqnbench.grid import Plan, RunSpec, load_grid
 from dqnbench.lock import experiment_lock
 from dqnbench.lockstep import LockstepComponents, network_problem, train_lockstep, vmap_slowdown
+from dqnbench.plugins import ENTRY_POINT_GROUP
 from dqnbench.progress import RunProgress, print_summary
 from dqnbench.registry import Component, Registry, load_registry
 from dqnbench.results import (
@@ -544,8 +546,17 @@ _REGISTRIES: dict[tuple[Any, ...], Registry] = {}
 
 
 def _registry(plugins: tuple[Any, ...], load_entrypoints: bool) -> Registry:
-    """The registry a worker builds runs from, built once per process and plugin set."""
-    key = (load_entrypoints, *(p if isinstance(p, ModuleRef) else id(p) for p in plugins))
+    """The registry a worker builds runs from, built once per process and set of plugins.
+
+    The key includes the installed entry points, so a long-lived process (a
+    notebook, the serial executor) sees plugins installed since its last run.
+    """
+    installed = tuple((ep.name, ep.value) for ep in plugin_host.entry_points(group=ENTRY_POINT_GROUP))
+    key = (
+        load_entrypoints,
+        installed if load_entrypoints else (),
+        *(p if isinstance(p, ModuleRef) else id(p) for p in plugins),
+    )
     if key not in _REGISTRIES:
         objects = tuple(importlib.import_module(p.name) if isinstance(p, ModuleRef) else p for p in plugins)
         _REGISTRIES[key] = load_registry(load_entrypoints, objects)

@@ -80,7 +80,8 @@ def wait_for_runs(out: Path, n: int, proc: subprocess.Popen, timeout: float = 12
 
 def snapshot(out: Path) -> dict[str, bytes]:
     root = out / "kill" / "runs"
-    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*.parquet")}
+    files = (p for p in root.rglob("*.parquet") if not p.relative_to(root).parts[0].startswith("."))
+    return {str(p.relative_to(root)): p.read_bytes() for p in files}  # hidden: a killed write's leftovers
 
 
 def comparable(res: dqnbench.Results) -> dict[str, pd.DataFrame]:
