@@ -223,7 +223,8 @@ def _execute(
             flush=True,
         )
     refs = tuple(ModuleRef(p.__name__) if isinstance(p, ModuleType) else p for p in plugins)
-    tasks = make_tasks(todo, refs, load_entrypoints, lockstep_cells)
+    tasks = make_tasks(todo, plan, refs, load_entrypoints, lockstep_cells)
+    wanted = {spec.run_id for spec in todo}
     progress = RunProgress(len(todo), skipped, live=not quiet and stream.isatty(), stream=stream)
     try:
         for task, outcome in pool.map_unordered(execute_task, tasks):
@@ -232,6 +233,8 @@ def _execute(
                 tb = "".join(traceback.format_exception(outcome))
                 outcome = [failed_output(spec, lost, tb) for spec in task_specs(task)]
             for output in outcome:
+                if output.run_id not in wanted:
+                    continue  # a finished lock-step member, recomputed with its cell
                 write_run(experiment_dir, output)
                 record = output.record
                 detail = (
@@ -287,21 +290,20 @@ def lockstep_problem(config: RunConfig, chosen: dict[str, Component], dims: tupl
 
 
 def make_tasks(
-    specs: list[RunSpec], plugins: tuple[Any, ...], load_entrypoints: bool, lockstep: set[str]
+    todo: list[RunSpec], plan: Plan, plugins: tuple[Any, ...], load_entrypoints: bool, lockstep: set[str]
 ) -> list[RunTask | LockstepTask]:
-    """One lock-step task per lock-step cell (its unfinished seeds), one task per other run."""
-    tasks: list[RunTask | LockstepTask] = []
-    groups: dict[str, list[RunSpec]] = {}
-    for spec in specs:
-        if spec.cell in lockstep:
-            groups.setdefault(spec.cell, []).append(spec)
-        else:
-            tasks.append(RunTask(spec, plugins, load_entrypoints))
-    for group in groups.values():
-        if len(group) == 1:
-            tasks.append(RunTask(group[0], plugins, load_entrypoints))
-        else:
-            tasks.append(LockstepTask(tuple(group), plugins, load_entrypoints))
+    """One task per unfinished run, except lock-step cells: one task of all their seeds.
+
+    A lock-step member's result depends on the seeds it trains with, so a cell
+    with any unfinished seed reruns as a whole and only the missing members are
+    written: an interrupted grid resumes to exactly the uninterrupted results.
+    """
+    unfinished_cells = {spec.cell for spec in todo if spec.cell in lockstep}
+    tasks: list[RunTask | LockstepTask] = [
+        RunTask(spec, plugins, load_entrypoints) for spec in todo if spec.cell not in unfinished_cells
+    ]
+    for cell in unfinished_cells:
+        tasks.append(LockstepTask(tuple(s for s in plan.runs if s.cell == cell), plugins, load_entrypoints))
     return tasks
 
 

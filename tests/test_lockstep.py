@@ -150,3 +150,19 @@ def test_lockstep_learns_like_independent_runs(tmp_path):
         assert res.evals.groupby("run_id").mean_return.max().ge(195).all()
     p = stats.mannwhitneyu(lock.runs.final_return, solo.runs.final_return, alternative="two-sided").pvalue
     assert p > 0.05, (lock.runs.final_return.tolist(), solo.runs.final_return.tolist())
+
+
+def test_a_cell_missing_one_member_is_retrained_whole_so_results_do_not_change(write_grid, tmp_path):
+    import shutil
+
+    grid = write_grid(steps=200, seeds=3)
+    first = run(grid, tmp_path / "out")
+    missing = first.runs.run_id[1]
+    kept = {r: (first.run_dir(r) / "steps.parquet").read_bytes() for r in first.runs.run_id if r != missing}
+    shutil.rmtree(first.run_dir(missing))  # as if the run was interrupted between two members' writes
+    again = run(grid, tmp_path / "out")
+    assert {r: (again.run_dir(r) / "steps.parquet").read_bytes() for r in kept} == kept  # not rewritten
+    cols = ["run_id", "step", "reward", "loss"]
+    pd_first = first.steps[cols].sort_values(["run_id", "step"]).reset_index(drop=True)
+    pd_again = again.steps[cols].sort_values(["run_id", "step"]).reset_index(drop=True)
+    assert pd_first.equals(pd_again)
