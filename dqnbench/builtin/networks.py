@@ -22,8 +22,14 @@ class MLPBody(nn.Sequential):
     without the per-module call overhead that dominates tiny networks.
     """
 
+    def __init__(self, *layers: nn.Module) -> None:
+        super().__init__(*layers)
+        # The Linear layers, listed once: slicing a Sequential builds a new module on every call, which
+        # costs more than the math. Modules, not their parameters, so functional_call can swap them.
+        self.linears = tuple(m for m in layers if isinstance(m, nn.Linear))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer in self[::2]:
+        for layer in self.linears:
             x = F.relu(F.linear(x, layer.weight, layer.bias))
         return x
 
@@ -54,6 +60,8 @@ class MLP(nn.Module):
                 if isinstance(module, nn.Linear):
                     nn.init.normal_(module.weight, 0.0, init_std)
 
+        self.linears = (*self.body.linears, self.out)
+
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return F.linear(self.body(obs), self.out.weight, self.out.bias)
 
@@ -68,12 +76,12 @@ class MLP(nn.Module):
         learn step. Backprop of ``q = W_L h_L + b``, ``h_{l+1} = relu(W_l h_l + b_l)``:
         ``dW_l = δ_lᵀ h_l``, ``db_l = Σ δ_l``, ``δ_{l−1} = (δ_l W_l) ⊙ [h_l > 0]``.
         """
-        layers = [*self.body[::2], self.out]
+        layers = [(layer.weight, layer.bias) for layer in self.linears]
         with torch.no_grad():
             activations = [batch.obs]
-            for layer in layers[:-1]:
-                activations.append(torch.relu(torch.addmm(layer.bias, activations[-1], layer.weight.t())))
-            q_values = torch.addmm(self.out.bias, activations[-1], self.out.weight.t())
+            for weight, bias in layers[:-1]:
+                activations.append(torch.relu(torch.addmm(bias, activations[-1], weight.t())))
+            q_values = torch.addmm(layers[-1][1], activations[-1], layers[-1][0].t())
             actions = batch.actions.unsqueeze(1)
             q_taken = q_values.gather(1, actions).squeeze(1)
             next_online = self(batch.next_obs) if agent.double else None
@@ -83,14 +91,13 @@ class MLP(nn.Module):
             loss, slope = td_loss_and_grad(q_taken, targets, batch.weights, agent.loss)
             delta = torch.zeros_like(q_values).scatter_(1, actions, slope.unsqueeze(1))
             for i in range(len(layers) - 1, -1, -1):
-                layer = layers[i]
-                for param in (layer.weight, layer.bias):
-                    if param.grad is None:
-                        param.grad = torch.empty_like(param)
-                torch.mm(delta.t(), activations[i], out=layer.weight.grad)
-                torch.sum(delta, 0, out=layer.bias.grad)
+                weight, bias = layers[i]
+                if weight.grad is None or bias.grad is None:
+                    weight.grad, bias.grad = torch.empty_like(weight), torch.empty_like(bias)
+                torch.mm(delta.t(), activations[i], out=weight.grad)
+                torch.sum(delta, 0, out=bias.grad)
                 if i > 0:
-                    delta = torch.mm(delta, layer.weight).mul_(activations[i] > 0)
+                    delta = torch.mm(delta, weight).mul_(activations[i] > 0)
         if agent.max_grad_norm > 0:
             nn.utils.clip_grad_norm_(self.parameters(), agent.max_grad_norm)
         optimizer.step()
