@@ -124,27 +124,10 @@ def test_killed_grid_resumes_to_the_same_results_without_recomputing(tmp_path, r
     assert set(partial.runs.status) <= {"ok"} and 2 <= len(partial.runs) < 6
     assert partial.steps.groupby("run_id").size().eq(1500).all()
 
-    rerun = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "dqnbench",
-            "run",
-            "--grid",
-            str(grid),
-            "--out",
-            str(out),
-            "--workers",
-            "2",
-            "--quiet",
-            "--no-plots",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert rerun.returncode == 0, rerun.stderr
-    assert f"{len(partial.runs)} of 6 runs already finished" in rerun.stdout
+    rerun = start(grid, out)
+    rerun_stdout, rerun_stderr = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, rerun_stderr
+    assert f"{len(partial.runs)} of 6 runs already finished" in rerun_stdout
     after = snapshot(out)
     assert {k: after[k] for k in before} == before  # finished runs not recomputed
     final = dqnbench.load_results(out / "kill")
