@@ -34,25 +34,11 @@ from dqnbench.grid import load_grid
 from dqnbench.registry import load_registry
 from dqnbench.runner import plan_failed
 from tests import plugin_fixtures
+from tests.conftest import TINY_EXPERIMENT  # noqa: E402
 
 NO_RAY = 'the "ray" executor needs the optional extra: pip install "dqnbench[ray]"'
 ROOT = Path(__file__).resolve().parent.parent
-GRID = """
-[experiment]
-name = "{name}"
-env = "CartPole-v1"
-total_steps = {steps}
-seeds = {seeds}
-eval_every = {eval_every}
-eval_episodes = 2
-[agent]
-learning_starts = 100
-batch_size = 16
-target_update = 50
-[network]
-hidden = [16]
-{extra}
-"""
+GRID = TINY_EXPERIMENT + "{extra}\n"  # the shared tiny grid, plus per-test tables
 #: a kill must land while a run is still training: a few seconds per run on a busy 2-core machine
 LONG_STEPS = 2500
 
