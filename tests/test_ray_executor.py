@@ -34,7 +34,7 @@ from dqnbench.grid import load_grid
 from dqnbench.registry import load_registry
 from dqnbench.runner import plan_failed
 from tests import plugin_fixtures
-from tests.conftest import TINY_EXPERIMENT  # noqa: E402
+from tests.conftest import TINY_EXPERIMENT
 
 NO_RAY = 'the "ray" executor needs the optional extra: pip install "dqnbench[ray]"'
 ROOT = Path(__file__).resolve().parent.parent
