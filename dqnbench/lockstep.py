@@ -43,6 +43,7 @@ from dqnbench.checks import check_actions, check_batch, check_q_values
 from dqnbench.config import AgentConfig, RunConfig
 from dqnbench.contracts import Explorer
 from dqnbench.losses import dqn_targets, weighted_td_losses
+from dqnbench.numerics import flush_denormals
 from dqnbench.optim import LeanAdam, TorchAdam, make_adam
 from dqnbench.train import EVAL_SEED_OFFSET, MAX_EVAL_EPISODE_STEPS, TrainLog, make_env, seed_everything
 from dqnbench.vector_envs import make_vector_env, terminal_next_obs
@@ -161,10 +162,14 @@ def vmap_slowdown(
     return best_of(batched) / best_of(separate)
 
 
+@flush_denormals
 def train_lockstep(
     config: RunConfig, seeds: list[int], components: LockstepComponents, timing: bool = True
 ) -> list[TrainLog]:
-    """Train one DQN per seed of a cell, all in one batched loop; return one log per seed."""
+    """Train one DQN per seed of a cell, all in one batched loop; return one log per seed.
+
+    Runs with CPU denormals flushed to zero, like :func:`dqnbench.train.train`.
+    """
     exp, agent = config.experiment, config.agent
     members = len(seeds)
     clock = time.perf_counter if timing else _no_clock

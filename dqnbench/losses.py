@@ -38,7 +38,7 @@ def dqn_targets(
     _check_vector("discounts", discounts, batch)
     _check_vector("terminated", terminated, batch)
     if next_q_online is None:
-        next_values = next_q_target.max(dim=1).values
+        next_values = next_q_target.amax(dim=1)
     else:
         if next_q_online.shape != next_q_target.shape:
             raise ValueError(
@@ -46,8 +46,11 @@ def dqn_targets(
             )
         best = next_q_online.argmax(dim=1, keepdim=True)
         next_values = next_q_target.gather(1, best).squeeze(1)
-    not_done = 1.0 - terminated.to(next_values.dtype)
-    return rewards + discounts * not_done * next_values
+    if terminated.dtype == torch.bool:  # a terminal next state bootstraps nothing (even a non-finite Q)
+        next_values = next_values.masked_fill(terminated, 0.0)
+    else:
+        next_values = next_values * (1.0 - terminated.to(next_values.dtype))
+    return torch.addcmul(rewards, discounts, next_values)
 
 
 def td_loss(
@@ -87,7 +90,13 @@ def td_loss_and_grad(
     step): d/dq mean(w·(q−t)²) = 2w(q−t)/B; for Huber, the derivative of the
     squared part is clipped to [−1, 1].
     """
-    elementwise = weighted_td_losses(q_taken, targets, weights, kind)
-    diff = q_taken - targets
-    slope = 2.0 * diff if kind == "mse" else diff.clamp(-1.0, 1.0)
-    return elementwise.mean(), weights * slope / diff.shape[0]
+    if kind != "mse":
+        elementwise = weighted_td_losses(q_taken, targets, weights, kind)
+        return elementwise.mean(), weights * (q_taken - targets).clamp(-1.0, 1.0) / q_taken.shape[0]
+    batch = q_taken.shape[0] if q_taken.dim() == 1 else -1
+    _check_vector("q_taken", q_taken, batch)
+    _check_vector("targets", targets, batch)
+    _check_vector("weights", weights, batch)
+    diff = q_taken - targets  # few ops: on the tutorial's net each costs more than its arithmetic
+    weighted = weights * diff
+    return torch.dot(weighted, diff) / batch, weighted.mul_(2.0 / batch)

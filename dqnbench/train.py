@@ -31,6 +31,7 @@ from dqnbench.config import AgentConfig, RunConfig
 from dqnbench.contracts import Explorer, ReplayBuffer
 from dqnbench.errors import DqnbenchError
 from dqnbench.losses import dqn_targets, td_loss
+from dqnbench.numerics import flush_denormals
 from dqnbench.optim import LeanAdam, TorchAdam, make_adam
 
 #: the evaluation env is seeded apart from the training env
@@ -105,8 +106,12 @@ class TrainLog:
         }
 
 
+@flush_denormals
 def train(config: RunConfig, seed: int, components: Components, timing: bool = True) -> TrainLog:
-    """Train one DQN run and return its log (see the module docstring for the loop)."""
+    """Train one DQN run and return its log (see the module docstring for the loop).
+
+    Runs with CPU denormals flushed to zero (:mod:`dqnbench.numerics` says why).
+    """
     exp, agent = config.experiment, config.agent
     clock = time.perf_counter if timing else _no_clock
     device = torch.device(exp.device)

@@ -65,3 +65,28 @@ def test_train_uses_the_fused_step_for_mlp():
     assert learn.func.__name__ == "fused_learn_step"
     other = torch.nn.Sequential(torch.nn.Linear(4, 2))
     assert make_learner(other, other, make_adam(other.parameters(), 0.01), AgentConfig()).func is learn_step
+
+
+def test_subclass_with_its_own_forward_learns_through_autograd():
+    """A plugin subclassing MLP with another forward must not get MLP's hand-derived gradients."""
+    from dqnbench.builtin.networks import MLP
+    from dqnbench.train import make_learner
+
+    class Scaled(MLP):
+        def forward(self, obs: torch.Tensor) -> torch.Tensor:
+            return 2.0 * super().forward(obs)
+
+    class Renamed(MLP):  # same forward: the fused step stays valid
+        pass
+
+    assert Scaled(4, 2, (8,)).fused_learn_step is None
+    assert Renamed(4, 2, (8,)).fused_learn_step is not None
+    torch.manual_seed(0)
+    net = Scaled(4, 2, (8,))
+    reference = copy.deepcopy(net)
+    target = copy.deepcopy(net).requires_grad_(False)
+    agent = AgentConfig(lr=0.01)
+    batch = random_batch(16, 4, 2)
+    loss, _ = make_learner(net, target, make_adam(net.parameters(), agent.lr), agent)(batch)
+    expected, _ = learn_step(reference, target, make_adam(reference.parameters(), agent.lr), batch, agent=agent)
+    assert loss == pytest.approx(expected, rel=1e-6)

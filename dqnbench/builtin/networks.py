@@ -62,6 +62,11 @@ class MLP(nn.Module):
 
         self.linears = (*self.body.linears, self.out)
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.forward is not MLP.forward:  # the hand-derived gradients are MLP.forward's, not the subclass's
+            cls.fused_learn_step = None  # type: ignore[assignment]
+
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return F.linear(self.body(obs), self.out.weight, self.out.bias)
 
@@ -80,14 +85,15 @@ class MLP(nn.Module):
         with torch.no_grad():
             activations = [batch.obs]
             for weight, bias in layers[:-1]:
-                activations.append(torch.relu(torch.addmm(bias, activations[-1], weight.t())))
+                activations.append(torch.addmm(bias, activations[-1], weight.t()).clamp_min_(0.0))
             q_values = torch.addmm(layers[-1][1], activations[-1], layers[-1][0].t())
             actions = batch.actions.unsqueeze(1)
             q_taken = q_values.gather(1, actions).squeeze(1)
             next_online = self(batch.next_obs) if agent.double else None
-            targets = dqn_targets(
-                batch.rewards, batch.discounts, batch.terminated, target_net(batch.next_obs), next_online
+            next_target = (
+                _forward(target_net, batch.next_obs) if isinstance(target_net, MLP) else target_net(batch.next_obs)
             )
+            targets = dqn_targets(batch.rewards, batch.discounts, batch.terminated, next_target, next_online)
             loss, slope = td_loss_and_grad(q_taken, targets, batch.weights, agent.loss)
             delta = torch.zeros_like(q_values).scatter_(1, actions, slope.unsqueeze(1))
             for i in range(len(layers) - 1, -1, -1):
@@ -96,12 +102,23 @@ class MLP(nn.Module):
                     weight.grad, bias.grad = torch.empty_like(weight), torch.empty_like(bias)
                 torch.mm(delta.t(), activations[i], out=weight.grad)
                 torch.sum(delta, 0, out=bias.grad)
-                if i > 0:
-                    delta = torch.mm(delta, weight).mul_(activations[i] > 0)
+                if i > 0:  # ReLU's backward as one kernel: δ ⊙ [h > 0]
+                    delta = _relu_backward(torch.mm(delta, weight), activations[i], 0.0)
         if agent.max_grad_norm > 0:
             nn.utils.clip_grad_norm_(self.parameters(), agent.max_grad_norm)
         optimizer.step()
         return loss.item(), (targets - q_taken)
+
+
+_relu_backward = torch.ops.aten.threshold_backward
+
+
+def _forward(net: MLP, x: torch.Tensor) -> torch.Tensor:
+    """``net(x)`` without module calls or hooks, ReLU in place (the learn step's target net)."""
+    *hidden, out = net.linears
+    for layer in hidden:
+        x = torch.addmm(layer.bias, x, layer.weight.t()).clamp_min_(0.0)
+    return torch.addmm(out.bias, x, out.weight.t())
 
 
 def mlp(
