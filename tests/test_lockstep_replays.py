@@ -11,7 +11,7 @@ import torch
 import dqnbench
 from dqnbench.builtin.nstep import nstep
 from dqnbench.builtin.prioritized import prioritized
-from dqnbench.builtin.sumtree import SumTree, SumTrees
+from dqnbench.builtin.sumtree import BLOCK, SumTree, SumTrees
 from dqnbench.checks import check_batch
 
 FIELDS = {  # Batch field → (dtype, shape given K, B, obs_dim)
@@ -39,13 +39,16 @@ def _seeded() -> None:
 
 
 def assert_trees_consistent(trees: SumTrees) -> None:
-    """Every member-tree node is the sum of its children, padding is 0, each total = Σ of its leaves."""
+    """Heap leaves are the block sums, every member-tree node the sum of its children, padding 0, totals = Σ."""
     nodes = trees.nodes
     internal = np.arange(trees.padded_members, trees.first_leaf)
     np.testing.assert_array_equal(nodes[internal], nodes[2 * internal] + nodes[2 * internal + 1])
-    leaves = nodes[trees.first_leaf :].reshape(trees.padded_members, trees.leaves_per_member)
-    assert np.all(leaves[:, trees.capacity :] == 0) and np.all(leaves[trees.members :] == 0)
-    np.testing.assert_allclose(trees.totals, trees.leaves.sum(axis=1), rtol=1e-12)
+    heap_leaves = nodes[trees.first_leaf :].reshape(trees.padded_members, trees.leaves_per_member)
+    block_sums = trees.priorities.reshape(trees.members, trees.blocks, BLOCK).sum(axis=-1, dtype=np.float64)
+    np.testing.assert_array_equal(heap_leaves[: trees.members, : trees.blocks], block_sums)
+    assert np.all(heap_leaves[:, trees.blocks :] == 0) and np.all(heap_leaves[trees.members :] == 0)
+    assert np.all(trees.priorities[:, trees.capacity :] == 0)
+    np.testing.assert_allclose(trees.totals, trees.leaves.sum(axis=1, dtype=np.float64), rtol=1e-12)
 
 
 def tagged_add(buffer, t: int, members: int, done_at: dict[int, str] | None = None) -> None:
@@ -125,14 +128,16 @@ def test_non_finite_td_errors_of_one_member_leave_the_others_updated(name: str, 
 # --- the member sum trees ----------------------------------------------------
 
 
-def test_member_trees_find_like_one_sum_tree_each() -> None:
-    """3 members (padded to 4), capacity 37 (padded to 64): each member's walk equals its own SumTree's."""
-    trees, singles = SumTrees(3, 37), [SumTree(37) for _ in range(3)]
-    priorities = np.random.random((3, 37)) * np.array([[1.0], [10.0], [0.1]])
+@pytest.mark.parametrize("capacity", [37, 1000])
+def test_member_trees_find_like_one_sum_tree_each(capacity: int) -> None:
+    """3 members (padded to 4), one block or 16 (the last partial): each member's walk equals its own SumTree's."""
+    trees, singles = SumTrees(3, capacity), [SumTree(capacity) for _ in range(3)]
+    priorities = np.random.random((3, capacity)) * np.array([[1.0], [10.0], [0.1]])
     priorities[1, ::3] = 0.0  # empty slots must never be found
-    trees.set_slots(np.arange(37), priorities)
+    trees.set_slots(np.arange(capacity), priorities)
     for k, single in enumerate(singles):
-        single.update(np.arange(37), priorities[k])
+        single.update(np.arange(capacity), priorities[k])
+    assert_trees_consistent(trees)
     np.testing.assert_allclose(trees.totals, [s.total for s in singles], rtol=1e-12)
     values = np.random.random((3, 500)) * trees.totals[:, None]
     values[:, :2] = [0.0, 1e9]  # the edges: first slot, and beyond the total
@@ -142,13 +147,14 @@ def test_member_trees_find_like_one_sum_tree_each() -> None:
     assert np.all(priorities[1, found[1]] > 0)
 
 
-def test_member_trees_stay_consistent_after_many_updates() -> None:
-    trees = SumTrees(5, 13)
+@pytest.mark.parametrize("capacity", [13, 200])
+def test_member_trees_stay_consistent_after_many_updates(capacity: int) -> None:
+    trees = SumTrees(5, capacity)
     for _ in range(300):
         members = np.random.randint(0, 5, size=40)
-        indices = np.random.randint(0, 13, size=40)  # with duplicates
+        indices = np.random.randint(0, capacity, size=40)  # with duplicates
         trees.update(indices, np.random.random(40) * 10, members)
-        trees.set_slots(np.array([np.random.randint(13)]), np.random.random((5, 1)))
+        trees.set_slots(np.array([np.random.randint(capacity)]), np.random.random((5, 1)))
     assert_trees_consistent(trees)
 
 
@@ -412,7 +418,12 @@ def test_nstep_members_match_the_single_run_buffer_on_random_streams() -> None:
     for k, single in enumerate(singles):
         s = single.storage
         stored = {
-            float(s.obs[i, 1]): (s.rewards[i], s.next_obs[i, 1], s.terminated[i], single.discounts[i])
+            float(s.obs[i, 1]): (
+                s.rewards[i],
+                s.next_obs[i, 1],
+                s.terminated[i],
+                single.discount_of[single.accumulated[i]],
+            )
             for i in range(s.size)
         }
         for i in range(obs.shape[1]):

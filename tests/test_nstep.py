@@ -31,7 +31,7 @@ def stored(buffer) -> list[tuple[float, float, float, bool, float]]:
             float(s.rewards[i]),
             float(s.next_obs[i, 0]),
             bool(s.terminated[i]),
-            float(buffer.discounts[i]),
+            float(buffer.discount_of[buffer.accumulated[i]]),
         )
         for i in order
     ]

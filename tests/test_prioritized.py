@@ -12,7 +12,7 @@ from dqnbench.builtin.prioritized import (
     priorities_from_td,
     prioritized,
 )
-from dqnbench.builtin.sumtree import SumTree
+from dqnbench.builtin.sumtree import BLOCK, SumTree
 
 
 @pytest.fixture(autouse=True)
@@ -22,12 +22,16 @@ def _seeded() -> None:
 
 
 def assert_tree_consistent(tree: SumTree) -> None:
-    """Every internal node is the sum of its children, padding leaves are 0, root = Σ leaves."""
-    nodes = tree.nodes
-    internal = np.arange(1, tree.first_leaf)
+    """Heap leaves are the block sums, every internal node the sum of its children, padding 0, root = Σ."""
+    trees = tree.trees
+    nodes = trees.nodes
+    internal = np.arange(1, trees.first_leaf)
     np.testing.assert_array_equal(nodes[internal], nodes[2 * internal] + nodes[2 * internal + 1])
-    assert np.all(nodes[tree.first_leaf + tree.capacity :] == 0)
-    assert tree.total == pytest.approx(tree.leaves.sum(), rel=1e-12)
+    block_sums = trees.priorities.reshape(-1, BLOCK).sum(axis=-1, dtype=np.float64)
+    np.testing.assert_array_equal(nodes[trees.first_leaf : trees.first_leaf + trees.blocks], block_sums)
+    assert np.all(nodes[trees.first_leaf + trees.blocks :] == 0)
+    assert np.all(trees.priorities[tree.capacity :] == 0)
+    assert tree.total == pytest.approx(tree.leaves.sum(dtype=np.float64), rel=1e-12)
 
 
 def fill(buffer, count: int, obs_dim: int = 2, start: int = 0) -> None:
@@ -82,6 +86,37 @@ def test_stratified_sampling_frequencies_match_priorities() -> None:
         np.add.at(counts, tree.sample_stratified(50), 1)
     np.testing.assert_allclose(counts / counts.sum(), priorities / priorities.sum(), atol=0.01)
     assert counts[1] == 0
+
+
+@pytest.mark.parametrize("capacity", [BLOCK, BLOCK + 1, 1000])
+def test_find_over_many_blocks_matches_a_prefix_sum_search(capacity: int) -> None:
+    """Across blocks (and a partial last block), every slot's interval maps to that slot, zeros never."""
+    tree = SumTree(capacity)
+    priorities = np.random.random(capacity).astype(np.float32) * 10
+    priorities[np.random.random(capacity) < 0.2] = 0.0  # empty slots, also at block edges
+    priorities[[0, capacity - 1]] = 0.0
+    tree.update(np.arange(capacity), priorities)
+    for _ in range(50):
+        tree.set_one(int(np.random.randint(capacity)), float(np.random.random()))
+    assert_tree_consistent(tree)
+    stored = tree.leaves.astype(np.float64)
+    prefix = np.cumsum(stored)
+    positive = np.flatnonzero(stored > 0)
+    midpoints = prefix[positive] - stored[positive] / 2  # strictly inside each positive slot's interval
+    np.testing.assert_array_equal(tree.find(midpoints), positive)
+    edges = np.concatenate([[0.0], prefix[positive[:-1]], [np.nextafter(tree.total, 0.0)]])
+    found = tree.find(edges)  # interval edges and the very end: rounding may pick a neighbour, never a zero
+    assert np.all(stored[found] > 0)
+    expected = np.searchsorted(prefix, edges, side="right").clip(max=capacity - 1)
+    assert np.all(np.abs(np.searchsorted(positive, found) - np.searchsorted(positive, expected)) <= 1)
+
+
+def test_priorities_float32_cannot_hold_are_refused() -> None:
+    tree = SumTree(4)
+    with pytest.raises(ValueError, match="finite"):
+        tree.update(np.array([0]), np.array([1e39]))
+    with pytest.raises(ValueError, match="non-negative"):
+        tree.set_one(1, -1.0)
 
 
 def test_capacity_one_tree_is_its_root() -> None:

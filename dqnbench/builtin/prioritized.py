@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from dqnbench.batch import Batch
-from dqnbench.builtin.replays import RingStorage
+from dqnbench.builtin.replays import ACTION_DTYPE, RingStorage
 from dqnbench.builtin.sumtree import SumTree, SumTrees
 from dqnbench.hookspecs import hookimpl
 
@@ -188,7 +188,7 @@ class MemberRingStorage:
         self.members, self.capacity = members, capacity
         self.obs = np.zeros((members, capacity, obs_dim), dtype=np.float32)
         self.next_obs = np.zeros((members, capacity, obs_dim), dtype=np.float32)
-        self.actions = np.zeros((members, capacity), dtype=np.int64)
+        self.actions = np.zeros((members, capacity), dtype=ACTION_DTYPE)
         self.rewards = np.zeros((members, capacity), dtype=np.float32)
         self.terminated = np.zeros((members, capacity), dtype=np.bool_)
         self.done = np.zeros((members, capacity), dtype=np.bool_)
@@ -215,11 +215,19 @@ class MemberRingStorage:
         rows = array.reshape(self.members * self.capacity, *array.shape[2:])
         return torch.from_numpy(rows.take(flat, axis=0))
 
+    def take_actions(self, flat: np.ndarray) -> torch.Tensor:
+        """Actions at flat positions ``(K, B)``, widened to the int64 of ``Batch.actions``."""
+        return torch.from_numpy(self.actions.reshape(-1).take(flat).astype(np.int64))
+
     def gather(self, indices: np.ndarray) -> tuple[torch.Tensor, ...]:
         """Each member's rows at slots ``indices (K, B)``: obs, actions, rewards, next_obs, terminated."""
         flat = self.flat(indices)
-        return tuple(
-            self.take_rows(a, flat) for a in (self.obs, self.actions, self.rewards, self.next_obs, self.terminated)
+        return (
+            self.take_rows(self.obs, flat),
+            self.take_actions(flat),
+            self.take_rows(self.rewards, flat),
+            self.take_rows(self.next_obs, flat),
+            self.take_rows(self.terminated, flat),
         )
 
 

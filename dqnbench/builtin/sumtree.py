@@ -1,27 +1,39 @@
-"""Sum trees: O(log N) proportional sampling over changing priorities.
+"""Sum trees: O(log N) proportional sampling over changing priorities, in ~4 bytes per slot.
 
 The data structure behind proportional prioritised replay (Schaul et al. 2016,
-"Prioritized Experience Replay", appendix B.2.1). Every internal node holds the
-sum of its two children, so the root is the total priority and a value
-``u ∈ [0, total)`` finds the leaf whose prefix-sum interval contains it by one
-walk from the root.
+"Prioritized Experience Replay", appendix B.2.1): a value ``u ∈ [0, total)``
+picks the slot whose prefix-sum interval contains it, so each slot is drawn
+with probability ``p_i / total``.
 
-The tree is a flat ``float64`` array in heap order: the root at index 1, node
-``i`` has children ``2i`` and ``2i + 1``, and the ``2^depth ≥ capacity`` leaves
-sit at ``[2^depth, 2^depth + capacity)``; padding leaves stay 0. Because every
-leaf is at the same depth, a whole batch descends together, one NumPy step per
-level, and a batch of priority updates climbs together the same way: no Python
-loop over samples. Parents are recomputed from their children, never adjusted
-by deltas, so rounding errors do not accumulate however many updates happen.
+A textbook sum tree keeps ``2N`` float64 nodes: 16 bytes per slot, a third
+again of a CartPole transition (45 bytes). Here the slot priorities are one
+float32 array, cut into blocks of :data:`BLOCK` slots, and only the blocks'
+sums form the tree: a flat ``float64`` heap (root at 1, node ``i``'s children
+at ``2i`` and ``2i + 1``, the ``2^depth ≥ blocks`` block sums as its leaves,
+padding 0). That is 4 bytes per slot plus ``16/BLOCK`` (1 byte at 16 slots a
+block) instead of 16. A search walks the heap down to a block, then finds the
+slot by a prefix sum over the block's priorities.
 
-:class:`SumTree` is one such tree; :class:`SumTrees` holds K of them (one per
-lock-step member) as the K subtrees of one bigger heap, so the same two walks
-(:func:`find_leaves`, :func:`climb`) serve both with no per-member offsets.
+Every heap leaf sits at the same depth, so a whole batch descends together,
+one NumPy step per level, and a batch of updates climbs together the same way:
+no Python loop over samples. Block sums are recomputed from the block's
+priorities and parents from their children, never adjusted by deltas, so
+rounding errors do not accumulate however many updates happen.
+
+:class:`SumTrees` holds K trees (one per lock-step member) as the K subtrees
+of one bigger heap, so the same two walks (:func:`find_leaves`, :func:`climb`)
+serve every member at once with no per-member offsets; :class:`SumTree` is
+the one-member case with a scalar fast path for adding a transition.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+#: slots per block: the heap costs 16/BLOCK bytes per slot, a search BLOCK additions
+BLOCK = 16
+#: the largest float32; priorities are stored as float32
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def descend(pairs: np.ndarray, nodes: np.ndarray, values: np.ndarray, levels: int, guarded: bool) -> np.ndarray:
@@ -30,9 +42,10 @@ def descend(pairs: np.ndarray, nodes: np.ndarray, values: np.ndarray, levels: in
     ``pairs`` is the heap viewed as rows ``(2i, 2i + 1)``: row ``i`` holds node
     ``i``'s two children, so one ``take`` fetches both. At each node a value
     goes right when it lies beyond the left child's sum (and is reduced by it),
-    so it ends at the leaf whose prefix-sum interval holds it. ``guarded`` also
-    refuses to enter a right subtree of zero sum, which rounding at an interval
-    edge could otherwise pick. ``nodes`` and ``values`` are consumed (modified in place).
+    so it ends at the leaf whose prefix-sum interval holds it, with its offset
+    into that interval left in ``values``. ``guarded`` also refuses to enter a
+    right subtree of zero sum, which rounding at an interval edge could
+    otherwise pick. ``nodes`` and ``values`` are consumed (modified in place).
     """
     for _ in range(levels):
         kids = pairs.take(nodes, axis=0)
@@ -46,20 +59,23 @@ def descend(pairs: np.ndarray, nodes: np.ndarray, values: np.ndarray, levels: in
     return nodes
 
 
-def find_leaves(tree: np.ndarray, roots: np.ndarray, values: np.ndarray, levels: int) -> np.ndarray:
-    """Leaf node of each value walked down from its root: the leaf whose prefix-sum interval holds it.
+def find_leaves(tree: np.ndarray, roots: np.ndarray, values: np.ndarray, levels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Heap leaf of each value walked down from its root, and the value's offset into that leaf's interval.
 
-    A walk never ends on a zero-priority leaf (an empty slot or padding): the
-    fast unguarded walk can only do so by entering a zero-sum subtree, so the
-    rare walks that end on one are redone guarded, which gives exactly the
-    guarded walk's answer while skipping two of its eight NumPy operations per level.
+    A walk never ends on a zero-sum leaf (an empty block or padding): the fast
+    unguarded walk can only do so by entering a zero-sum subtree, so the rare
+    walks that end on one are redone guarded, which gives exactly the guarded
+    walk's answer while skipping two of its eight NumPy operations per level.
     """
     pairs = tree.reshape(-1, 2)
-    nodes = descend(pairs, roots.astype(np.int64), values.astype(np.float64), levels, guarded=False)
+    offsets = values.astype(np.float64)
+    nodes = descend(pairs, roots.astype(np.int64), offsets, levels, guarded=False)
     empty = tree.take(nodes) <= 0.0
     if empty.any():
-        nodes[empty] = descend(pairs, roots[empty].astype(np.int64), values[empty].astype(np.float64), levels, True)
-    return nodes
+        redo = values[empty].astype(np.float64)
+        nodes[empty] = descend(pairs, roots[empty].astype(np.int64), redo, levels, guarded=True)
+        offsets[empty] = redo
+    return nodes, offsets
 
 
 def climb(tree: np.ndarray, nodes: np.ndarray, levels: int) -> None:
@@ -102,104 +118,17 @@ def _tree_depth(capacity: int) -> int:
     return max(0, int(np.ceil(np.log2(capacity))))
 
 
-class SumTree:
-    """Priorities of ``capacity`` slots with vectorised prefix-sum search."""
-
-    def __init__(self, capacity: int) -> None:
-        if capacity <= 0:
-            raise ValueError(f"capacity must be positive, got {capacity}")
-        self.capacity = capacity
-        self.depth = _tree_depth(capacity)
-        self.first_leaf = 1 << self.depth
-        self.nodes = np.zeros(2 * self.first_leaf, dtype=np.float64)
-
-    @property
-    def total(self) -> float:
-        """Sum of all priorities (the root)."""
-        return float(self.nodes[1])
-
-    @property
-    def leaves(self) -> np.ndarray:
-        """The ``capacity`` slot priorities (a view: read, don't write)."""
-        return self.nodes[self.first_leaf : self.first_leaf + self.capacity]
-
-    def get(self, indices: np.ndarray) -> np.ndarray:
-        """Priorities of slots ``indices``."""
-        return self.nodes[self.first_leaf + np.asarray(indices, dtype=np.int64)]
-
-    def set_one(self, index: int, priority: float) -> None:
-        """Set one slot's priority: the per-``add`` fast path (a scalar walk to the root)."""
-        if not 0 <= index < self.capacity:
-            raise IndexError(f"slot index must be in [0, {self.capacity}), got {index}")
-        node = self.first_leaf + int(index)
-        nodes = self.nodes
-        nodes[node] = priority
-        node >>= 1
-        while node:
-            nodes[node] = nodes[2 * node] + nodes[2 * node + 1]
-            node >>= 1
-
-    def update(self, indices: np.ndarray, priorities: np.ndarray) -> None:
-        """Set the priorities of slots ``indices`` (a batch; duplicates: the last one wins).
-
-        Leaves are written at once, then the parents are recomputed from their
-        children, level by level up to the root (:func:`climb`).
-        """
-        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
-        priorities = np.asarray(priorities, dtype=np.float64).reshape(-1)
-        if indices.shape != priorities.shape:
-            raise ValueError(f"{indices.size} indices but {priorities.size} priorities")
-        if indices.size == 0:
-            return
-        self._check_indices(indices)
-        _check_priorities(priorities)
-        if indices.size > 1:
-            keep = last_occurrences(indices)
-            indices, priorities = indices[keep], priorities[keep]
-        leaves = self.first_leaf + indices
-        self.nodes[leaves] = priorities
-        climb(self.nodes, leaves, self.depth)
-
-    def find(self, values: np.ndarray) -> np.ndarray:
-        """Slot of each ``value`` in ``[0, total)``: the leaf whose prefix-sum interval holds it.
-
-        Leaf ``i`` owns ``[Σ_{j<i} p_j, Σ_{j≤i} p_j)``, so a uniform value picks
-        slot ``i`` with probability ``p_i / total``; zero-priority slots are
-        never returned (:func:`find_leaves`).
-        """
-        if self.total <= 0.0:
-            raise ValueError("cannot sample from a sum tree whose total priority is 0")
-        values = np.asarray(values, dtype=np.float64).reshape(-1)
-        roots = np.ones(values.shape, dtype=np.int64)
-        return find_leaves(self.nodes, roots, values, self.depth) - self.first_leaf
-
-    def sample_stratified(self, batch_size: int) -> np.ndarray:
-        """``batch_size`` slots drawn ∝ priority, one uniform draw per equal segment of the total.
-
-        Stratification (Schaul et al. 2016, B.2.1) keeps each batch's slots
-        spread over the whole priority mass while each draw's marginal stays
-        proportional. Uses NumPy's global RNG, which the runner seeds.
-        """
-        segment = self.total / batch_size
-        values = (np.arange(batch_size) + np.random.random(batch_size)) * segment
-        return self.find(values)
-
-    def _check_indices(self, indices: np.ndarray) -> None:
-        if indices.size and (indices.min() < 0 or indices.max() >= self.capacity):
-            raise IndexError(f"slot indices must be in [0, {self.capacity}), got {indices.min()}..{indices.max()}")
-
-
 class SumTrees:
     """K independent sum trees of ``capacity`` slots each (one per lock-step member), walked together.
 
-    Layout: with ``M = 2^⌈log2 K⌉`` and ``L = 2^depth`` leaves per member, the
-    K trees are the subtrees rooted at heap nodes ``M + k`` of one flat heap of
-    ``2·M·L`` nodes. Member ``k``'s slot ``i`` is leaf ``M·L + k·L + i``; its
-    tree's level ``l`` is row ``k`` of the ``(M, 2^l)`` block at ``M·2^l``, so
-    level by level it *is* a members × nodes array, and the ordinary heap
-    arithmetic (children ``2g``, ``2g + 1``) walks every member at once without
-    per-member offsets. Heap nodes above level ``log2 M`` (sums across members)
-    are never used. :class:`SumTree` is the ``K = 1`` case of this layout.
+    ``priorities`` is ``(K, blocks·BLOCK)`` float32 (slots past ``capacity``
+    stay 0). With ``M = 2^⌈log2 K⌉`` and ``L = 2^depth ≥ blocks`` heap leaves
+    per member, the K block-sum trees are the subtrees rooted at heap nodes
+    ``M + k`` of one flat heap of ``2·M·L`` nodes: member ``k``'s block ``b``
+    is heap leaf ``M·L + k·L + b``, and its tree's level ``l`` is row ``k`` of
+    the ``(M, 2^l)`` block at ``M·2^l``, so the ordinary heap arithmetic walks
+    every member at once. Heap nodes above level ``log2 M`` (sums across
+    members) are never used.
     """
 
     def __init__(self, members: int, capacity: int) -> None:
@@ -208,14 +137,17 @@ class SumTrees:
         if capacity <= 0:
             raise ValueError(f"capacity must be positive, got {capacity}")
         self.members, self.capacity = members, capacity
-        self.depth = _tree_depth(capacity)
+        self.blocks = -(-capacity // BLOCK)
+        self.priorities = np.zeros((members, self.blocks * BLOCK), dtype=np.float32)
+        self.depth = _tree_depth(self.blocks)
         self.leaves_per_member = 1 << self.depth
         self.padded_members = 1 << _tree_depth(members)
         self.first_leaf = self.padded_members * self.leaves_per_member
         self.nodes = np.zeros(2 * self.first_leaf, dtype=np.float64)
         self.roots = self.padded_members + np.arange(members, dtype=np.int64)
-        #: heap node of slot 0 of each member, shape ``(K, 1)`` to broadcast against ``(K, B)`` slots
-        self.leaf_base = (self.first_leaf + np.arange(members, dtype=np.int64) * self.leaves_per_member)[:, None]
+        self.rows = np.arange(members, dtype=np.int64)[:, None]
+        #: heap node of block 0 of each member, shape ``(K, 1)`` to broadcast against ``(K, B)`` blocks
+        self.block_base = (self.first_leaf + np.arange(members, dtype=np.int64) * self.leaves_per_member)[:, None]
 
     @property
     def totals(self) -> np.ndarray:
@@ -224,25 +156,23 @@ class SumTrees:
 
     @property
     def leaves(self) -> np.ndarray:
-        """Slot priorities ``(K, capacity)`` (a view: read, don't write)."""
-        block = self.nodes[self.first_leaf : self.first_leaf + self.members * self.leaves_per_member]
-        return block.reshape(self.members, self.leaves_per_member)[:, : self.capacity]
+        """Slot priorities ``(K, capacity)`` (a float32 view: read, don't write)."""
+        return self.priorities[:, : self.capacity]
 
     def get(self, indices: np.ndarray) -> np.ndarray:
-        """Priorities ``(K, B)`` of each member's slots ``indices (K, B)``."""
-        return self.nodes.take(self.leaf_base + indices)
+        """Priorities ``(K, B)`` (float64) of each member's slots ``indices (K, B)``."""
+        return np.take_along_axis(self.priorities, np.asarray(indices, dtype=np.int64), axis=1).astype(np.float64)
 
     def set_slots(self, indices: np.ndarray, priorities: np.ndarray) -> None:
         """Set slots ``indices (m,)`` of every member to ``priorities (K, m)``: the per-``add`` path.
 
-        Members step together, so an ``add`` writes the same slot of every
-        member; one climb of ``K·m`` nodes updates all K trees.
+        Members step together, so an ``add`` writes the same slot of every member.
         """
-        indices = np.asarray(indices, dtype=np.int64).reshape(1, -1)
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
         self._check_indices(indices)
-        leaves = (self.leaf_base + indices).reshape(-1)
-        self.nodes[leaves] = np.broadcast_to(priorities, (self.members, indices.size)).reshape(-1)
-        climb(self.nodes, leaves, self.depth)
+        self.priorities[:, indices] = _as_priorities(np.broadcast_to(priorities, (self.members, indices.size)))
+        members = np.repeat(np.arange(self.members, dtype=np.int64), indices.size)
+        self._refresh(members, np.tile(indices, self.members))
 
     def update(self, indices: np.ndarray, priorities: np.ndarray, members: np.ndarray | None = None) -> None:
         """Set slot priorities, duplicates within a member: the last one wins.
@@ -259,35 +189,37 @@ class SumTrees:
                 raise ValueError(
                     f"indices {indices.shape} and priorities {priorities.shape} must be ({self.members}, B)"
                 )
-            leaf_base = self.leaf_base
+            members = np.broadcast_to(self.rows, indices.shape)
         else:
             members = np.asarray(members, dtype=np.int64)
             if not members.shape == indices.shape == priorities.shape or members.ndim != 1:
                 raise ValueError(f"{members.shape} members, {indices.shape} indices, {priorities.shape} priorities")
             if members.size and (members.min() < 0 or members.max() >= self.members):
                 raise IndexError(f"members must be in [0, {self.members}), got {members.min()}..{members.max()}")
-            leaf_base = self.leaf_base[members, 0]
         if indices.size == 0:
             return
         self._check_indices(indices)
-        _check_priorities(priorities)
-        leaves = (leaf_base + indices).reshape(-1)
-        priorities = priorities.reshape(-1)
-        if leaves.size > 1:
-            keep = last_occurrences(leaves)
-            leaves, priorities = leaves[keep], priorities[keep]
-        self.nodes[leaves] = priorities
-        climb(self.nodes, leaves, self.depth)
+        members, indices, priorities = members.reshape(-1), indices.reshape(-1), _as_priorities(priorities.reshape(-1))
+        if indices.size > 1:
+            keep = last_occurrences(members * self.priorities.shape[1] + indices)
+            members, indices, priorities = members[keep], indices[keep], priorities[keep]
+        self.priorities[members, indices] = priorities
+        self._refresh(members, indices)
 
     def find(self, values: np.ndarray) -> np.ndarray:
-        """Slots ``(K, B)``: member ``k``'s leaf whose prefix-sum interval holds ``values[k, b] ∈ [0, totals[k])``."""
+        """Slots ``(K, B)``: member ``k``'s slot whose prefix-sum interval holds ``values[k, b] ∈ [0, totals[k])``.
+
+        Zero-priority slots (empty, or hidden by the caller) are never returned.
+        """
         if np.any(self.totals <= 0.0):
             raise ValueError("cannot sample from a sum tree whose total priority is 0")
         values = np.asarray(values, dtype=np.float64)
         if values.ndim != 2 or values.shape[0] != self.members:
             raise ValueError(f"values must have shape ({self.members}, B), got {values.shape}")
-        roots = np.repeat(self.roots[:, None], values.shape[1], axis=1)
-        return find_leaves(self.nodes, roots, values, self.depth) - self.leaf_base
+        roots = np.repeat(self.roots, values.shape[1])  # flat: NumPy's gathers are fastest on 1-D arrays
+        nodes, offsets = find_leaves(self.nodes, roots, values.reshape(-1), self.depth)
+        blocks = nodes.reshape(values.shape) - self.block_base
+        return blocks * BLOCK + self._find_in_blocks(blocks, offsets.reshape(values.shape))
 
     def sample_stratified(self, batch_size: int) -> np.ndarray:
         """``(K, batch_size)`` slots, each member's drawn ∝ its priorities, one draw per segment of its total.
@@ -299,11 +231,106 @@ class SumTrees:
         values = (np.arange(batch_size) + np.random.random((self.members, batch_size))) * segments
         return self.find(values)
 
+    def _find_in_blocks(self, blocks: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        """Position in block ``blocks[k, b]`` of member k whose prefix-sum interval holds ``offsets[k, b]``.
+
+        The first position whose inclusive prefix sum exceeds the offset has a
+        positive priority by construction; only an offset pushed to the block's
+        end by rounding finds none, and takes the block's last positive slot.
+        """
+        block_priorities = self.priorities.reshape(-1, BLOCK).take(blocks + self.rows * self.blocks, axis=0)
+        prefix = np.cumsum(block_priorities, axis=-1, dtype=np.float64)
+        position = (prefix <= offsets[..., None]).sum(axis=-1)
+        past_end = position == BLOCK
+        if past_end.any():
+            last_positive = BLOCK - 1 - np.argmax(block_priorities[past_end][:, ::-1] > 0.0, axis=-1)
+            position[past_end] = last_positive
+        return position
+
+    def _refresh(self, members: np.ndarray, slots: np.ndarray) -> None:
+        """Recompute the block sums holding ``members``' ``slots`` from their priorities, then their ancestors."""
+        blocks = slots // BLOCK
+        sums = self.priorities.reshape(self.members, self.blocks, BLOCK)[members, blocks].sum(axis=-1, dtype=np.float64)
+        leaves = self.block_base[members, 0] + blocks
+        self.nodes[leaves] = sums
+        climb(self.nodes, leaves, self.depth)
+
     def _check_indices(self, indices: np.ndarray) -> None:
         if indices.size and (indices.min() < 0 or indices.max() >= self.capacity):
             raise IndexError(f"slot indices must be in [0, {self.capacity}), got {indices.min()}..{indices.max()}")
 
 
-def _check_priorities(priorities: np.ndarray) -> None:
-    if not np.all(np.isfinite(priorities)) or np.any(priorities < 0):
-        raise ValueError("priorities must be finite and non-negative")
+class SumTree:
+    """Priorities of ``capacity`` slots with vectorised prefix-sum search: :class:`SumTrees` of one member."""
+
+    def __init__(self, capacity: int) -> None:
+        self.trees = SumTrees(1, capacity)
+        self.capacity = capacity
+        self.priorities = self.trees.priorities[0]
+        self._blocks = self.priorities.reshape(-1, BLOCK)
+        self._first_block_node = int(self.trees.block_base[0, 0])
+
+    @property
+    def total(self) -> float:
+        """Sum of all priorities (the root)."""
+        return float(self.trees.nodes[self.trees.roots[0]])
+
+    @property
+    def leaves(self) -> np.ndarray:
+        """The ``capacity`` slot priorities (a float32 view: read, don't write)."""
+        return self.priorities[: self.capacity]
+
+    def get(self, indices: np.ndarray) -> np.ndarray:
+        """Priorities (float64) of slots ``indices``."""
+        return self.priorities[np.asarray(indices, dtype=np.int64)].astype(np.float64)
+
+    def set_one(self, index: int, priority: float) -> None:
+        """Set one slot's priority: the per-``add`` fast path (a scalar walk to the root)."""
+        if not 0 <= index < self.capacity:
+            raise IndexError(f"slot index must be in [0, {self.capacity}), got {index}")
+        if not 0.0 <= priority < FLOAT32_MAX:  # also refuses NaN
+            _as_priorities(np.float64(priority))  # raises the usual error
+        self.priorities[index] = priority
+        block = int(index) // BLOCK
+        nodes = self.trees.nodes
+        node = self._first_block_node + block
+        nodes[node] = self._blocks[block].sum(dtype=np.float64)
+        node >>= 1
+        while node:
+            nodes[node] = nodes[2 * node] + nodes[2 * node + 1]
+            node >>= 1
+
+    def update(self, indices: np.ndarray, priorities: np.ndarray) -> None:
+        """Set the priorities of slots ``indices`` (a batch; duplicates: the last one wins)."""
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        priorities = np.asarray(priorities, dtype=np.float64).reshape(-1)
+        if indices.shape != priorities.shape:
+            raise ValueError(f"{indices.size} indices but {priorities.size} priorities")
+        self.trees.update(indices[None], priorities[None])
+
+    def find(self, values: np.ndarray) -> np.ndarray:
+        """Slot of each ``value`` in ``[0, total)``: the one whose prefix-sum interval holds it.
+
+        Slot ``i`` owns ``[Σ_{j<i} p_j, Σ_{j≤i} p_j)``, so a uniform value picks
+        slot ``i`` with probability ``p_i / total``; zero-priority slots are
+        never returned.
+        """
+        return self.trees.find(np.asarray(values, dtype=np.float64).reshape(1, -1))[0]
+
+    def sample_stratified(self, batch_size: int) -> np.ndarray:
+        """``batch_size`` slots drawn ∝ priority, one uniform draw per equal segment of the total.
+
+        Stratification (Schaul et al. 2016, B.2.1) keeps each batch's slots
+        spread over the whole priority mass while each draw's marginal stays
+        proportional. Uses NumPy's global RNG, which the runner seeds.
+        """
+        return self.trees.sample_stratified(batch_size)[0]
+
+
+def _as_priorities(priorities: np.ndarray) -> np.ndarray:
+    """``priorities`` as float32, refusing negative or non-finite values (also those float32 cannot hold)."""
+    with np.errstate(over="ignore"):
+        stored = np.asarray(priorities, dtype=np.float64).astype(np.float32)
+    if not np.all(np.isfinite(stored)) or np.any(stored < 0):
+        raise ValueError("priorities must be finite (below 3.4e38, float32's limit) and non-negative")
+    return stored
