@@ -12,8 +12,9 @@ normal range, so no result a benchmark reports depends on them.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import ParamSpec, TypeVar
 
 import torch
@@ -30,17 +31,24 @@ def denormals_flushed() -> bool:
     return torch.tensor([_DENORMAL], dtype=torch.float32).mul_(1.0).item() == 0.0
 
 
+@contextlib.contextmanager
+def flushing_denormals() -> Iterator[None]:
+    """Flush denormals (where the CPU supports it) inside the block, then put the caller's setting back."""
+    already = denormals_flushed()
+    torch.set_flush_denormal(True)  # returns False (and does nothing) on CPUs without the mode
+    try:
+        yield
+    finally:
+        if not already:
+            torch.set_flush_denormal(False)
+
+
 def flush_denormals(fn: Callable[P, R]) -> Callable[P, R]:
-    """Decorate a training loop to run with denormals flushed (where the CPU supports it)."""
+    """Decorate a training loop to run with denormals flushed (:func:`flushing_denormals`)."""
 
     @functools.wraps(fn)
     def with_denormals_flushed(*args: P.args, **kwargs: P.kwargs) -> R:
-        already = denormals_flushed()
-        torch.set_flush_denormal(True)  # returns False (and does nothing) on CPUs without the mode
-        try:
+        with flushing_denormals():
             return fn(*args, **kwargs)
-        finally:
-            if not already:
-                torch.set_flush_denormal(False)
 
     return with_denormals_flushed

@@ -54,13 +54,14 @@ The same functions without fixtures (for suites that call them directly, like dq
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import io
 import json
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -281,11 +282,14 @@ def component_tables(
     return tables
 
 
-def _single_thread():
-    """One torch thread while timing, as every run gets (see :func:`dqnbench.runner.single_thread`)."""
+@contextlib.contextmanager
+def _single_thread() -> Iterator[None]:
+    """Time as every run trains: one torch thread (:func:`dqnbench.runner.single_thread`), denormals flushed."""
+    from dqnbench.numerics import flushing_denormals
     from dqnbench.runner import single_thread
 
-    return single_thread()
+    with single_thread(), flushing_denormals():
+        yield
 
 
 # --------------------------------------------------------------------------- benchmarks

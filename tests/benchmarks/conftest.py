@@ -5,9 +5,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from dqnbench.numerics import flushing_denormals
 from dqnbench.train import make_env
 
 from .helpers import Transition
+
+
+@pytest.fixture(autouse=True)
+def _denormals_flushed_as_in_training():
+    """Time components in the numeric mode ``train()`` runs them in (see :mod:`dqnbench.numerics`).
+
+    Without it a learn-step benchmark slows down by a factor that depends on
+    how many rounds it has run, once Adam's moment estimates turn denormal.
+    """
+    with flushing_denormals():
+        yield
 
 
 @pytest.fixture(scope="session")
