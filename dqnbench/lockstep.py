@@ -188,6 +188,7 @@ def train_lockstep(
     replay = components.replay(members, config.replay.capacity, obs_dim, agent.gamma)
     explorer = components.exploration(n_actions, exp.total_steps)
     optimizer = make_adam(q_net.parameters(), agent.lr)
+    learn = make_lockstep_learner(q_net, components.network_forward, optimizer, agent)
     log = LockstepLog(members, exp.total_steps)
 
     obs, _ = envs.reset(seed=seeds[0])
@@ -222,7 +223,7 @@ def train_lockstep(
                     check_batch(_member(batch, 0), agent.batch_size, obs_dim)
                 if device.type != "cpu":
                     batch = batch.to(device)
-                member_losses, td_errors = learn_step_lockstep(q_net, target_params, optimizer, batch, agent)
+                member_losses, td_errors = learn(target_params, batch)
                 replay.update_priorities(batch.indices, td_errors.cpu())
                 learn_steps += 1
                 if learn_steps % agent.target_update == 0:
@@ -257,6 +258,17 @@ def train_lockstep(
     envs.close()
     eval_envs.close()
     return log.split(obs_dim, n_actions, train_s, q_net.state_dicts())
+
+
+def make_lockstep_learner(
+    q_net: StackedQNetwork, forward: Callable | None, optimizer: LeanAdam | TorchAdam, agent: AgentConfig
+) -> Callable[[dict[str, torch.Tensor], Any], tuple[torch.Tensor, torch.Tensor]]:
+    """``(target_params, batch) -> (member losses, TD errors)``: the batched forward's own ``learn`` if it has one
+    (the built-in MLP's hand-derived step), else :func:`learn_step_lockstep` (autograd)."""
+    fused = getattr(forward, "learn", None)
+    if fused is not None:
+        return lambda target_params, batch: fused(q_net.module, q_net, target_params, optimizer, batch, agent)
+    return lambda target_params, batch: learn_step_lockstep(q_net, target_params, optimizer, batch, agent)
 
 
 def learn_step_lockstep(

@@ -100,3 +100,26 @@ def td_loss_and_grad(
     diff = q_taken - targets  # few ops: on the tutorial's net each costs more than its arithmetic
     weighted = weights * diff
     return torch.dot(weighted, diff) / batch, weighted.mul_(2.0 / batch)
+
+
+def member_td_losses_and_grads(
+    q_taken: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, kind: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`td_loss_and_grad` for K lock-step members at once, from ``(K, B)`` inputs.
+
+    Returns each member's loss ``(K,)`` (the weighted mean over its own B
+    samples, as its independent run would compute) and the gradient of their
+    sum with respect to ``q_taken``, ``(K, B)``.
+    """
+    if q_taken.dim() != 2 or targets.shape != q_taken.shape or weights.shape != q_taken.shape:
+        raise ValueError(
+            f"q_taken {tuple(q_taken.shape)}, targets {tuple(targets.shape)} and weights "
+            f"{tuple(weights.shape)} must all be (K, B)"
+        )
+    members, size = q_taken.shape
+    diff = q_taken - targets
+    if kind == "mse":
+        weighted = weights * diff
+        return (weighted * diff).mean(dim=1), weighted.mul_(2.0 / size)
+    elementwise = weighted_td_losses(q_taken.reshape(-1), targets.reshape(-1), weights.reshape(-1), kind)
+    return elementwise.view(members, size).mean(dim=1), weights * diff.clamp(-1.0, 1.0) / size

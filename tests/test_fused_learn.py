@@ -90,3 +90,45 @@ def test_subclass_with_its_own_forward_learns_through_autograd():
     loss, _ = make_learner(net, target, make_adam(net.parameters(), agent.lr), agent)(batch)
     expected, _ = learn_step(reference, target, make_adam(reference.parameters(), agent.lr), batch, agent=agent)
     assert loss == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("hidden", [[10], [32, 16], []])
+@pytest.mark.parametrize(
+    "agent",
+    [
+        AgentConfig(lr=0.01, loss="mse"),
+        AgentConfig(lr=0.01, loss="huber", double=True),
+        AgentConfig(lr=0.01, loss="mse", max_grad_norm=0.5),
+    ],
+    ids=["mse", "huber-double", "clipped"],
+)
+def test_lockstep_fused_learn_step_matches_autograd(hidden, agent):
+    """K stacked MLPs: the hand-derived lock-step step equals ``learn_step_lockstep`` (autograd), member by member."""
+    from dqnbench.builtin.networks import mlp_lockstep
+    from dqnbench.lockstep import StackedQNetwork, learn_step_lockstep, make_lockstep_learner
+
+    members, size, obs_dim, n_actions = 3, 16, 5, 3
+    torch.manual_seed(0)
+    nets = [mlp(obs_dim, n_actions, hidden=hidden) for _ in range(members)]
+    fused_net = StackedQNetwork(nets, torch.device("cpu"), mlp_lockstep)
+    autograd_net = StackedQNetwork(nets, torch.device("cpu"), mlp_lockstep)
+    target = fused_net.detached_params()
+    for params in (target, fused_net.params, autograd_net.params):  # members differ from their targets
+        for value in params.values():
+            value.data.add_(0.05 * torch.randn_like(value))
+    fused_opt, autograd_opt = (
+        make_adam(fused_net.parameters(), agent.lr),
+        make_adam(autograd_net.parameters(), agent.lr),
+    )
+    autograd_net.params = {k: torch.nn.Parameter(v.detach().clone()) for k, v in fused_net.params.items()}
+    autograd_opt = make_adam(autograd_net.parameters(), agent.lr)
+    learn = make_lockstep_learner(fused_net, mlp_lockstep, fused_opt, agent)
+    for _ in range(3):
+        flat = random_batch(members * size, obs_dim, n_actions)
+        batch = Batch(*(t.reshape(members, size, *t.shape[1:]) for t in flat))
+        fused_losses, fused_td = learn(target, batch)
+        auto_losses, auto_td = learn_step_lockstep(autograd_net, target, autograd_opt, batch, agent)
+        torch.testing.assert_close(fused_losses, auto_losses, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(fused_td, auto_td)
+    for key in fused_net.params:
+        torch.testing.assert_close(fused_net.params[key], autograd_net.params[key], rtol=1e-4, atol=1e-6)

@@ -11,7 +11,7 @@ from torch import nn
 
 from dqnbench.batch import Batch
 from dqnbench.hookspecs import hookimpl
-from dqnbench.losses import dqn_targets, td_loss_and_grad
+from dqnbench.losses import dqn_targets, member_td_losses_and_grads, td_loss_and_grad
 
 
 class MLPBody(nn.Sequential):
@@ -147,7 +147,60 @@ def mlp_lockstep(module: MLP, params: dict[str, torch.Tensor], x: torch.Tensor) 
     return stacked_linear(x, params, "out")
 
 
+def mlp_lockstep_learn(
+    module: MLP,
+    q_net: Any,
+    target_params: dict[str, torch.Tensor],
+    optimizer: Any,
+    batch: Batch,
+    agent: Any,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``dqnbench.lockstep.learn_step_lockstep`` for K stacked MLPs, gradients derived by hand.
+
+    :meth:`MLP.fused_learn_step` per member, with batched matmuls: member k's
+    loss is the mean over its B samples, so its output gradient is
+    ``w · dℓ/dq / B``; then ``dW = δᵀ h``, ``db = Σ δ``, ``δ ← (δ W) ⊙ [h > 0]``
+    for all members at once. Same losses, TD errors and update as the autograd
+    path (a test checks it), without building a graph.
+    """
+    from dqnbench.lockstep import clip_member_grad_norms, stacked_linear
+
+    params = q_net.params
+    prefixes = [f"body.{i}" for i in range(0, len(module.body), 2)] + ["out"]
+    members, size = batch.actions.shape
+    with torch.no_grad():
+        activations = [batch.obs]
+        for prefix in prefixes[:-1]:
+            activations.append(stacked_linear(activations[-1], params, prefix).clamp_min_(0.0))
+        q_values = stacked_linear(activations[-1], params, prefixes[-1])
+        actions = batch.actions.unsqueeze(2)
+        q_taken = q_values.gather(2, actions).squeeze(2)
+        next_online = mlp_lockstep(module, params, batch.next_obs) if agent.double else None
+        targets = dqn_targets(
+            batch.rewards.reshape(-1),
+            batch.discounts.reshape(-1),
+            batch.terminated.reshape(-1),
+            mlp_lockstep(module, target_params, batch.next_obs).reshape(members * size, -1),
+            None if next_online is None else next_online.reshape(members * size, -1),
+        ).view(members, size)
+        member_losses, slope = member_td_losses_and_grads(q_taken, targets, batch.weights, agent.loss)
+        delta = torch.zeros_like(q_values).scatter_(2, actions, slope.unsqueeze(2))
+        for i in range(len(prefixes) - 1, -1, -1):
+            weight, bias = params[f"{prefixes[i]}.weight"], params[f"{prefixes[i]}.bias"]
+            if weight.grad is None or bias.grad is None:
+                weight.grad, bias.grad = torch.empty_like(weight), torch.empty_like(bias)
+            torch.bmm(delta.transpose(1, 2), activations[i], out=weight.grad)
+            torch.sum(delta, 1, out=bias.grad)
+            if i > 0:
+                delta = _relu_backward(torch.bmm(delta, weight), activations[i], 0.0)
+    if agent.max_grad_norm > 0:
+        clip_member_grad_norms(q_net.parameters(), agent.max_grad_norm)
+    optimizer.step()
+    return member_losses, targets - q_taken
+
+
 mlp.lockstep = mlp_lockstep
+mlp_lockstep.learn = mlp_lockstep_learn  # type: ignore[attr-defined]
 
 
 @hookimpl
