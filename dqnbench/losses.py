@@ -84,42 +84,24 @@ def weighted_td_losses(q_taken: torch.Tensor, targets: torch.Tensor, weights: to
 def td_loss_and_grad(
     q_taken: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, kind: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The weighted mean loss of :func:`td_loss` and its gradient with respect to ``q_taken`` (both from ``(B,)``).
+    """The weighted mean loss of :func:`td_loss` over the last axis, and its gradient with respect to ``q_taken``.
 
     For networks that backpropagate by hand (the built-in MLP's fused learn
-    step): d/dq mean(w·(q−t)²) = 2w(q−t)/B; for Huber, the derivative of the
-    squared part is clipped to [−1, 1].
+    steps): d/dq mean(w·(q−t)²) = 2w(q−t)/B; for Huber, the derivative of the
+    squared part is clipped to [−1, 1]. ``(B,)`` inputs give one run's loss (a
+    scalar); ``(K, B)`` inputs give K lock-step members' losses ``(K,)``, each
+    the mean over its own B samples as its independent run would compute, and
+    the gradient of their sum.
     """
-    if kind != "mse":
-        elementwise = weighted_td_losses(q_taken, targets, weights, kind)
-        return elementwise.mean(), weights * (q_taken - targets).clamp(-1.0, 1.0) / q_taken.shape[0]
-    batch = q_taken.shape[0] if q_taken.dim() == 1 else -1
-    _check_vector("q_taken", q_taken, batch)
-    _check_vector("targets", targets, batch)
-    _check_vector("weights", weights, batch)
-    diff = q_taken - targets  # few ops: on the tutorial's net each costs more than its arithmetic
-    weighted = weights * diff
-    return torch.dot(weighted, diff) / batch, weighted.mul_(2.0 / batch)
-
-
-def member_td_losses_and_grads(
-    q_taken: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, kind: str
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`td_loss_and_grad` for K lock-step members at once, from ``(K, B)`` inputs.
-
-    Returns each member's loss ``(K,)`` (the weighted mean over its own B
-    samples, as its independent run would compute) and the gradient of their
-    sum with respect to ``q_taken``, ``(K, B)``.
-    """
-    if q_taken.dim() != 2 or targets.shape != q_taken.shape or weights.shape != q_taken.shape:
+    if q_taken.dim() not in (1, 2) or targets.shape != q_taken.shape or weights.shape != q_taken.shape:
         raise ValueError(
             f"q_taken {tuple(q_taken.shape)}, targets {tuple(targets.shape)} and weights "
-            f"{tuple(weights.shape)} must all be (K, B)"
+            f"{tuple(weights.shape)} must all be (B,) or all (K, B)"
         )
-    members, size = q_taken.shape
-    diff = q_taken - targets
+    size = q_taken.shape[-1]
+    diff = q_taken - targets  # few ops: on the tutorial's net each costs more than its arithmetic
     if kind == "mse":
         weighted = weights * diff
-        return (weighted * diff).mean(dim=1), weighted.mul_(2.0 / size)
+        return (weighted * diff).mean(dim=-1), weighted.mul_(2.0 / size)
     elementwise = weighted_td_losses(q_taken.reshape(-1), targets.reshape(-1), weights.reshape(-1), kind)
-    return elementwise.view(members, size).mean(dim=1), weights * diff.clamp(-1.0, 1.0) / size
+    return elementwise.view(q_taken.shape).mean(dim=-1), weights * diff.clamp(-1.0, 1.0) / size

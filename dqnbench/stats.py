@@ -156,15 +156,11 @@ def difference(
     seed: int = SEED,
 ) -> Estimate:
     """``statistic(candidate) − statistic(baseline)`` with a CI resampling both sides independently."""
-    x, y = np.asarray(baseline, dtype=float), np.asarray(candidate, dtype=float)
-    if x.size == 0 or y.size == 0:
-        return Estimate(math.nan, math.nan, math.nan)
 
     def diff(a: np.ndarray, b: np.ndarray, axis: int = -1) -> Any:
         return statistic(b, axis=axis) - statistic(a, axis=axis)
 
-    low, high = bootstrap_ci((x, y), diff, confidence, n_resamples, seed)
-    return Estimate(float(diff(x, y)), low, high)
+    return _two_sample(baseline, candidate, diff, confidence, n_resamples, seed)
 
 
 def ratio(
@@ -176,16 +172,23 @@ def ratio(
     seed: int = SEED,
 ) -> Estimate:
     """``statistic(candidate) / statistic(baseline)`` (e.g. of steps per second) with its CI."""
-    x, y = np.asarray(baseline, dtype=float), np.asarray(candidate, dtype=float)
-    if x.size == 0 or y.size == 0:
-        return Estimate(math.nan, math.nan, math.nan)
 
     def quotient(a: np.ndarray, b: np.ndarray, axis: int = -1) -> Any:
         with np.errstate(divide="ignore", invalid="ignore"):
             return statistic(b, axis=axis) / statistic(a, axis=axis)
 
-    low, high = bootstrap_ci((x, y), quotient, confidence, n_resamples, seed)
-    return Estimate(float(quotient(x, y)), low, high)
+    return _two_sample(baseline, candidate, quotient, confidence, n_resamples, seed)
+
+
+def _two_sample(
+    baseline: Any, candidate: Any, compare: Callable[..., Any], confidence: float, n_resamples: int, seed: int
+) -> Estimate:
+    """``compare(baseline, candidate)`` with a CI resampling both sides independently (NaN if either is empty)."""
+    x, y = np.asarray(baseline, dtype=float), np.asarray(candidate, dtype=float)
+    if x.size == 0 or y.size == 0:
+        return Estimate(math.nan, math.nan, math.nan)
+    low, high = bootstrap_ci((x, y), compare, confidence, n_resamples, seed)
+    return Estimate(float(compare(x, y)), low, high)
 
 
 @dataclass(frozen=True)

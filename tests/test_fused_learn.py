@@ -13,6 +13,18 @@ from dqnbench.config import AgentConfig
 from dqnbench.optim import make_adam
 from dqnbench.train import learn_step
 
+#: the shapes and agent settings every hand-derived step is checked against autograd with
+HIDDEN = pytest.mark.parametrize("hidden", [[10], [32, 16], []])
+AGENTS = pytest.mark.parametrize(
+    "agent",
+    [
+        AgentConfig(lr=0.01, loss="mse"),
+        AgentConfig(lr=0.01, loss="huber", double=True),
+        AgentConfig(lr=0.01, loss="mse", max_grad_norm=0.5),
+    ],
+    ids=["mse", "huber-double", "clipped"],
+)
+
 
 def random_batch(size: int, obs_dim: int, n_actions: int, gamma: float = 0.9) -> Batch:
     return Batch(
@@ -27,16 +39,8 @@ def random_batch(size: int, obs_dim: int, n_actions: int, gamma: float = 0.9) ->
     )
 
 
-@pytest.mark.parametrize("hidden", [[10], [32, 16], []])
-@pytest.mark.parametrize(
-    "agent",
-    [
-        AgentConfig(lr=0.01, loss="mse"),
-        AgentConfig(lr=0.01, loss="huber", double=True),
-        AgentConfig(lr=0.01, loss="mse", max_grad_norm=0.5),
-    ],
-    ids=["mse", "huber-double", "clipped"],
-)
+@HIDDEN
+@AGENTS
 def test_fused_learn_step_matches_autograd(hidden, agent):
     torch.manual_seed(0)
     fused_net = mlp(5, 3, hidden=hidden)
@@ -92,16 +96,8 @@ def test_subclass_with_its_own_forward_learns_through_autograd():
     assert loss == pytest.approx(expected, rel=1e-6)
 
 
-@pytest.mark.parametrize("hidden", [[10], [32, 16], []])
-@pytest.mark.parametrize(
-    "agent",
-    [
-        AgentConfig(lr=0.01, loss="mse"),
-        AgentConfig(lr=0.01, loss="huber", double=True),
-        AgentConfig(lr=0.01, loss="mse", max_grad_norm=0.5),
-    ],
-    ids=["mse", "huber-double", "clipped"],
-)
+@HIDDEN
+@AGENTS
 def test_lockstep_fused_learn_step_matches_autograd(hidden, agent):
     """K stacked MLPs: the hand-derived lock-step step equals ``learn_step_lockstep`` (autograd), member by member."""
     from dqnbench.builtin.networks import mlp_lockstep

@@ -54,12 +54,12 @@ def test_unknown_loss_is_rejected():
 
 
 def test_member_losses_are_each_members_own_mean_and_shapes_are_checked():
-    from dqnbench.losses import member_td_losses_and_grads
+    from dqnbench.losses import td_loss_and_grad
 
     q = torch.tensor([[1.0, 2.0], [0.0, 4.0]])
     targets = torch.tensor([[0.0, 0.0], [0.0, 2.0]])
-    losses, grads = member_td_losses_and_grads(q, targets, torch.ones(2, 2), "mse")
+    losses, grads = td_loss_and_grad(q, targets, torch.ones(2, 2), "mse")
     torch.testing.assert_close(losses, torch.tensor([2.5, 2.0]))  # (1 + 4) / 2, (0 + 4) / 2
     torch.testing.assert_close(grads, torch.tensor([[1.0, 2.0], [0.0, 2.0]]))  # 2 (q − t) / B
     with pytest.raises(ValueError, match=r"\(K, B\)"):
-        member_td_losses_and_grads(q.reshape(-1), targets.reshape(-1), torch.ones(4), "mse")
+        td_loss_and_grad(q, targets.reshape(-1), torch.ones(4), "mse")

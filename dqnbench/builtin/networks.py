@@ -11,7 +11,7 @@ from torch import nn
 
 from dqnbench.batch import Batch
 from dqnbench.hookspecs import hookimpl
-from dqnbench.losses import dqn_targets, member_td_losses_and_grads, td_loss_and_grad
+from dqnbench.losses import dqn_targets, td_loss_and_grad
 
 
 class MLPBody(nn.Sequential):
@@ -61,6 +61,8 @@ class MLP(nn.Module):
                     nn.init.normal_(module.weight, 0.0, init_std)
 
         self.linears = (*self.body.linears, self.out)
+        #: the ``state_dict`` prefixes of ``linears``: the stacked parameters' names in lock-step
+        self.linear_names = (*(f"body.{i}" for i in range(0, len(self.body), 2)), "out")
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -142,9 +144,10 @@ def mlp_lockstep(module: MLP, params: dict[str, torch.Tensor], x: torch.Tensor) 
     """K stacked MLPs on ``x (K, B, obs_dim)`` with batched matmuls (lock-step training)."""
     from dqnbench.lockstep import stacked_linear
 
-    for i in range(0, len(module.body), 2):
-        x = torch.relu(stacked_linear(x, params, f"body.{i}"))
-    return stacked_linear(x, params, "out")
+    *hidden, out = module.linear_names
+    for name in hidden:
+        x = torch.relu(stacked_linear(x, params, name))
+    return stacked_linear(x, params, out)
 
 
 def mlp_lockstep_learn(
@@ -166,7 +169,7 @@ def mlp_lockstep_learn(
     from dqnbench.lockstep import clip_member_grad_norms, stacked_linear
 
     params = q_net.params
-    prefixes = [f"body.{i}" for i in range(0, len(module.body), 2)] + ["out"]
+    prefixes = module.linear_names
     members, size = batch.actions.shape
     with torch.no_grad():
         activations = [batch.obs]
@@ -183,7 +186,7 @@ def mlp_lockstep_learn(
             mlp_lockstep(module, target_params, batch.next_obs).reshape(members * size, -1),
             None if next_online is None else next_online.reshape(members * size, -1),
         ).view(members, size)
-        member_losses, slope = member_td_losses_and_grads(q_taken, targets, batch.weights, agent.loss)
+        member_losses, slope = td_loss_and_grad(q_taken, targets, batch.weights, agent.loss)
         delta = torch.zeros_like(q_values).scatter_(2, actions, slope.unsqueeze(2))
         for i in range(len(prefixes) - 1, -1, -1):
             weight, bias = params[f"{prefixes[i]}.weight"], params[f"{prefixes[i]}.bias"]
