@@ -16,23 +16,23 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from dqnbench.hookspecs import hookimpl
+from dqnbench.plugin.hookspecs import hookimpl
 from dqnbench.version import __version__
 
 _LAZY = {
-    "Batch": "dqnbench.batch",
+    "Batch": "dqnbench.plugin.batch",
     "DqnbenchError": "dqnbench.errors",
     "GridError": "dqnbench.errors",
-    "Results": "dqnbench.results",
-    "load_results": "dqnbench.results",
-    "run_grid": "dqnbench.runner",
+    "Results": "dqnbench.run.results",
+    "load_results": "dqnbench.run.results",
+    "run_grid": "dqnbench.run.runner",
 }
 
 if TYPE_CHECKING:
-    from dqnbench.batch import Batch
+    from dqnbench.plugin.batch import Batch
     from dqnbench.errors import DqnbenchError, GridError
-    from dqnbench.results import Results, load_results
-    from dqnbench.runner import run_grid
+    from dqnbench.run.results import Results, load_results
+    from dqnbench.run.runner import run_grid
 
 
 def __getattr__(name: str) -> Any:

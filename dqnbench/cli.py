@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Sequence
 
 from dqnbench.errors import DqnbenchError
-from dqnbench.plugins import PluginWarning
+from dqnbench.plugin.host import PluginWarning
 from dqnbench.version import __version__
 
 EXIT_OK, EXIT_FAILED_RUNS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser(
         "bench-compare", help="exit 1 when a benchmark got slower, relative to its session's calibration"
     )
-    from dqnbench.benchcompare import add_arguments
+    from dqnbench.devtools.benchcompare import add_arguments
 
     add_arguments(bench)
     bench.set_defaults(handler=cmd_bench_compare)
@@ -121,7 +121,7 @@ def _positive_int(text: str) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from dqnbench.runner import plan_failed, prepare, run_plan
+    from dqnbench.run.runner import plan_failed, prepare, run_plan
 
     plan, registry = prepare(args.grid)
     executor = registry.get("executor", args.executor)  # unknown executors and options fail before any run
@@ -140,7 +140,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         lockstep=not args.no_lockstep,
     )
     if not args.no_plots and (results.runs.status == "ok").any():
-        from dqnbench.plots import write_plots
+        from dqnbench.analysis.plots import write_plots
 
         written = write_plots(results, registry=registry)
         print(f"plots: {written[-1]}")
@@ -157,7 +157,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    from dqnbench.diagnostics import plugins_command
+    from dqnbench.devtools.diagnostics import plugins_command
 
     return plugins_command(verbose=args.verbose, check=args.check, env_id=args.env)
 
@@ -165,7 +165,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 def cmd_new_plugin(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from dqnbench.scaffold import next_steps, write_plugin
+    from dqnbench.devtools.scaffold import next_steps, write_plugin
 
     dest = write_plugin(args.name, args.kind, Path(args.dir or args.name))
     print(next_steps(dest, args.name, args.kind))
@@ -173,17 +173,17 @@ def cmd_new_plugin(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from dqnbench.report import report
-    from dqnbench.results import load_results
+    from dqnbench.analysis.report import report
+    from dqnbench.run.results import load_results
 
     print(report(load_results(args.dir, all_runs=args.all_runs), args.format), end="")
     return EXIT_OK
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from dqnbench.plots import write_plots
-    from dqnbench.registry import load_registry
-    from dqnbench.results import load_results
+    from dqnbench.analysis.plots import write_plots
+    from dqnbench.plugin.registry import load_registry
+    from dqnbench.run.results import load_results
 
     for path in write_plots(load_results(args.dir, all_runs=args.all_runs), out_dir=args.out, registry=load_registry()):
         print(path)
@@ -191,8 +191,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from dqnbench.compare import compare_results
-    from dqnbench.results import load_results
+    from dqnbench.analysis.compare import compare_results
+    from dqnbench.run.results import load_results
 
     comparison = compare_results(
         load_results(args.baseline),
@@ -207,7 +207,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_compare(args: argparse.Namespace) -> int:
-    from dqnbench.benchcompare import cmd_bench_compare as run
+    from dqnbench.devtools.benchcompare import cmd_bench_compare as run
 
     return run(args)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dqnbench.registry import load_registry
+from dqnbench.plugin.registry import load_registry
 
 TINY_EXPERIMENT = """
 [experiment]

@@ -16,7 +16,7 @@ def hold_lock_forever(directory: str) -> None:
     import time
     from pathlib import Path
 
-    from dqnbench.lock import experiment_lock
+    from dqnbench.run.lock import experiment_lock
 
     with experiment_lock(Path(directory)):
         print("locked", flush=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from dqnbench.benchcompare import (
+from dqnbench.devtools.benchcompare import (
     CALIBRATION_KEY,
     CALIBRATION_VERSION,
     bench_compare,

@@ -60,7 +60,7 @@ def test_user_errors_exit_2_with_one_line_and_no_traceback(tmp_path, extra, mess
 def test_failing_component_exits_1_and_names_it(write_grid, tmp_path, monkeypatch, capsys):
     import types
 
-    from dqnbench import plugins
+    from dqnbench.plugin import host as plugins
     from tests import plugin_fixtures
 
     class FixtureEntryPoint:  # an installed plugin distribution, as importlib.metadata shows it

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dqnbench.compare import TABLE_COLUMNS, compare_results, match_cells
+from dqnbench.analysis.compare import TABLE_COLUMNS, compare_results, match_cells
 from dqnbench.errors import DqnbenchError
 from tests.test_stats import in_memory_results, make_runs
 

@@ -11,11 +11,11 @@ import torch
 from torch import nn
 
 import dqnbench
-from dqnbench import plugins as plugins_module
+from dqnbench.plugin import host as plugins_module
 from dqnbench.builtin.executors import SerialExecutor
 from dqnbench.builtin.networks import mlp
 from dqnbench.builtin.replays import uniform
-from dqnbench.diagnostics import (
+from dqnbench.devtools.diagnostics import (
     DEFAULT_KINDS,
     Problem,
     _check_executor,
@@ -24,8 +24,8 @@ from dqnbench.diagnostics import (
     plugins_command,
     to_text,
 )
-from dqnbench.plugins import PluginWarning
-from dqnbench.registry import load_registry
+from dqnbench.plugin.host import PluginWarning
+from dqnbench.plugin.registry import load_registry
 
 BROKEN_DIST, BROKEN_VERSION = "dqnbench-broken-example", "6.6.6"
 

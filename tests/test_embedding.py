@@ -8,11 +8,11 @@ import torch
 from PIL import Image
 from torch import nn
 
-import dqnbench.hookspecs
-from dqnbench import embedding as emb
+import dqnbench.plugin.hookspecs
+from dqnbench.analysis import embedding as emb
 from dqnbench.errors import DqnbenchError
-from dqnbench.registry import load_registry
-from dqnbench.results import RunOutput, load_results, write_run
+from dqnbench.plugin.registry import load_registry
+from dqnbench.run.results import RunOutput, load_results, write_run
 
 
 class EncoderHead(nn.Module):
@@ -28,7 +28,7 @@ class EncoderHead(nn.Module):
 
 
 class ThirdPartyPlugin:
-    @dqnbench.hookspecs.hookimpl
+    @dqnbench.plugin.hookspecs.hookimpl
     def dqnbench_networks(self):
         return {"encoder_head": EncoderHead}
 

@@ -109,8 +109,8 @@ def test_a_grid_names_their_components_next_to_the_builtins(tmp_path):
 
 
 def test_they_pass_the_contract_check_and_have_no_clashes():
-    from dqnbench.diagnostics import check_components
-    from dqnbench.registry import load_registry
+    from dqnbench.devtools.diagnostics import check_components
+    from dqnbench.plugin.registry import load_registry
 
     registry = load_registry()
     assert check_components(registry, kinds=("network", "replay", "exploration")) == []
@@ -121,8 +121,8 @@ def test_they_pass_the_contract_check_and_have_no_clashes():
 
 @pytest.mark.parametrize("dist", sorted(EXAMPLES))
 def test_the_grid_snippets_of_their_readmes_are_valid(dist, tmp_path):
-    from dqnbench.grid import load_grid
-    from dqnbench.registry import load_registry
+    from dqnbench.config.grid import load_grid
+    from dqnbench.plugin.registry import load_registry
 
     readme = (PLUGINS / dist / "README.md").read_text(encoding="utf-8")
     snippets = re.findall(r"^```toml\n(.*?)^```", readme, flags=re.MULTILINE | re.DOTALL)

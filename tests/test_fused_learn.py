@@ -7,11 +7,11 @@ import copy
 import pytest
 import torch
 
-from dqnbench.batch import Batch
+from dqnbench.plugin.batch import Batch
 from dqnbench.builtin.networks import mlp
-from dqnbench.config import AgentConfig
-from dqnbench.optim import make_adam
-from dqnbench.train import learn_step
+from dqnbench.config.schema import AgentConfig
+from dqnbench.builtin.optimizers import make_adam
+from dqnbench.agent.loop import learn_step
 
 #: the shapes and agent settings every hand-derived step is checked against autograd with
 HIDDEN = pytest.mark.parametrize("hidden", [[10], [32, 16], []])
@@ -62,7 +62,7 @@ def test_fused_learn_step_matches_autograd(hidden, agent):
 
 
 def test_train_uses_the_fused_step_for_mlp():
-    from dqnbench.train import make_learner
+    from dqnbench.agent.loop import make_learner
 
     net = mlp(4, 2)
     learn = make_learner(net, copy.deepcopy(net), make_adam(net.parameters(), 0.01), AgentConfig())
@@ -74,7 +74,7 @@ def test_train_uses_the_fused_step_for_mlp():
 def test_subclass_with_its_own_forward_learns_through_autograd():
     """A plugin subclassing MLP with another forward must not get MLP's hand-derived gradients."""
     from dqnbench.builtin.networks import MLP
-    from dqnbench.train import make_learner
+    from dqnbench.agent.loop import make_learner
 
     class Scaled(MLP):
         def forward(self, obs: torch.Tensor) -> torch.Tensor:
@@ -101,7 +101,7 @@ def test_subclass_with_its_own_forward_learns_through_autograd():
 def test_lockstep_fused_learn_step_matches_autograd(hidden, agent):
     """K stacked MLPs: the hand-derived lock-step step equals ``learn_step_lockstep`` (autograd), member by member."""
     from dqnbench.builtin.networks import mlp_lockstep
-    from dqnbench.lockstep import StackedQNetwork, learn_step_lockstep, make_lockstep_learner
+    from dqnbench.agent.lockstep import StackedQNetwork, learn_step_lockstep, make_lockstep_learner
 
     members, size, obs_dim, n_actions = 3, 16, 5, 3
     torch.manual_seed(0)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from dqnbench.errors import GridError
-from dqnbench.grid import load_grid
-from dqnbench.runner import prepare
+from dqnbench.config.grid import load_grid
+from dqnbench.run.runner import prepare
 
 
 def error_of(path, registry):

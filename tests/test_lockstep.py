@@ -15,9 +15,9 @@ import dqnbench
 from dqnbench.builtin.dueling import dueling
 from dqnbench.builtin.networks import mlp
 from dqnbench.builtin.noisy import noisy
-from dqnbench.lockstep import StackedQNetwork, network_problem
-from dqnbench.train import make_env
-from dqnbench.vector_envs import make_vector_env, terminal_next_obs
+from dqnbench.agent.lockstep import StackedQNetwork, network_problem
+from dqnbench.agent.loop import make_env
+from dqnbench.agent.envs import make_vector_env, terminal_next_obs
 
 
 def run(grid, out, **kwargs):

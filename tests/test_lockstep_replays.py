@@ -12,7 +12,7 @@ import dqnbench
 from dqnbench.builtin.nstep import nstep
 from dqnbench.builtin.prioritized import prioritized
 from dqnbench.builtin.sumtree import BLOCK, SumTree, SumTrees
-from dqnbench.checks import check_batch
+from dqnbench.plugin.checks import check_batch
 
 FIELDS = {  # Batch field → (dtype, shape given K, B, obs_dim)
     "obs": (torch.float32, lambda k, b, d: (k, b, d)),

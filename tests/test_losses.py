@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from dqnbench.losses import dqn_targets, td_loss
+from dqnbench.agent.losses import dqn_targets, td_loss
 
 
 def test_target_bootstraps_max_of_target_net_and_masks_terminal():
@@ -54,7 +54,7 @@ def test_unknown_loss_is_rejected():
 
 
 def test_member_losses_are_each_members_own_mean_and_shapes_are_checked():
-    from dqnbench.losses import td_loss_and_grad
+    from dqnbench.agent.losses import td_loss_and_grad
 
     q = torch.tensor([[1.0, 2.0], [0.0, 4.0]])
     targets = torch.tensor([[0.0, 0.0], [0.0, 2.0]])

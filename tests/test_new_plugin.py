@@ -12,10 +12,10 @@ import uuid
 import pytest
 
 from dqnbench.cli import main
-from dqnbench.diagnostics import check_components
+from dqnbench.devtools.diagnostics import check_components
 from dqnbench.errors import DqnbenchError
-from dqnbench.registry import load_registry
-from dqnbench.scaffold import KINDS, next_steps, plugin_names, write_plugin
+from dqnbench.plugin.registry import load_registry
+from dqnbench.devtools.scaffold import KINDS, next_steps, plugin_names, write_plugin
 
 
 def test_names_derive_from_the_distribution_name():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dqnbench.numerics import denormals_flushed, flush_denormals
-from dqnbench.train import Components, train
+from dqnbench.agent.numerics import denormals_flushed, flush_denormals
+from dqnbench.agent.loop import Components, train
 
 from .test_train import tiny_run
 

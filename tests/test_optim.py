@@ -7,7 +7,7 @@ import copy
 import torch
 
 from dqnbench.builtin.networks import mlp
-from dqnbench.optim import LeanAdam, TorchAdam, make_adam
+from dqnbench.builtin.optimizers import LeanAdam, TorchAdam, make_adam
 
 
 def test_lean_adam_matches_torch_fused_adam_bit_for_bit():

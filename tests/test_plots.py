@@ -10,11 +10,11 @@ import pytest
 from matplotlib.figure import Figure
 from PIL import Image
 
-from dqnbench import plots
-from dqnbench.compare import compare_results
+from dqnbench.analysis import plots
+from dqnbench.analysis.compare import compare_results
 from dqnbench.errors import ResultsError
-from dqnbench.registry import load_registry
-from dqnbench.results import RunOutput, load_results, write_run
+from dqnbench.plugin.registry import load_registry
+from dqnbench.run.results import RunOutput, load_results, write_run
 from tests.test_stats import in_memory_results, make_runs
 
 PNGS = ("learning_curves.png", "final_scores.png", "improvement.png", "timing.png")

@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 
 from dqnbench.cli import build_parser
-from dqnbench.grid import load_grid
-from dqnbench.registry import load_registry
+from dqnbench.config.grid import load_grid
+from dqnbench.plugin.registry import load_registry
 
 GUIDE = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
 MODULE_NAME = "dqnbench_plugin_guide"

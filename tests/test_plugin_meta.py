@@ -1,4 +1,4 @@
-"""Meta-tests: every hook of ``dqnbench/hookspecs.py`` is documented, shown and tested.
+"""Meta-tests: every hook of ``dqnbench/plugin/hookspecs.py`` is documented, shown and tested.
 
 datasette's rule, for dqnbench: a hook spec added without a section in
 docs/plugins.md (stating its spec's factory signature), without an executed
@@ -20,12 +20,13 @@ from pathlib import Path
 import pytest
 
 import dqnbench
-from dqnbench import diagnostics, hookspecs, scaffold
+from dqnbench.devtools import diagnostics, scaffold
+from dqnbench.plugin import hookspecs
 from dqnbench.builtin.executors import SerialExecutor
 from dqnbench.builtin.explorations import linear
 from dqnbench.builtin.networks import mlp
 from dqnbench.builtin.replays import uniform
-from dqnbench.registry import KINDS
+from dqnbench.plugin.registry import KINDS
 from tests.test_plugin_guide import GUIDE, guide_blocks
 
 TESTS = Path(__file__).resolve().parent
@@ -103,7 +104,7 @@ def test_the_guide_documents_no_hook_that_does_not_exist():
 
 def test_every_hook_is_listed_and_checked_by_dqnbench_plugins():
     assert set(KINDS.values()) == set(HOOKS), "registry.KINDS must map a component kind to every hook"
-    assert set(diagnostics.CHECKS) == set(KINDS), "dqnbench.diagnostics needs a probe for every kind"
+    assert set(diagnostics.CHECKS) == set(KINDS), "dqnbench.devtools.diagnostics needs a probe for every kind"
 
 
 def test_new_plugin_has_a_template_for_every_kind_a_grid_names():

@@ -3,7 +3,7 @@
 The inner pytest sessions run in subprocesses: an in-process run restores
 ``sys.modules`` afterwards, and torch cannot be imported twice in one process.
 Until the ``pytest11`` entry point is installed, the inner sessions load the
-plugin with ``-p dqnbench.pytest_plugin``; once it is, they rely on the entry
+plugin with ``-p dqnbench.devtools.pytest_plugin``; once it is, they rely on the entry
 point (passing ``-p`` as well would register the module twice).
 """
 
@@ -18,18 +18,18 @@ from importlib.metadata import entry_points
 import numpy as np
 import pytest
 
-from dqnbench.benchcompare import CALIBRATION_KEY, bench_compare
+from dqnbench.devtools.benchcompare import CALIBRATION_KEY, bench_compare
 from dqnbench.errors import DqnbenchError, GridError
-from dqnbench.grid import plan_grid
-from dqnbench.pytest_plugin import StepHarness, _benchmark_fixture, assert_learns, component_tables, to_toml
-from dqnbench.runner import bind_components
-from dqnbench.train import train
+from dqnbench.config.grid import plan_grid
+from dqnbench.devtools.pytest_plugin import StepHarness, _benchmark_fixture, assert_learns, component_tables, to_toml
+from dqnbench.run.runner import bind_components
+from dqnbench.agent.loop import train
 from tests import plugin_fixtures
 
 pytest_plugins = ["pytester"]
 
-INSTALLED = any(ep.value == "dqnbench.pytest_plugin" for ep in entry_points(group="pytest11"))
-PLUGIN_ARGS = () if INSTALLED else ("-p", "dqnbench.pytest_plugin")
+INSTALLED = any(ep.value == "dqnbench.devtools.pytest_plugin" for ep in entry_points(group="pytest11"))
+PLUGIN_ARGS = () if INSTALLED else ("-p", "dqnbench.devtools.pytest_plugin")
 
 AUTHOR_SPEED_TESTS = """
 import pytest

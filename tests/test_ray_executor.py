@@ -29,10 +29,10 @@ import torch
 
 import dqnbench
 from dqnbench.cli import main
-from dqnbench.diagnostics import _check_executor
-from dqnbench.grid import load_grid
-from dqnbench.registry import load_registry
-from dqnbench.runner import plan_failed
+from dqnbench.devtools.diagnostics import _check_executor
+from dqnbench.config.grid import load_grid
+from dqnbench.plugin.registry import load_registry
+from dqnbench.run.runner import plan_failed
 from tests import plugin_fixtures
 from tests.conftest import TINY_EXPERIMENT
 

@@ -8,11 +8,11 @@ import warnings
 import pytest
 
 import dqnbench
-from dqnbench import plugins as plugins_module
+from dqnbench.plugin import host as plugins_module
 from dqnbench.builtin import BUILTIN_MODULES
 from dqnbench.errors import DuplicateComponentError, UnknownComponentError
-from dqnbench.plugins import PluginWarning, get_plugin_host
-from dqnbench.registry import Registry, load_registry
+from dqnbench.plugin.host import PluginWarning, get_plugin_host
+from dqnbench.plugin.registry import Registry, load_registry
 
 
 def make_plugin(name: str, **hooks):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import dqnbench
-from dqnbench.grid import load_grid
+from dqnbench.config.grid import load_grid
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "regress.sh"
@@ -29,7 +29,7 @@ def bench_compare_command() -> str:
     probe = subprocess.run([sys.executable, "-m", "dqnbench", "bench-compare", "--help"], capture_output=True)
     if probe.returncode == 0:
         return f"{sys.executable} -m dqnbench bench-compare"
-    return f"{sys.executable} -m dqnbench.benchcompare"
+    return f"{sys.executable} -m dqnbench.devtools.benchcompare"
 
 
 def run_script(*args: str, **env: str) -> subprocess.CompletedProcess:

@@ -18,12 +18,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import dqnbench
-import dqnbench.registry
+import dqnbench.plugin.registry
 from dqnbench.builtin.executors import ProcessExecutor
 from dqnbench.cli import main
 from dqnbench.errors import DqnbenchError, ResultsError
-from dqnbench.grid import load_grid, plan_grid
-from dqnbench.results import runs_dir
+from dqnbench.config.grid import load_grid, plan_grid
+from dqnbench.run.results import runs_dir
 from tests.reliability_helpers import square_or_die
 
 GRID = """
@@ -179,7 +179,7 @@ def test_second_run_on_the_same_directory_is_refused_and_a_stale_lock_is_taken_o
 def test_write_failure_fails_clearly_and_keeps_earlier_results(tmp_path, write_grid, monkeypatch, capsys):
     grid = write_grid(steps=150, seeds=3)
     out = tmp_path / "out"
-    from dqnbench import results as results_module
+    from dqnbench.run import results as results_module
 
     real_save = results_module.torch.save
     calls = []
@@ -309,7 +309,7 @@ def test_cli_never_prints_a_traceback_for_a_bad_grid_file(text, tmp_path_factory
         text.encode("utf-8", "surrogatepass")
     )
     try:
-        load_grid(path, dqnbench.registry.load_registry(load_entrypoints=False))
+        load_grid(path, dqnbench.plugin.registry.load_registry(load_entrypoints=False))
     except DqnbenchError:
         code = main(["run", "--grid", str(path), "--dry-run"])
         err = capsys.readouterr().err

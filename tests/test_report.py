@@ -7,9 +7,9 @@ import io
 import pandas as pd
 import pytest
 
-from dqnbench import stats
+from dqnbench.analysis import stats
 from dqnbench.errors import DqnbenchError
-from dqnbench.report import FORMATS, render_report, report
+from dqnbench.analysis.report import FORMATS, render_report, report
 from tests.test_stats import in_memory_results, make_evals, make_runs
 
 

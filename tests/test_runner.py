@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import dqnbench
-from dqnbench.results import runs_dir
+from dqnbench.run.results import runs_dir
 from tests import plugin_fixtures
 
 

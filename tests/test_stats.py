@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from dqnbench import stats
-from dqnbench.results import Results
+from dqnbench.analysis import stats
+from dqnbench.run.results import Results
 
 
 def make_runs(cells: dict[str, dict[str, Any]], env: str = "CartPole-v1") -> pd.DataFrame:

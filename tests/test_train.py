@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from dqnbench.builtin.replays import uniform
-from dqnbench.grid import load_grid
-from dqnbench.runner import bind_components
-from dqnbench.train import Components, train
+from dqnbench.config.grid import load_grid
+from dqnbench.run.runner import bind_components
+from dqnbench.agent.loop import Components, train
 
 
 def tiny_run(write_grid, registry, extra="", **kwargs):

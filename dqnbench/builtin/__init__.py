@@ -1,6 +1,6 @@
 """dqnbench's built-in components, each module a plugin like any third-party one.
 
-``BUILTIN_MODULES`` is registered first by :func:`dqnbench.plugins.get_plugin_host`,
+``BUILTIN_MODULES`` is registered first by :func:`dqnbench.plugin.host.get_plugin_host`,
 through the same hooks that installed plugins implement.
 """
 

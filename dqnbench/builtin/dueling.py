@@ -20,7 +20,7 @@ from itertools import pairwise
 import torch
 from torch import nn
 
-from dqnbench.hookspecs import hookimpl
+from dqnbench.plugin.hookspecs import hookimpl
 
 
 def _relu_mlp(widths: Sequence[int]) -> nn.Sequential:
@@ -79,7 +79,7 @@ def dueling(obs_dim: int, n_actions: int, hidden: Sequence[int] = (64, 64), stre
 
 def dueling_lockstep(module: DuelingNetwork, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     """K stacked dueling networks on ``x (K, B, obs_dim)`` with batched matmuls (lock-step training)."""
-    from dqnbench.lockstep import stacked_linear
+    from dqnbench.agent.lockstep import stacked_linear
 
     def run(sequential: nn.Sequential, prefix: str, h: torch.Tensor) -> torch.Tensor:
         for i, layer in enumerate(sequential):

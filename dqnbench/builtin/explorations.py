@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from dqnbench.hookspecs import hookimpl
+from dqnbench.plugin.hookspecs import hookimpl
 
 
 def epsilon_greedy(q_values: torch.Tensor, epsilon: float) -> torch.Tensor:

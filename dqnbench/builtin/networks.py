@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dqnbench.batch import Batch
-from dqnbench.hookspecs import hookimpl
-from dqnbench.losses import dqn_targets, td_loss_and_grad
+from dqnbench.plugin.batch import Batch
+from dqnbench.plugin.hookspecs import hookimpl
+from dqnbench.agent.losses import dqn_targets, td_loss_and_grad
 
 
 class MLPBody(nn.Sequential):
@@ -75,7 +75,7 @@ class MLP(nn.Module):
     def fused_learn_step(
         self, target_net: nn.Module, optimizer: Any, agent: Any, batch: Batch
     ) -> tuple[float, torch.Tensor]:
-        """``dqnbench.train.learn_step`` for this MLP, with gradients derived by hand.
+        """``dqnbench.agent.loop.learn_step`` for this MLP, with gradients derived by hand.
 
         Same targets, loss and Adam update as the autograd path (a test checks
         it), but no autograd graph: for the tutorial's 4-10-2 net, building and
@@ -142,7 +142,7 @@ def mlp(
 
 def mlp_lockstep(module: MLP, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     """K stacked MLPs on ``x (K, B, obs_dim)`` with batched matmuls (lock-step training)."""
-    from dqnbench.lockstep import stacked_linear
+    from dqnbench.agent.lockstep import stacked_linear
 
     *hidden, out = module.linear_names
     for name in hidden:
@@ -158,7 +158,7 @@ def mlp_lockstep_learn(
     batch: Batch,
     agent: Any,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``dqnbench.lockstep.learn_step_lockstep`` for K stacked MLPs, gradients derived by hand.
+    """``dqnbench.agent.lockstep.learn_step_lockstep`` for K stacked MLPs, gradients derived by hand.
 
     :meth:`MLP.fused_learn_step` per member, with batched matmuls: member k's
     loss is the mean over its B samples, so its output gradient is
@@ -166,7 +166,7 @@ def mlp_lockstep_learn(
     for all members at once. Same losses, TD errors and update as the autograd
     path (a test checks it), without building a graph.
     """
-    from dqnbench.lockstep import clip_member_grad_norms, stacked_linear
+    from dqnbench.agent.lockstep import clip_member_grad_norms, stacked_linear
 
     params = q_net.params
     prefixes = module.linear_names

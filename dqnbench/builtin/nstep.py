@@ -26,7 +26,7 @@ With ``prioritized = true`` the stored n-step transitions are sampled by the
 same :class:`~dqnbench.builtin.prioritized.ProportionalSampler` as the
 ``prioritized`` buffer (Rainbow's combination).
 
-Lock-step (``nstep.lockstep``, see :mod:`dqnbench.lockstep`) stores one-step
+Lock-step (``nstep.lockstep``, see :mod:`dqnbench.agent.lockstep`) stores one-step
 transitions of K members in a ring (with ``done = terminated | truncated``,
 given explicitly there) and forms n-step returns at sample time, looking ahead
 up to n − 1 slots for all K·B samples at once (:meth:`MembersNStepReplay.nstep`).
@@ -53,7 +53,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from dqnbench.batch import Batch
+from dqnbench.plugin.batch import Batch
 from dqnbench.builtin.prioritized import (
     MemberRingStorage,
     MembersProportionalSampler,
@@ -62,7 +62,7 @@ from dqnbench.builtin.prioritized import (
     to_numpy,
 )
 from dqnbench.builtin.replays import RingStorage
-from dqnbench.hookspecs import hookimpl
+from dqnbench.plugin.hookspecs import hookimpl
 
 
 def nstep_return(rewards: Sequence[float], gamma: float) -> tuple[float, float]:
@@ -313,7 +313,7 @@ def nstep_members(
     return MembersNStepReplay(members, capacity, obs_dim, gamma, n, sampler)
 
 
-nstep.lockstep = nstep_members  # lock-step support (see dqnbench/lockstep.py)
+nstep.lockstep = nstep_members  # lock-step support (see dqnbench/agent/lockstep.py)
 
 
 @hookimpl

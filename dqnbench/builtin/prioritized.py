@@ -12,7 +12,7 @@ The sampling rule lives in :class:`ProportionalSampler` (a :class:`SumTree`
 plus the α/β/ε bookkeeping), apart from the transition storage, so the n-step
 buffer reuses it unchanged.
 
-Lock-step (``prioritized.lockstep``, see :mod:`dqnbench.lockstep`): K members'
+Lock-step (``prioritized.lockstep``, see :mod:`dqnbench.agent.lockstep`): K members'
 transitions in one :class:`MemberRingStorage` and K sum trees in one
 :class:`~dqnbench.builtin.sumtree.SumTrees`, sampled by
 :class:`MembersProportionalSampler`: each member draws from its own priorities
@@ -27,10 +27,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from dqnbench.batch import Batch
+from dqnbench.plugin.batch import Batch
 from dqnbench.builtin.replays import ACTION_DTYPE, RingStorage
 from dqnbench.builtin.sumtree import SumTree, SumTrees
-from dqnbench.hookspecs import hookimpl
+from dqnbench.plugin.hookspecs import hookimpl
 
 
 def priorities_from_td(td_errors: np.ndarray, alpha: float, eps: float) -> np.ndarray:
@@ -397,7 +397,7 @@ def prioritized_members(
     return MembersPrioritizedReplay(members, capacity, obs_dim, gamma, alpha, beta, eps, total_steps)
 
 
-prioritized.lockstep = prioritized_members  # lock-step support (see dqnbench/lockstep.py)
+prioritized.lockstep = prioritized_members  # lock-step support (see dqnbench/agent/lockstep.py)
 
 
 @hookimpl

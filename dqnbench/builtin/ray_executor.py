@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 from dqnbench.errors import DqnbenchError
-from dqnbench.hookspecs import hookimpl
+from dqnbench.plugin.hookspecs import hookimpl
 
 T = TypeVar("T")
 R = TypeVar("R")

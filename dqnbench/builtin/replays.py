@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from dqnbench.batch import Batch
-from dqnbench.hookspecs import hookimpl
+from dqnbench.plugin.batch import Batch
+from dqnbench.plugin.hookspecs import hookimpl
 
 #: stored actions: a discrete action index never needs 64 bits, and at CartPole's 45-byte transitions the
 #: 4 bytes saved pay for prioritised replay's priority; ``Batch.actions`` is widened to int64 when sampled
@@ -156,7 +156,7 @@ def uniform_members(members: int, capacity: int, obs_dim: int, gamma: float) -> 
     return MembersUniformReplay(members, capacity, obs_dim, gamma)
 
 
-uniform.lockstep = uniform_members  # lock-step support (see dqnbench/lockstep.py)
+uniform.lockstep = uniform_members  # lock-step support (see dqnbench/agent/lockstep.py)
 
 
 @hookimpl

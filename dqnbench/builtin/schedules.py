@@ -19,7 +19,7 @@ import math
 import torch
 
 from dqnbench.builtin.explorations import epsilon_greedy
-from dqnbench.hookspecs import hookimpl
+from dqnbench.plugin.hookspecs import hookimpl
 
 
 def exponential_decay(step: int, start: float, end: float, half_life: float) -> float:
@@ -134,7 +134,7 @@ def greedy(n_actions: int, total_steps: int) -> Greedy:
     return Greedy()
 
 
-# Row-wise and stateless: one explorer serves K lock-step members (see dqnbench/lockstep.py).
+# Row-wise and stateless: one explorer serves K lock-step members (see dqnbench/agent/lockstep.py).
 exponential.lockstep = boltzmann.lockstep = greedy.lockstep = True
 
 

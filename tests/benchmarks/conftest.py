@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dqnbench.numerics import flushing_denormals
-from dqnbench.train import make_env
+from dqnbench.agent.numerics import flushing_denormals
+from dqnbench.agent.loop import make_env
 
 from .helpers import Transition
 
 
 @pytest.fixture(autouse=True)
 def _denormals_flushed_as_in_training():
-    """Time components in the numeric mode ``train()`` runs them in (see :mod:`dqnbench.numerics`).
+    """Time components in the numeric mode ``train()`` runs them in (see :mod:`dqnbench.agent.numerics`).
 
     Without it a learn-step benchmark slows down by a factor that depends on
     how many rounds it has run, once Adam's moment estimates turn denormal.

@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from dqnbench.grid import plan_grid
-from dqnbench.pytest_plugin import HARNESS_TOTAL_STEPS, StepHarness, component_tables
-from dqnbench.registry import load_registry
-from dqnbench.runner import bind_components
+from dqnbench.config.grid import plan_grid
+from dqnbench.devtools.pytest_plugin import HARNESS_TOTAL_STEPS, StepHarness, component_tables
+from dqnbench.plugin.registry import load_registry
+from dqnbench.run.runner import bind_components
 
 #: the built-in components (no entry points): what "every built-in component" means
 BUILTIN = load_registry(load_entrypoints=False)

@@ -21,7 +21,7 @@ import torch
 
 import dqnbench
 from dqnbench.builtin.networks import MLP
-from dqnbench.registry import load_registry
+from dqnbench.plugin.registry import load_registry
 
 ENV_VAR = "DQNBENCH_PLANTED_SLOWDOWN"
 SLOWDOWN = float(os.environ.get(ENV_VAR, "0") or 0)

@@ -2,7 +2,7 @@
 
 ``dqnbench bench-compare`` divides every benchmark's time by this one's, so a
 CI runner that is faster or slower than the baseline's does not look like a
-regression (see :mod:`dqnbench.benchcompare`). It must run in every session
+regression (see :mod:`dqnbench.devtools.benchcompare`). It must run in every session
 whose JSON report is compared.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from dqnbench.pytest_plugin import benchmark_calibration
+from dqnbench.devtools.pytest_plugin import benchmark_calibration
 
 
 @pytest.mark.benchmark(group="calibration")

@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 import torch
 
-from dqnbench.grid import load_grid
-from dqnbench.registry import load_registry
-from dqnbench.runner import bind_components
-from dqnbench.train import train
+from dqnbench.config.grid import load_grid
+from dqnbench.plugin.registry import load_registry
+from dqnbench.run.runner import bind_components
+from dqnbench.agent.loop import train
 
 STEPS = 2_000
 TUTORIAL = """

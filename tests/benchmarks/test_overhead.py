@@ -25,10 +25,10 @@ import pytest
 import torch
 from torch import nn
 
-from dqnbench.batch import Batch
-from dqnbench.config import AgentConfig, ComponentConfig, ExperimentConfig, ReplayConfig, RunConfig
-from dqnbench.pytest_plugin import StepHarness
-from dqnbench.train import Components, train
+from dqnbench.plugin.batch import Batch
+from dqnbench.config.schema import AgentConfig, ComponentConfig, ExperimentConfig, ReplayConfig, RunConfig
+from dqnbench.devtools.pytest_plugin import StepHarness
+from dqnbench.agent.loop import Components, train
 
 ENV_ID = "DqnbenchBench/Constant-v0"
 #: env steps per timed ``train()`` call: setup and the one-episode evaluation are amortised over them

@@ -28,8 +28,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from dqnbench.registry import load_registry
-from dqnbench.runner import RunTask, execute_task, make_executor, prepare
+from dqnbench.plugin.registry import load_registry
+from dqnbench.run.runner import RunTask, execute_task, make_executor, prepare
 from tests.test_ray_executor import NO_RAY, free_port, ray_start, short_temp_dir, stop
 
 RUNS = 32

@@ -20,7 +20,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from dqnbench.registry import load_registry
+from dqnbench.plugin.registry import load_registry
 
 CAPACITY = 1_000_000
 OBS_DIM = 4

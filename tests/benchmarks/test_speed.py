@@ -25,11 +25,11 @@ from pathlib import Path
 
 import pytest
 
-from dqnbench.grid import plan_grid
-from dqnbench.numerics import flush_denormals
-from dqnbench.registry import load_registry
-from dqnbench.runner import bind_components
-from dqnbench.train import train
+from dqnbench.config.grid import plan_grid
+from dqnbench.agent.numerics import flush_denormals
+from dqnbench.plugin.registry import load_registry
+from dqnbench.run.runner import bind_components
+from dqnbench.agent.loop import train
 
 from .reference_tutorial import run_reference
 
@@ -102,9 +102,9 @@ SCALING_SCRIPT = """
 import json, resource, sys, time, torch
 sys.path.insert(0, {repo!r})
 torch.set_num_threads(1)
-from dqnbench.lockstep import train_lockstep
-from dqnbench.runner import bind_lockstep_components
-from dqnbench.registry import load_registry
+from dqnbench.agent.lockstep import train_lockstep
+from dqnbench.run.runner import bind_lockstep_components
+from dqnbench.plugin.registry import load_registry
 from tests.benchmarks.test_speed import tutorial_config
 members, steps = int(sys.argv[1]), int(sys.argv[2])
 spec, _ = tutorial_config(steps, (10,), 32)

@@ -1,6 +1,6 @@
 """A full training step — act, env step, store, learn — of every cell of the default grid (``grid.toml``).
 
-The agent steps exactly as :func:`dqnbench.train.train` does (``StepHarness``,
+The agent steps exactly as :func:`dqnbench.agent.loop.train` does (``StepHarness``,
 checked against ``train()`` in ``tests/test_pytest_plugin.py``), with the
 replay first filled to ``learning_starts`` so every timed step learns.
 """
@@ -11,9 +11,9 @@ import math
 
 import pytest
 
-from dqnbench.grid import load_grid
-from dqnbench.pytest_plugin import SWAPPABLE, StepHarness
-from dqnbench.runner import bind_components
+from dqnbench.config.grid import load_grid
+from dqnbench.devtools.pytest_plugin import SWAPPABLE, StepHarness
+from dqnbench.run.runner import bind_components
 
 from .helpers import BUILTIN, REPO
 

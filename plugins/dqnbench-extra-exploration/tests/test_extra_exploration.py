@@ -14,7 +14,7 @@ from itertools import pairwise
 import dqnbench
 import pytest
 import torch
-from dqnbench.registry import load_registry
+from dqnbench.plugin.registry import load_registry
 
 import dqnbench_extra_exploration
 from dqnbench_extra_exploration import ez_greedy, zeta_probabilities

@@ -14,7 +14,7 @@ import textwrap
 import dqnbench
 import pytest
 import torch
-from dqnbench.registry import load_registry
+from dqnbench.plugin.registry import load_registry
 
 import dqnbench_extra_networks
 from dqnbench_extra_networks import layernorm_mlp, residual_mlp

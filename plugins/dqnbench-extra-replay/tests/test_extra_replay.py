@@ -14,7 +14,7 @@ import dqnbench
 import numpy as np
 import pytest
 import torch
-from dqnbench.registry import load_registry
+from dqnbench.plugin.registry import load_registry
 
 import dqnbench_extra_replay
 from dqnbench_extra_replay import combined

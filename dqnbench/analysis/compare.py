@@ -37,9 +37,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dqnbench import stats
+from dqnbench.analysis import stats
 from dqnbench.errors import DqnbenchError
-from dqnbench.results import RUN_COLUMNS, RUN_SUMMARY, Results
+from dqnbench.run.results import RUN_COLUMNS, RUN_SUMMARY, Results
 
 #: Default allowed relative drop of the IQM final return (5 % of |baseline IQM|).
 TOLERANCE = 0.05
@@ -139,7 +139,7 @@ class Comparison:
 
     def render(self, fmt: str = "table", *, width: int | None = None) -> str:
         """``table`` (rich text), ``markdown`` or ``csv`` (the raw numeric table)."""
-        from dqnbench.report import FORMATS, markdown_table, rich_text
+        from dqnbench.analysis.report import FORMATS, markdown_table, rich_text
 
         if fmt not in FORMATS:
             raise DqnbenchError(f"unknown format {fmt!r} (allowed: {', '.join(FORMATS)})")

@@ -253,7 +253,7 @@ class BenchComparison:
 
     def render(self, fmt: str = "table", *, width: int | None = None) -> str:
         """``table`` (plain text), ``markdown`` (for a PR comment) or ``csv`` (the raw numbers)."""
-        from dqnbench.report import FORMATS, markdown_table, rich_text
+        from dqnbench.analysis.report import FORMATS, markdown_table, rich_text
 
         if fmt not in FORMATS:
             raise DqnbenchError(f"unknown format {fmt!r} (allowed: {', '.join(FORMATS)})")
@@ -440,7 +440,7 @@ def parse_fraction(text: str) -> float:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The ``bench-compare`` arguments, shared by ``dqnbench bench-compare`` and ``python -m dqnbench.benchcompare``."""
+    """The ``bench-compare`` arguments, shared by ``dqnbench bench-compare`` and ``python -m dqnbench.devtools.benchcompare``."""
     parser.add_argument("base", metavar="BASE.json", help="pytest-benchmark JSON report of the baseline")
     parser.add_argument("new", metavar="NEW.json", help="pytest-benchmark JSON report to judge")
     parser.add_argument(
@@ -476,7 +476,7 @@ def cmd_bench_compare(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m dqnbench.benchcompare BASE.json NEW.json``: the same as ``dqnbench bench-compare``."""
+    """``python -m dqnbench.devtools.benchcompare BASE.json NEW.json``: the same as ``dqnbench bench-compare``."""
     parser = add_arguments(argparse.ArgumentParser(prog="dqnbench bench-compare", description=DESCRIPTION))
     args = parser.parse_args(argv)
     try:

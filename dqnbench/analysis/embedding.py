@@ -43,8 +43,8 @@ from dqnbench.errors import DqnbenchError
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from dqnbench.registry import Registry
-    from dqnbench.results import Results
+    from dqnbench.plugin.registry import Registry
+    from dqnbench.run.results import Results
 
 #: Okabe & Ito (2008) colour-blind-safe palette, black dropped: one colour per action.
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
@@ -425,7 +425,7 @@ def load_trained_network(results: Results, run_id: str, registry: Registry | Non
     ``config["network"]`` and loads the saved weights (``weights_only=True``).
     """
     if registry is None:
-        from dqnbench.registry import load_registry
+        from dqnbench.plugin.registry import load_registry
 
         registry = load_registry()
     record = results.record(run_id)
@@ -445,7 +445,7 @@ def representative_runs(runs: pd.DataFrame) -> list[tuple[str, str]]:
     run whose final return is closest to the cell's median: a typical seed of
     the variant's best configuration, not a lucky one.
     """
-    from dqnbench.stats import ENV_COLUMN, iqm, ok_runs
+    from dqnbench.analysis.stats import ENV_COLUMN, iqm, ok_runs
 
     good = ok_runs(runs)
     if good.empty:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from dqnbench.batch import Batch
+from dqnbench.plugin.batch import Batch
 
 
 class ContractError(TypeError):

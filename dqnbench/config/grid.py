@@ -1,7 +1,7 @@
 """Grid file (TOML) → validated run specs.
 
 ``tomllib`` gives nested dicts; this module checks every section and key
-against :mod:`dqnbench.config` and the registry, expands the ``[grid]`` axes
+against :mod:`dqnbench.config.schema` and the registry, expands the ``[grid]`` axes
 (cartesian product) times the seeds, and gives each run a stable id derived
 from its resolved config. Every problem is a :class:`~dqnbench.errors.GridError`
 naming the file, the key and the allowed values.
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dqnbench.config import (
+from dqnbench.config.schema import (
     LOSSES,
     AgentConfig,
     ComponentConfig,
@@ -39,7 +39,7 @@ from dqnbench.config import (
     run_id,
 )
 from dqnbench.errors import DqnbenchError, GridError
-from dqnbench.registry import Registry
+from dqnbench.plugin.registry import Registry
 
 COMPONENT_SECTIONS = ("network", "replay", "exploration")
 SECTIONS = ("experiment", "agent", *COMPONENT_SECTIONS, "grid")

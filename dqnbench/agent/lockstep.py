@@ -39,14 +39,14 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from dqnbench.checks import check_actions, check_batch, check_q_values
-from dqnbench.config import AgentConfig, RunConfig
-from dqnbench.contracts import Explorer
-from dqnbench.losses import dqn_targets, weighted_td_losses
-from dqnbench.numerics import flush_denormals
-from dqnbench.optim import LeanAdam, TorchAdam, make_adam
-from dqnbench.train import EVAL_SEED_OFFSET, MAX_EVAL_EPISODE_STEPS, TrainLog, make_env, seed_everything
-from dqnbench.vector_envs import make_vector_env, terminal_next_obs
+from dqnbench.plugin.checks import check_actions, check_batch, check_q_values
+from dqnbench.config.schema import AgentConfig, RunConfig
+from dqnbench.plugin.contracts import Explorer
+from dqnbench.agent.losses import dqn_targets, weighted_td_losses
+from dqnbench.agent.numerics import flush_denormals
+from dqnbench.builtin.optimizers import LeanAdam, TorchAdam, make_adam
+from dqnbench.agent.loop import EVAL_SEED_OFFSET, MAX_EVAL_EPISODE_STEPS, TrainLog, make_env, seed_everything
+from dqnbench.agent.envs import make_vector_env, terminal_next_obs
 
 
 @dataclass(frozen=True)
@@ -168,7 +168,7 @@ def train_lockstep(
 ) -> list[TrainLog]:
     """Train one DQN per seed of a cell, all in one batched loop; return one log per seed.
 
-    Runs with CPU denormals flushed to zero, like :func:`dqnbench.train.train`.
+    Runs with CPU denormals flushed to zero, like :func:`dqnbench.agent.loop.train`.
     """
     exp, agent = config.experiment, config.agent
     members = len(seeds)

@@ -29,18 +29,18 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from dqnbench import plugins as plugin_host
-from dqnbench.checks import ContractError
-from dqnbench.config import RunConfig
-from dqnbench.contracts import Executor
+from dqnbench.plugin import host as plugin_host
+from dqnbench.plugin.checks import ContractError
+from dqnbench.config.schema import RunConfig
+from dqnbench.plugin.contracts import Executor
 from dqnbench.errors import DqnbenchError, GridError, ResultsError
-from dqnbench.grid import Plan, RunSpec, load_grid
-from dqnbench.lock import experiment_lock
-from dqnbench.lockstep import LockstepComponents, network_problem, train_lockstep, vmap_slowdown
-from dqnbench.plugins import ENTRY_POINT_GROUP
-from dqnbench.progress import RunProgress, print_summary
-from dqnbench.registry import Component, Registry, load_registry
-from dqnbench.results import (
+from dqnbench.config.grid import Plan, RunSpec, load_grid
+from dqnbench.run.lock import experiment_lock
+from dqnbench.agent.lockstep import LockstepComponents, network_problem, train_lockstep, vmap_slowdown
+from dqnbench.plugin.host import ENTRY_POINT_GROUP
+from dqnbench.run.progress import RunProgress, print_summary
+from dqnbench.plugin.registry import Component, Registry, load_registry
+from dqnbench.run.results import (
     Results,
     RunOutput,
     clean_partial_writes,
@@ -49,7 +49,7 @@ from dqnbench.results import (
     write_plan,
     write_run,
 )
-from dqnbench.train import Components, Diverged, TrainLog, env_dims, make_env, train
+from dqnbench.agent.loop import Components, Diverged, TrainLog, env_dims, make_env, train
 from dqnbench.version import __version__
 
 DEFAULT_EXECUTOR = "process"
@@ -267,7 +267,7 @@ def lockstep_cells(plan: Plan, registry: Registry, stream: TextIO) -> set[str]:
 
 
 def lockstep_problem(config: RunConfig, chosen: dict[str, Component], dims: tuple[int, int]) -> str | None:
-    """Why a cell cannot train in lock-step, or None (see :mod:`dqnbench.lockstep` for what each kind needs)."""
+    """Why a cell cannot train in lock-step, or None (see :mod:`dqnbench.agent.lockstep` for what each kind needs)."""
     if not callable(getattr(chosen["replay"].factory, "lockstep", None)):
         return f"{chosen['replay'].describe()} does not declare lock-step support"
     if getattr(chosen["exploration"].factory, "lockstep", None) is not True:

@@ -79,7 +79,7 @@ def plugin_names(name: str, kind: str) -> PluginNames:
             f"a module named {module!r} is already importable ({spec.origin}); pick another name so that "
             "installing the plugin does not shadow it"
         )
-    from dqnbench.registry import load_registry
+    from dqnbench.plugin.registry import load_registry
 
     if component in load_registry(load_entrypoints=False).names(kind):
         raise DqnbenchError(
@@ -483,7 +483,7 @@ import textwrap
 import dqnbench
 import pytest
 import torch
-from dqnbench.registry import load_registry
+from dqnbench.plugin.registry import load_registry
 
 DISTRIBUTION = "$dist"
 

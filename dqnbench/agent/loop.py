@@ -26,13 +26,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from dqnbench.checks import check_actions, check_batch, check_q_values
-from dqnbench.config import AgentConfig, RunConfig
-from dqnbench.contracts import Explorer, ReplayBuffer
+from dqnbench.plugin.checks import check_actions, check_batch, check_q_values
+from dqnbench.config.schema import AgentConfig, RunConfig
+from dqnbench.plugin.contracts import Explorer, ReplayBuffer
 from dqnbench.errors import DqnbenchError
-from dqnbench.losses import dqn_targets, td_loss
-from dqnbench.numerics import flush_denormals
-from dqnbench.optim import LeanAdam, TorchAdam, make_adam
+from dqnbench.agent.losses import dqn_targets, td_loss
+from dqnbench.agent.numerics import flush_denormals
+from dqnbench.builtin.optimizers import LeanAdam, TorchAdam, make_adam
 
 #: the evaluation env is seeded apart from the training env
 EVAL_SEED_OFFSET = 1_000_003
@@ -42,7 +42,7 @@ MAX_EVAL_EPISODE_STEPS = 100_000
 
 @dataclass(frozen=True)
 class Components:
-    """One run's component factories, grid params bound (see :mod:`dqnbench.runner`)."""
+    """One run's component factories, grid params bound (see :mod:`dqnbench.run.runner`)."""
 
     network: Callable[[int, int], nn.Module]
     replay: Callable[[int, int, float], ReplayBuffer]
@@ -110,7 +110,7 @@ class TrainLog:
 def train(config: RunConfig, seed: int, components: Components, timing: bool = True) -> TrainLog:
     """Train one DQN run and return its log (see the module docstring for the loop).
 
-    Runs with CPU denormals flushed to zero (:mod:`dqnbench.numerics` says why).
+    Runs with CPU denormals flushed to zero (:mod:`dqnbench.agent.numerics` says why).
     """
     exp, agent = config.experiment, config.agent
     clock = time.perf_counter if timing else _no_clock

@@ -1,7 +1,7 @@
 """Typed contracts of the objects that plugins build.
 
 These Protocols say what the training loop and the runner call on a component;
-``dqnbench/hookspecs.py`` says how a plugin hands its factories over. A plugin
+``dqnbench/plugin/hookspecs.py`` says how a plugin hands its factories over. A plugin
 does not need to inherit from anything here: matching the methods is enough.
 """
 
@@ -13,7 +13,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 import numpy as np
 import torch
 
-from dqnbench.batch import Batch
+from dqnbench.plugin.batch import Batch
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -1,6 +1,6 @@
 """The report table: one row per grid cell, as a terminal table, Markdown or CSV.
 
-What it shows, per cell (see :func:`dqnbench.stats.cell_summary`): the IQM of
+What it shows, per cell (see :func:`dqnbench.analysis.stats.cell_summary`): the IQM of
 the final greedy evaluation return across seeds with its 95 % stratified
 bootstrap CI (Agarwal et al. 2021), mean and median, the normalised area under
 the evaluation curve, steps to the environment's reward threshold, steps per
@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from dqnbench import stats
+from dqnbench.analysis import stats
 from dqnbench.errors import DqnbenchError
 
 if TYPE_CHECKING:
-    from dqnbench.results import Results
+    from dqnbench.run.results import Results
 
 FORMATS = ("table", "markdown", "csv")
 
@@ -118,7 +118,7 @@ def footnote(summary: pd.DataFrame, confidence: float = stats.CONFIDENCE, n_resa
 
 
 def render_report(summary: pd.DataFrame, fmt: str = "table", *, width: int | None = None) -> str:
-    """Render a :func:`dqnbench.stats.cell_summary` as ``table`` (rich), ``markdown`` or ``csv``."""
+    """Render a :func:`dqnbench.analysis.stats.cell_summary` as ``table`` (rich), ``markdown`` or ``csv``."""
     if fmt not in FORMATS:
         raise DqnbenchError(f"unknown report format {fmt!r} (allowed: {', '.join(FORMATS)})")
     if fmt == "csv":

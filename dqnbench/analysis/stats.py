@@ -14,7 +14,7 @@ Reinforcement Learning at the Edge of the Statistical Precipice", NeurIPS (the
   ``n_x · n_y`` (their §4.4), with its bootstrap CI.
 
 Everything works per *grid cell* (one configuration, all its seeds) from the
-``runs`` / ``evals`` / ``steps`` DataFrames of :class:`dqnbench.results.Results`.
+``runs`` / ``evals`` / ``steps`` DataFrames of :class:`dqnbench.run.results.Results`.
 Only runs with ``status == "ok"`` carry scores; summaries say how many failed
 (crashed) or diverged (the loss became NaN) and were left out.
 Bootstraps use a fixed seed so a report is reproducible. A cell with one
@@ -34,7 +34,7 @@ import pandas as pd
 from scipy import stats as sps
 
 if TYPE_CHECKING:
-    from dqnbench.results import Results
+    from dqnbench.run.results import Results
 
 #: Two-sided confidence level of every interval dqnbench reports.
 CONFIDENCE = 0.95
@@ -478,7 +478,7 @@ def _timing_columns(timing: pd.DataFrame | None, run_ids: pd.Series) -> dict[str
 
 
 def summarize(results: Results, **kwargs: Any) -> pd.DataFrame:
-    """:func:`cell_summary` of a :class:`~dqnbench.results.Results`."""
+    """:func:`cell_summary` of a :class:`~dqnbench.run.results.Results`."""
     return cell_summary(results.runs, results.evals, results.steps, **kwargs)
 
 

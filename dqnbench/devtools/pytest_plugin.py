@@ -20,7 +20,7 @@ seed=0, plugins=(), load_entrypoints=True)``
     Times one standard DQN training step — act (eval net + explorer, batch 1), env step, store, and a learn step
     (sample, gradient step, priority update) — with the named component swapped into otherwise default components
     (``mlp`` network, ``uniform`` replay, ``linear`` exploration, the default ``[agent]``), exactly as
-    :func:`dqnbench.train.train` steps. It first steps until learning starts (``agent.learning_starts``), so every
+    :func:`dqnbench.agent.loop.train` steps. It first steps until learning starts (``agent.learning_starts``), so every
     timed call learns (with the default ``train_every = 1``). ``kind`` is ``"network"``, ``"replay"`` or
     ``"exploration"``; ``params`` go to its factory, validated like a grid's; ``agent`` overrides ``[agent]`` keys;
     ``grid`` adds or overrides any grid tables (e.g. another component); ``plugins`` are extra in-process plugin
@@ -33,7 +33,7 @@ seed=0, plugins=(), load_entrypoints=True)``
 ``dqnbench_calibration()``
     Benchmarks dqnbench's fixed torch + NumPy calibration workload and marks it as the session's calibration, so
     ``dqnbench bench-compare BASE.json NEW.json`` can judge this suite's timings relative to the machine's speed in
-    the same session (see :mod:`dqnbench.benchcompare`). Put it in any suite whose JSON you compare.
+    the same session (see :mod:`dqnbench.devtools.benchcompare`). Put it in any suite whose JSON you compare.
 
 ``dqnbench_learns(kind, name, params=None, *, env="CartPole-v1", seeds=3, total_steps=15_000, threshold=100.0,
 agent=None, grid=None, eval_episodes=10, executor="process", workers=None, plugins=(), load_entrypoints=True)``
@@ -69,9 +69,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from dqnbench.config import RunConfig
-    from dqnbench.results import Results
-    from dqnbench.train import Components
+    from dqnbench.config.schema import RunConfig
+    from dqnbench.run.results import Results
+    from dqnbench.agent.loop import Components
 
 #: the kinds of component a step or a grid can swap in
 SWAPPABLE = ("network", "replay", "exploration")
@@ -85,7 +85,7 @@ LEARN_ENV, LEARN_SEEDS, LEARN_STEPS, LEARN_THRESHOLD = "CartPole-v1", 3, 15_000,
 
 
 class StepHarness:
-    """One DQN agent that can be advanced a step at a time, stepping exactly as :func:`dqnbench.train.train` does.
+    """One DQN agent that can be advanced a step at a time, stepping exactly as :func:`dqnbench.agent.loop.train` does.
 
     ``train()`` runs a whole experiment in one call, which is the wrong grain for
     a benchmark of one step. The harness repeats its setup (same seeding, same
@@ -97,7 +97,7 @@ class StepHarness:
     def __init__(self, config: RunConfig, components: Components, seed: int = 0, chosen: Mapping | None = None):
         import torch
 
-        from dqnbench.train import (
+        from dqnbench.agent.loop import (
             EVAL_SEED_OFFSET,
             check_components,
             env_dims,
@@ -137,9 +137,9 @@ class StepHarness:
         where: str = "<benchmark grid>",
     ) -> StepHarness:
         """The harness of the first cell of a grid given as parsed TOML tables, validated like a grid file."""
-        from dqnbench.grid import plan_grid
-        from dqnbench.registry import load_registry
-        from dqnbench.runner import bind_components, check_env
+        from dqnbench.config.grid import plan_grid
+        from dqnbench.plugin.registry import load_registry
+        from dqnbench.run.runner import bind_components, check_env
 
         registry = load_registry(load_entrypoints, tuple(plugins))
         plan = plan_grid(tables, where, registry)
@@ -192,8 +192,8 @@ class StepHarness:
 
     def learn(self) -> float:
         """The loop's learning phase: ``gradient_steps`` × (sample, learn step, priority update, target copy)."""
-        from dqnbench.checks import check_batch
-        from dqnbench.train import Diverged
+        from dqnbench.plugin.checks import check_batch
+        from dqnbench.agent.loop import Diverged
 
         total = 0.0
         for _ in range(self.agent.gradient_steps):
@@ -284,9 +284,9 @@ def component_tables(
 
 @contextlib.contextmanager
 def _single_thread() -> Iterator[None]:
-    """Time as every run trains: one torch thread (:func:`dqnbench.runner.single_thread`), denormals flushed."""
-    from dqnbench.numerics import flushing_denormals
-    from dqnbench.runner import single_thread
+    """Time as every run trains: one torch thread (:func:`dqnbench.run.runner.single_thread`), denormals flushed."""
+    from dqnbench.agent.numerics import flushing_denormals
+    from dqnbench.run.runner import single_thread
 
     with single_thread(), flushing_denormals():
         yield
@@ -308,7 +308,7 @@ def benchmark_step(benchmark: Any, kind: str, name: str, params: Mapping[str, An
 
 def benchmark_calibration(benchmark: Any) -> None:
     """Time the fixed calibration workload and mark it as this session's calibration for ``bench-compare``."""
-    from dqnbench.benchcompare import CALIBRATION_KEY, CALIBRATION_VERSION, CalibrationWorkload
+    from dqnbench.devtools.benchcompare import CALIBRATION_KEY, CALIBRATION_VERSION, CalibrationWorkload
 
     workload = CalibrationWorkload()
     benchmark.extra_info.update(
@@ -375,8 +375,8 @@ def assert_learns(
     The IQM (Agarwal et al. 2021) over seeds, not the mean, so one unlucky seed
     does not fail the test and one lucky seed does not pass it.
     """
-    from dqnbench import stats
-    from dqnbench.runner import run_grid
+    from dqnbench.analysis import stats
+    from dqnbench.run.runner import run_grid
 
     experiment = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"learns-{kind}-{name}")[:100]
     tables = component_tables(

@@ -3,7 +3,7 @@
 Every figure function takes DataFrames (``Results.runs`` / ``evals`` /
 ``steps``) and returns a :class:`matplotlib.figure.Figure`, so it works in a
 notebook as well as here; :func:`write_plots` only saves them. Statistics come
-from :mod:`dqnbench.stats` (IQM with stratified bootstrap CIs and the
+from :mod:`dqnbench.analysis.stats` (IQM with stratified bootstrap CIs and the
 probability of improvement, after Agarwal et al. 2021). Colours are Okabe &
 Ito's colour-blind-safe palette, repeated with different line styles beyond
 eight cells. Figures are built with ``matplotlib.figure.Figure`` (no pyplot
@@ -18,7 +18,7 @@ Files written by :func:`write_plots` into ``<results>/plots/``:
 - ``improvement.png``: the probability-of-improvement matrix P(row > column);
 - ``timing.png``: stacked per-step act / env / learn time with steps per second;
 - ``embedding_<i>.png`` / ``.gif``: the 3D embedding of each network variant
-  (see :mod:`dqnbench.embedding`);
+  (see :mod:`dqnbench.analysis.embedding`);
 - ``index.md``: the report table and every image.
 """
 
@@ -30,7 +30,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dqnbench.embedding import OKABE_ITO, use_agg
+from dqnbench.analysis.embedding import OKABE_ITO, use_agg
 
 use_agg()  # before anything imports pyplot
 
@@ -38,12 +38,12 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from dqnbench import stats  # noqa: E402
+from dqnbench.analysis import stats  # noqa: E402
 from dqnbench.errors import ResultsError  # noqa: E402
 
 if TYPE_CHECKING:
-    from dqnbench.registry import Registry
-    from dqnbench.results import Results
+    from dqnbench.plugin.registry import Registry
+    from dqnbench.run.results import Results
 
 #: Resolution of every PNG.
 DPI = 150
@@ -278,7 +278,7 @@ def _write_embeddings(
     results: Results, out: Path, registry: Registry | None, *, gif: bool, gif_frames: int, episodes: int
 ) -> tuple[list[tuple[str, Path, Path | None]], list[str]]:
     """One PNG (and GIF) per network variant; failures become notes, not crashes."""
-    from dqnbench.embedding import (
+    from dqnbench.analysis.embedding import (
         embed_states,
         embedding_figure,
         embedding_frame,
@@ -292,7 +292,7 @@ def _write_embeddings(
     for i, (run_id, variant) in enumerate(representative_runs(results.runs)):
         try:
             if registry is None:
-                from dqnbench.registry import load_registry
+                from dqnbench.plugin.registry import load_registry
 
                 registry = load_registry()
             net = load_trained_network(results, run_id, registry)
@@ -315,7 +315,7 @@ def _write_index(
     results: Results, out: Path, embeddings: list[tuple[str, Path, Path | None]], notes: list[str]
 ) -> Path:
     """``index.md``: the report table, then every figure with a sentence on how to read it."""
-    from dqnbench.report import render_report
+    from dqnbench.analysis.report import render_report
 
     table = render_report(stats.summarize(results), "markdown")
     lines = [

@@ -7,7 +7,7 @@ components it provides, plugins that failed to load, duplicate names);
 :func:`check_components` answers the second without a training run: it builds
 every network, replay and exploration (executors on request) with its default
 params on a small environment and probes it with the contract checks the
-training loop runs (``dqnbench.checks``),
+training loop runs (``dqnbench.plugin.checks``),
 plus the things a run needs later (gradients, ``deepcopy`` for the target net,
 weights that reload with ``weights_only=True``). Every failure becomes a
 :class:`Problem` naming the component's distribution, never a traceback.
@@ -31,10 +31,10 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from dqnbench.checks import check_actions, check_batch, check_q_values
+from dqnbench.plugin.checks import check_actions, check_batch, check_q_values
 from dqnbench.errors import DqnbenchError
-from dqnbench.registry import KINDS, Component, Registry, load_registry
-from dqnbench.train import env_dims, make_env, seed_everything
+from dqnbench.plugin.registry import KINDS, Component, Registry, load_registry
+from dqnbench.agent.loop import env_dims, make_env, seed_everything
 
 #: what the probes use: a few hundred env steps, small batches, a short schedule
 PROBE_STEPS = 200
@@ -152,7 +152,7 @@ def _plugins_tree(registry: Registry) -> Group:
 
 def _host(registry: Registry):
     if registry.host is None:
-        raise ValueError("this registry was not built from a plugin host; use dqnbench.registry.load_registry()")
+        raise ValueError("this registry was not built from a plugin host; use dqnbench.plugin.registry.load_registry()")
     return registry.host
 
 

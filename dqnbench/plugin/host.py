@@ -18,7 +18,7 @@ from typing import Any
 
 import pluggy
 
-from dqnbench import hookspecs
+from dqnbench.plugin import hookspecs
 from dqnbench.builtin import BUILTIN_MODULES
 from dqnbench.version import __version__
 
