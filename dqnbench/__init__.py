@@ -21,6 +21,10 @@ from dqnbench.version import __version__
 
 _LAZY = {
     "Batch": "dqnbench.plugin.batch",
+    "LearnerBase": "dqnbench.agent.learning",
+    "LearnerLoss": "dqnbench.plugin.contracts",
+    "ObsSpec": "dqnbench.plugin.obs",
+    "autograd_backward": "dqnbench.agent.learning",
     "DqnbenchError": "dqnbench.errors",
     "GridError": "dqnbench.errors",
     "Results": "dqnbench.run.results",
@@ -29,8 +33,11 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
-    from dqnbench.plugin.batch import Batch
+    from dqnbench.agent.learning import LearnerBase, autograd_backward
     from dqnbench.errors import DqnbenchError, GridError
+    from dqnbench.plugin.batch import Batch
+    from dqnbench.plugin.contracts import LearnerLoss
+    from dqnbench.plugin.obs import ObsSpec
     from dqnbench.run.results import Results, load_results
     from dqnbench.run.runner import run_grid
 
@@ -43,4 +50,17 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'dqnbench' has no attribute {name!r}")
 
 
-__all__ = ["Batch", "DqnbenchError", "GridError", "Results", "hookimpl", "load_results", "run_grid", "__version__"]
+__all__ = [
+    "Batch",
+    "DqnbenchError",
+    "GridError",
+    "LearnerBase",
+    "LearnerLoss",
+    "ObsSpec",
+    "Results",
+    "__version__",
+    "autograd_backward",
+    "hookimpl",
+    "load_results",
+    "run_grid",
+]

@@ -90,18 +90,21 @@ def build_parser() -> argparse.ArgumentParser:
     plugins.add_argument(
         "--check",
         action="store_true",
-        help="build every component on a small environment and check its contract; exit 1 on a problem",
+        help="build every network, replay, exploration, env, learner and optimizer on a small environment and "
+        "check its contract; exit 1 on a problem",
     )
     plugins.add_argument(
         "--env", default="CartPole-v1", metavar="ID", help="environment of --check (default: CartPole-v1)"
     )
     plugins.set_defaults(handler=cmd_plugins)
 
+    from dqnbench.devtools.scaffold import KINDS as TEMPLATE_KINDS
+
     new_plugin = sub.add_parser("new-plugin", help="write a ready-to-install plugin package with a working component")
     new_plugin.add_argument("name", metavar="NAME", help="distribution name, e.g. dqnbench-my-network")
     new_plugin.add_argument(
         "--kind",
-        choices=["network", "replay", "exploration"],
+        choices=list(TEMPLATE_KINDS),
         default="network",
         help="component kind (default: network)",
     )

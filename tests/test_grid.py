@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dqnbench.errors import GridError
 from dqnbench.config.grid import load_grid
+from dqnbench.errors import GridError
 from dqnbench.run.runner import prepare
 
 
@@ -59,7 +59,8 @@ def test_defaults_reproduce_the_contract(tmp_path, registry):
     (config,) = [c for _, _, c in plan.cells]
     assert config.experiment.env == "CartPole-v1" and config.network.name == "mlp"
     assert config.replay.name == "uniform" and config.exploration.name == "linear"
-    assert config.agent.double is False and config.agent.loss == "mse"
+    assert config.env.name == "auto" and config.optimizer.name == "adam"
+    assert config.learner.name == "dqn" and config.learner.params == {"double": False, "loss": "mse"}
     assert [r.label for r in plan.runs] == ["default"] * len(config.experiment.seeds)
 
 

@@ -12,12 +12,14 @@ from scipy import stats
 from torch import nn
 
 import dqnbench
+import dqnbench.nn as dqnbench_nn
+from dqnbench.agent.envs import make_envs, terminal_next_obs
+from dqnbench.agent.nets import QNetworks, VmapStack, network_problem, stack_modules
 from dqnbench.builtin.dueling import dueling
+from dqnbench.builtin.envs import gymnasium
 from dqnbench.builtin.networks import mlp
 from dqnbench.builtin.noisy import noisy
-from dqnbench.agent.lockstep import StackedQNetwork, network_problem
-from dqnbench.agent.loop import make_env
-from dqnbench.agent.envs import make_vector_env, terminal_next_obs
+from dqnbench.plugin.obs import ObsSpec
 
 
 def run(grid, out, **kwargs):
@@ -47,27 +49,32 @@ def test_members_land_in_the_same_tables_as_independent_runs(write_grid, tmp_pat
     "factory, params",
     [(mlp, {"hidden": [8, 8]}), (dueling, {"hidden": [8], "stream_hidden": 4}), (noisy, {"hidden": [8]})],
 )
-def test_batched_matmul_forward_equals_each_member_network(factory, params):
+@pytest.mark.parametrize("outputs", [1, 5])
+def test_builtin_networks_stack_natively_and_equal_each_member(factory, params, outputs):
     torch.manual_seed(0)
-    nets = [factory(4, 3, **params) for _ in range(3)]
+    nets = [factory(ObsSpec(4), 3, outputs=outputs, **params) for _ in range(3)]
     for net in nets:
         net.eval()  # noise off, so outputs are deterministic
-    stacked = StackedQNetwork(nets, torch.device("cpu"), factory.lockstep).train(False)
-    via_vmap = StackedQNetwork(nets, torch.device("cpu")).train(False)
+    stacked = stack_modules(nets, ObsSpec(4)).eval()
+    via_vmap = VmapStack(nets).eval()
+    assert not isinstance(stacked, VmapStack)  # shape-generic: batched matmuls, no vmap
     x = torch.randn(3, 5, 4)
     expected = torch.stack([net(x[k]) for k, net in enumerate(nets)])
     torch.testing.assert_close(stacked(x), expected)
     torch.testing.assert_close(via_vmap(x), expected)
-    for k, state in enumerate(stacked.state_dicts()):
-        for name, tensor in nets[k].state_dict().items():
-            assert torch.equal(state[name], tensor)
+    for module in (stacked, via_vmap):
+        states = QNetworks(module, members=3).state_dicts()
+        for k, state in enumerate(states):
+            assert state.keys() == nets[k].state_dict().keys()
+            for name, tensor in nets[k].state_dict().items():
+                assert torch.equal(state[name], tensor)
 
 
 def test_noisy_members_draw_independent_noise():
     torch.manual_seed(0)
     nets = [noisy(4, 2, hidden=[8]) for _ in range(2)]
     nets[1].load_state_dict(nets[0].state_dict())
-    stacked = StackedQNetwork(nets, torch.device("cpu"), noisy.lockstep).train(True)
+    stacked = stack_modules(nets, ObsSpec(4)).train(True)
     q = stacked(torch.ones(2, 1, 4))
     assert not torch.allclose(q[0], q[1])
 
@@ -76,9 +83,30 @@ def test_third_party_networks_use_vmap_and_unstackable_ones_are_detected():
     def plain(obs_dim, n_actions):
         return nn.Sequential(nn.Linear(obs_dim, 8), nn.Tanh(), nn.Linear(8, n_actions))
 
-    assert network_problem(plain, 4, 2) is None
+    assert network_problem(plain, ObsSpec(4), 2) == (None, False)  # stackable, through vmap
+    assert network_problem(mlp, ObsSpec(4), 2) == (None, True)  # natively
+    problem, _ = network_problem(DataDependent, ObsSpec(4), 2)
+    assert problem is not None
 
-    assert network_problem(DataDependent, 4, 2) is not None
+
+def test_a_network_whose_forward_assumes_no_member_dim_falls_back_to_vmap():
+    """``mean(dim=1)`` is right for (B, A) but wrong with a leading member dim: the probe notices."""
+
+    class MeanCentred(nn.Module):
+        def __init__(self, obs_dim, n_actions):
+            super().__init__()
+            self.out = dqnbench_nn.Linear(obs_dim, n_actions)
+
+        def forward(self, x):
+            q = self.out(x)
+            return q - q.mean(dim=1, keepdim=True)
+
+    torch.manual_seed(0)
+    nets = [MeanCentred(4, 3) for _ in range(2)]
+    stacked = stack_modules(nets, ObsSpec(4))
+    assert isinstance(stacked, VmapStack)
+    x = torch.randn(2, 5, 4)
+    torch.testing.assert_close(stacked(x), torch.stack([net(x[k]) for k, net in enumerate(nets)]))
 
 
 class DataDependent(nn.Module):
@@ -115,7 +143,7 @@ def test_cells_that_cannot_run_in_lockstep_fall_back_with_a_notice(write_grid, t
 
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Acrobot-v1"])
 def test_vector_envs_reset_finished_members_in_the_same_step(env_id):
-    envs = make_vector_env(env_id, 3, make_env)
+    envs = make_envs(gymnasium, env_id, 3)
     obs, _ = envs.reset(seed=0)
     lengths, running = [], np.zeros(3, dtype=int)
     for _ in range(700):

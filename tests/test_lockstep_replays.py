@@ -11,8 +11,9 @@ import torch
 import dqnbench
 from dqnbench.builtin.nstep import nstep
 from dqnbench.builtin.prioritized import prioritized
-from dqnbench.builtin.sumtree import BLOCK, SumTree, SumTrees
+from dqnbench.builtin.sumtree import BLOCK, SumTree
 from dqnbench.plugin.checks import check_batch
+from dqnbench.plugin.obs import ObsSpec
 
 FIELDS = {  # Batch field → (dtype, shape given K, B, obs_dim)
     "obs": (torch.float32, lambda k, b, d: (k, b, d)),
@@ -38,7 +39,7 @@ def _seeded() -> None:
     torch.manual_seed(0)
 
 
-def assert_trees_consistent(trees: SumTrees) -> None:
+def assert_trees_consistent(trees: SumTree) -> None:
     """Heap leaves are the block sums, every member-tree node the sum of its children, padding 0, totals = Σ."""
     nodes = trees.nodes
     internal = np.arange(trees.padded_members, trees.first_leaf)
@@ -48,7 +49,7 @@ def assert_trees_consistent(trees: SumTrees) -> None:
     np.testing.assert_array_equal(heap_leaves[: trees.members, : trees.blocks], block_sums)
     assert np.all(heap_leaves[:, trees.blocks :] == 0) and np.all(heap_leaves[trees.members :] == 0)
     assert np.all(trees.priorities[:, trees.capacity :] == 0)
-    np.testing.assert_allclose(trees.totals, trees.leaves.sum(axis=1, dtype=np.float64), rtol=1e-12)
+    np.testing.assert_allclose(trees.total, trees.leaves.sum(axis=1, dtype=np.float64), rtol=1e-12)
 
 
 def tagged_add(buffer, t: int, members: int, done_at: dict[int, str] | None = None) -> None:
@@ -79,7 +80,7 @@ def test_batch_fields_have_the_contract_dtypes_and_shapes(name: str) -> None:
         tensor = getattr(batch, field)
         assert (tensor.dtype, tuple(tensor.shape)) == (dtype, shape(3, 8, 2)), field
     assert len(buffer) == (20 if name == "prioritized" else 18)  # n-step: the newest n − 1 are not sampleable
-    check_batch(type(batch)(*(t[0] for t in batch)), 8, 2)  # what train_lockstep checks
+    check_batch(batch, 3, 8, ObsSpec(2))  # what train_lockstep checks
 
 
 @pytest.mark.parametrize("name", BUFFERS)
@@ -109,7 +110,7 @@ def test_non_finite_td_errors_of_one_member_leave_the_others_updated(name: str, 
     buffer = BUFFERS[name](3, 20, 0.9, alpha=1.0, eps=0.5)
     for t in range(10):
         tagged_add(buffer, t, 3)
-    trees = buffer.sampler.trees
+    trees = buffer.sampler.tree
     before = trees.leaves.copy()
     batch = buffer.sample(4)
     td = torch.full((3, 4), 2.5)  # priority 3
@@ -131,15 +132,16 @@ def test_non_finite_td_errors_of_one_member_leave_the_others_updated(name: str, 
 @pytest.mark.parametrize("capacity", [37, 1000])
 def test_member_trees_find_like_one_sum_tree_each(capacity: int) -> None:
     """3 members (padded to 4), one block or 16 (the last partial): each member's walk equals its own SumTree's."""
-    trees, singles = SumTrees(3, capacity), [SumTree(capacity) for _ in range(3)]
+    trees, singles = SumTree(capacity, members=3), [SumTree(capacity) for _ in range(3)]
     priorities = np.random.random((3, capacity)) * np.array([[1.0], [10.0], [0.1]])
     priorities[1, ::3] = 0.0  # empty slots must never be found
-    trees.set_slots(np.arange(capacity), priorities)
+    for slot in range(capacity):  # the per-add path: one slot of every member at a time
+        trees.set_one(slot, priorities[:, slot])
     for k, single in enumerate(singles):
         single.update(np.arange(capacity), priorities[k])
     assert_trees_consistent(trees)
-    np.testing.assert_allclose(trees.totals, [s.total for s in singles], rtol=1e-12)
-    values = np.random.random((3, 500)) * trees.totals[:, None]
+    np.testing.assert_allclose(trees.total, [s.total for s in singles], rtol=1e-12)
+    values = np.random.random((3, 500)) * trees.total[:, None]
     values[:, :2] = [0.0, 1e9]  # the edges: first slot, and beyond the total
     found = trees.find(values)
     for k, single in enumerate(singles):
@@ -149,20 +151,20 @@ def test_member_trees_find_like_one_sum_tree_each(capacity: int) -> None:
 
 @pytest.mark.parametrize("capacity", [13, 200])
 def test_member_trees_stay_consistent_after_many_updates(capacity: int) -> None:
-    trees = SumTrees(5, capacity)
+    trees = SumTree(capacity, members=5)
     for _ in range(300):
         members = np.random.randint(0, 5, size=40)
         indices = np.random.randint(0, capacity, size=40)  # with duplicates
         trees.update(indices, np.random.random(40) * 10, members)
-        trees.set_slots(np.array([np.random.randint(capacity)]), np.random.random((5, 1)))
+        trees.set_one(np.random.randint(capacity), np.random.random(5))
     assert_trees_consistent(trees)
 
 
 def test_member_tree_update_last_duplicate_wins() -> None:
-    trees = SumTrees(2, 6)
+    trees = SumTree(6, members=2)
     trees.update(np.array([1, 1, 1, 4]), np.array([5.0, 7.0, 3.0, 2.0]), members=np.array([0, 1, 0, 1]))
     np.testing.assert_array_equal(trees.leaves[:, [1, 4]], [[3.0, 0.0], [7.0, 2.0]])
-    np.testing.assert_array_equal(trees.totals, [3.0, 9.0])
+    np.testing.assert_array_equal(trees.total, [3.0, 9.0])
 
 
 # --- prioritized --------------------------------------------------------------
@@ -185,7 +187,7 @@ def test_one_member_draws_exactly_what_the_single_run_buffer_draws() -> None:
             td = torch.randn(8)
             single.update_priorities(a.indices, td)
             lock.update_priorities(b.indices, td[None])
-    np.testing.assert_array_equal(lock.sampler.trees.leaves[0], single.sampler.tree.leaves)
+    np.testing.assert_array_equal(lock.sampler.tree.leaves[0], single.sampler.tree.leaves)
 
 
 def test_members_keep_their_own_priorities_like_independent_buffers() -> None:
@@ -203,11 +205,11 @@ def test_members_keep_their_own_priorities_like_independent_buffers() -> None:
             lock.update_priorities(batch.indices, td)
             for k, single in enumerate(singles):
                 single.update_priorities(batch.indices[k], td[k])
-    trees = lock.sampler.trees
+    trees = lock.sampler.tree
     for k, single in enumerate(singles):
         np.testing.assert_allclose(trees.leaves[k], single.sampler.tree.leaves, rtol=1e-12)
         assert lock.sampler.max_priority[k] == pytest.approx(single.sampler.max_priority)
-        np.testing.assert_array_equal(lock.storage.obs[k], single.storage.obs)
+        np.testing.assert_array_equal(lock.storage.obs[:, k], single.storage.obs)
     assert_trees_consistent(trees)
 
 
@@ -256,10 +258,10 @@ def test_new_transitions_get_each_members_max_priority() -> None:
     buffer = prioritized.lockstep(2, 10, 2, 0.99, alpha=1.0, eps=0.5)
     for t in range(3):
         tagged_add(buffer, t, 2)
-    np.testing.assert_array_equal(buffer.sampler.trees.leaves[:, :3], np.ones((2, 3)))
+    np.testing.assert_array_equal(buffer.sampler.tree.leaves[:, :3], np.ones((2, 3)))
     buffer.update_priorities(torch.tensor([[0, 1], [0, 1]]), torch.tensor([[4.5, 0.5], [1.5, 0.0]]))  # p 5 and 2
     tagged_add(buffer, 3, 2)
-    np.testing.assert_array_equal(buffer.sampler.trees.leaves[:, 3], [5.0, 2.0])
+    np.testing.assert_array_equal(buffer.sampler.tree.leaves[:, 3], [5.0, 2.0])
 
 
 def test_beta_anneals_over_add_calls_like_the_single_buffer() -> None:
@@ -279,10 +281,10 @@ def test_tree_is_consistent_after_wrap_around() -> None:
     buffer.update_priorities(torch.arange(5).repeat(3, 1), td)  # max priorities 6, 1, 10
     for t in range(5, 12):  # wraps: slots 0..4 then 0, 1 again
         tagged_add(buffer, t, 3)
-    trees = buffer.sampler.trees
+    trees = buffer.sampler.tree
     assert_trees_consistent(trees)
     np.testing.assert_array_equal(trees.leaves, [[6.0] * 5, [1.0] * 5, [10.0] * 5])
-    assert len(buffer) == 5 and sorted(buffer.storage.obs[2, :, 1].tolist()) == [7, 8, 9, 10, 11]
+    assert len(buffer) == 5 and sorted(buffer.storage.obs[:, 2, 1].tolist()) == [7, 8, 9, 10, 11]
     for t in range(12, 200):
         batch = buffer.sample(16)
         buffer.update_priorities(batch.indices, torch.randn(3, 16) * 3)
@@ -451,7 +453,7 @@ def test_nstep_uniform_samples_only_complete_windows() -> None:
 def test_prioritized_nstep_hides_open_windows_and_admits_them_at_max_priority() -> None:
     n = 3
     buffer = nstep.lockstep(2, 8, 2, 0.9, n=n, prioritized=True, alpha=1.0, eps=0.5)
-    trees = buffer.sampler.trees
+    trees = buffer.sampler.tree
     for t in range(30):  # wraps around a capacity of 8 several times
         tagged_add(buffer, t, 2, {0: "terminated"} if t % 4 == 3 else None)
         newest = [(t - j) % 8 for j in range(n - 1)]

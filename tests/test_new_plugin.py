@@ -10,12 +10,15 @@ import tomllib
 import uuid
 
 import pytest
+import torch
 
-from dqnbench.cli import main
+from dqnbench.agent.nets import network_problem
+from dqnbench.cli import build_parser, main
 from dqnbench.devtools.diagnostics import check_components
-from dqnbench.errors import DqnbenchError
-from dqnbench.plugin.registry import load_registry
 from dqnbench.devtools.scaffold import KINDS, next_steps, plugin_names, write_plugin
+from dqnbench.errors import DqnbenchError
+from dqnbench.plugin.obs import ObsSpec
+from dqnbench.plugin.registry import load_registry
 
 
 def test_names_derive_from_the_distribution_name():
@@ -40,6 +43,10 @@ def test_names_derive_from_the_distribution_name():
         ("dqnbench-torch", "network", "cannot name a Python function"),
         ("pandas", "replay", "already importable"),
         ("dqnbench-mlp", "network", 'network "mlp" is a built-in'),
+        ("dqnbench-auto", "env", 'env "auto" is a built-in'),
+        ("dqnbench-dqn", "learner", 'learner "dqn" is a built-in'),
+        ("dqnbench-rmsprop", "optimizer", 'optimizer "rmsprop" is a built-in'),
+        ("dqnbench-gymnasium", "env", "cannot name a Python function"),  # the env template imports gymnasium
         ("dqnbench-new", "executor", "unknown plugin kind 'executor'"),
     ],
 )
@@ -51,6 +58,14 @@ def test_bad_names_and_kinds_are_user_errors(tmp_path, name, kind, says):
 
 def test_a_builtin_name_of_another_kind_is_fine(tmp_path):
     assert plugin_names("dqnbench-mlp", "replay").component == "mlp"
+    assert plugin_names("dqnbench-adam", "learner").component == "adam"
+
+
+def test_there_is_a_template_for_every_kind_a_grid_names():
+    assert set(KINDS) == {"network", "replay", "exploration", "env", "learner", "optimizer"}
+    registry = load_registry(load_entrypoints=False)
+    for kind, builtin in KINDS.items():
+        assert builtin in registry.names(kind)  # the generated tiny grid trains next to this built-in
 
 
 def test_an_existing_non_empty_destination_is_refused(tmp_path):
@@ -91,14 +106,42 @@ def test_the_generated_component_meets_its_contract(tmp_path, kind):
     assert check_components(registry, kinds=(kind,)) == []
 
 
+def load_generated(tmp_path, kind):
+    """The factory of a freshly generated package's component, imported from its source."""
+    dest = write_plugin(f"dqnbench-fresh-{kind}", kind, tmp_path / "pkg")
+    path = dest / "src" / f"dqnbench_fresh_{kind}" / "plugin.py"
+    spec = importlib.util.spec_from_file_location(f"dqnbench_fresh_{kind}_plugin", path)
+    plugin = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plugin)
+    return getattr(plugin, f"fresh_{kind}")
+
+
+def test_the_generated_network_stacks_natively_and_takes_image_observations(tmp_path):
+    factory = load_generated(tmp_path, "network")
+    for obs in (ObsSpec(4), ObsSpec((2, 6, 6), "uint8")):
+        assert network_problem(factory, obs, 3) == (None, True)  # dqnbench.nn layers: lock-step without vmap
+    assert factory(ObsSpec(4), 3, outputs=5)(torch.zeros(2, 4)).shape == (2, 3, 5)
+
+
+@pytest.mark.parametrize("kind", ["exploration", "learner", "optimizer"])
+def test_generated_components_declare_lockstep_support(tmp_path, kind):
+    assert load_generated(tmp_path, kind).lockstep is True
+
+
 def test_next_steps_say_how_to_install_and_test(tmp_path):
     text = next_steps(tmp_path / "pkg", "dqnbench-fresh", "replay")
     assert 'replay "fresh"' in text and "pip install -e" in text and "python -m pytest" in text
 
 
+def test_the_command_offers_every_template_kind():
+    parser = build_parser()
+    for kind in KINDS:
+        assert parser.parse_args(["new-plugin", "dqnbench-x", "--kind", kind]).kind == kind
+
+
 def test_new_plugin_command_writes_the_package_and_rejects_bad_names(tmp_path, capsys):
     dest = tmp_path / "dqnbench-cli-made"
-    assert main(["new-plugin", "dqnbench-cli-made", "--kind", "exploration", "--dir", str(dest)]) == 0
+    assert main(["new-plugin", "dqnbench-cli-made", "--kind", "learner", "--dir", str(dest)]) == 0
     assert (dest / "src" / "dqnbench_cli_made" / "plugin.py").exists()
     assert "pip install -e" in capsys.readouterr().out
     assert main(["new-plugin", "dqnbench-cli-made", "--dir", str(dest)]) == 2  # exists and is not empty

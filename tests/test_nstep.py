@@ -184,3 +184,13 @@ def test_new_episode_without_truncation_flush_does_not_mix_pending_rewards() -> 
 def test_bad_params_raise_value_error(params: dict) -> None:
     with pytest.raises(ValueError):
         nstep(10, 2, 0.99, **params)
+
+
+def test_an_explicit_truncation_flag_ends_the_episode_at_once() -> None:
+    """``truncated=True`` stores the pending starts at once, bootstrapping from that step's ``next_obs``."""
+    buffer = nstep(100, 2, 0.5, n=3)
+    buffer.add(o(0), 0, 1.0, o(1), False)
+    buffer.add(o(1), 0, 2.0, o(2), False, truncated=True)
+    assert stored(buffer) == [(0.0, 1 + 0.5 * 2, 2.0, False, 0.25), (1.0, 2.0, 2.0, False, 0.5)]
+    buffer.add(o(10), 0, 4.0, o(11), True)  # the next episode: nothing pending to flush
+    assert stored(buffer)[2:] == [(10.0, 4.0, 11.0, True, 0.5)]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
+from dqnbench.agent.loop import train
 from dqnbench.agent.numerics import denormals_flushed, flush_denormals
-from dqnbench.agent.loop import Components, train
 
 from .test_train import tiny_run
 
@@ -63,6 +65,6 @@ def test_train_flushes_while_it_runs_then_restores(write_grid, registry):
             return self.out(x)
 
     spec, components = tiny_run(write_grid, registry, steps=120, eval_every=0)
-    train(spec.config, spec.seed, Components(Spy, components.replay, components.exploration))
+    train(spec.config, spec.seed, dataclasses.replace(components, network=Spy))
     assert seen and all(seen)
     assert not denormals_flushed()

@@ -17,15 +17,19 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+import gymnasium as gym
 import pytest
+import torch
 
 import dqnbench
-from dqnbench.devtools import diagnostics, scaffold
-from dqnbench.plugin import hookspecs
+from dqnbench.builtin.envs import gymnasium as gymnasium_env
 from dqnbench.builtin.executors import SerialExecutor
 from dqnbench.builtin.explorations import linear
+from dqnbench.builtin.learners import dqn
 from dqnbench.builtin.networks import mlp
 from dqnbench.builtin.replays import uniform
+from dqnbench.devtools import diagnostics, scaffold
+from dqnbench.plugin import hookspecs
 from dqnbench.plugin.registry import KINDS
 from tests.test_plugin_guide import GUIDE, guide_blocks
 
@@ -193,7 +197,7 @@ def test_hook_dqnbench_explorations_explorers_choose_every_action(write_grid, tm
 
     plugin = InProcessPlugin(dqnbench_explorations={"tracked_exploration": Tracked})
     run_one(write_grid, tmp_path, plugin, '[grid]\n"exploration.name" = ["tracked_exploration"]\n')
-    assert steps[1:] == list(range(200))  # after the one contract probe, every env step
+    assert steps == list(range(200))  # every env step, once (its first answer is checked against the contract)
 
 
 def test_hook_dqnbench_executors_executors_dispatch_every_run(write_grid, tmp_path):
@@ -211,3 +215,78 @@ def test_hook_dqnbench_executors_executors_dispatch_every_run(write_grid, tmp_pa
     results = run_one(write_grid, tmp_path, plugin, executor="recording", seeds=2)
     assert given and yielded == given  # every task went through the plugin's executor
     assert len(results.runs) == 2
+
+
+def test_hook_dqnbench_envs_factories_make_the_environments_runs_step(write_grid, tmp_path):
+    made, vectors = [], []
+
+    def doubled(env_id, factor=1.0):
+        made.append((env_id, factor))
+        return gym.wrappers.TransformReward(gymnasium_env(env_id), lambda reward: factor * reward)
+
+    def doubled_vector(env_id, num_envs, factor=1.0):
+        vectors.append((env_id, num_envs, factor))
+        envs = [lambda: doubled(env_id, factor) for _ in range(num_envs)]
+        return gym.vector.SyncVectorEnv(envs, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+
+    doubled.vector = doubled_vector
+    plugin = InProcessPlugin(dqnbench_envs={"doubled": doubled})
+    grid = '[env]\nname = "doubled"\nfactor = 2.0\n'
+    results = run_one(write_grid, tmp_path, plugin, grid)
+    assert made and set(made) == {("CartPole-v1", 2.0)}  # experiment.env and the grid's [env] params
+    assert set(results.steps.reward) == {2.0}  # CartPole pays 1 per step: the run stepped the plugin's env
+    assert all(r % 2 == 0 for r in results.evals.returns[0])  # evaluation episodes too
+    record = results.record(results.runs.run_id[0])
+    assert record["versions"]["components"]["env"]["name"] == "doubled"
+    assert vectors == []  # a single run steps one env
+    lockstep = run_one(write_grid, tmp_path / "lockstep", plugin, grid, seeds=2)
+    assert ("CartPole-v1", 2, 2.0) in vectors  # K = 2 lock-step members step the factory's vector env
+    assert set(lockstep.steps.reward) == {2.0}
+
+
+def test_hook_dqnbench_learners_learners_give_the_loss_the_runs_learn_from(write_grid, tmp_path):
+    seen = {"q_values": 0, "losses": []}
+
+    class Tracked(dqnbench.LearnerBase):
+        def __init__(self, n_actions, double=False):
+            self.inner = dqn(n_actions, double=double)
+            seen["double"] = double
+
+        def q_values(self, outputs):
+            seen["q_values"] += 1
+            return outputs
+
+        def loss(self, nets, batch):
+            losses, priorities = self.inner.loss(nets, batch)
+            seen["losses"].append(float((batch.weights * losses).mean().detach()))
+            return dqnbench.LearnerLoss(losses, priorities)
+
+    plugin = InProcessPlugin(dqnbench_learners={"tracked_learner": Tracked})
+    results = run_one(write_grid, tmp_path, plugin, '[learner]\nname = "tracked_learner"\ndouble = true\n')
+    assert seen["double"] is True
+    assert seen["q_values"] >= 200  # every action was chosen from the learner's reading of the outputs
+    recorded = results.steps.loss.dropna().tolist()
+    assert len(recorded) == 200 - 100 + 1  # one learn step per env step from learning_starts on
+    assert recorded == pytest.approx(seen["losses"])  # the loss each step records is the learner's
+
+
+def test_hook_dqnbench_optimizers_optimizers_step_the_online_network(write_grid, tmp_path):
+    given, steps = [], []
+
+    class Tracked:  # step() alone: the learner sets the gradients, the loop never calls zero_grad
+        def __init__(self, parameters, lr, momentum=0.0):
+            given.append((len(parameters), lr, momentum))
+            self.parameters = parameters
+            self.inner = torch.optim.SGD(parameters, lr=lr, momentum=momentum)
+
+        def step(self):
+            before = [p.detach().clone() for p in self.parameters]
+            self.inner.step()
+            steps.append(any(not torch.equal(p, b) for p, b in zip(self.parameters, before)))
+
+    plugin = InProcessPlugin(dqnbench_optimizers={"tracked_sgd": Tracked})
+    results = run_one(write_grid, tmp_path, plugin, '[optimizer]\nname = "tracked_sgd"\nmomentum = 0.5\n')
+    assert given == [(4, 1e-3, 0.5)]  # the hidden = [16] MLP's 4 tensors, agent.lr, the grid's param
+    assert len(steps) == 200 - 100 + 1 and all(steps)  # one step per learn step, each moving the online net
+    final = results.record(results.runs.run_id[0])
+    assert final["versions"]["components"]["optimizer"]["name"] == "tracked_sgd"

@@ -23,14 +23,13 @@ def _seeded() -> None:
 
 def assert_tree_consistent(tree: SumTree) -> None:
     """Heap leaves are the block sums, every internal node the sum of its children, padding 0, root = Σ."""
-    trees = tree.trees
-    nodes = trees.nodes
-    internal = np.arange(1, trees.first_leaf)
+    nodes = tree.nodes
+    internal = np.arange(1, tree.first_leaf)
     np.testing.assert_array_equal(nodes[internal], nodes[2 * internal] + nodes[2 * internal + 1])
-    block_sums = trees.priorities.reshape(-1, BLOCK).sum(axis=-1, dtype=np.float64)
-    np.testing.assert_array_equal(nodes[trees.first_leaf : trees.first_leaf + trees.blocks], block_sums)
-    assert np.all(nodes[trees.first_leaf + trees.blocks :] == 0)
-    assert np.all(trees.priorities[tree.capacity :] == 0)
+    block_sums = tree.priorities.reshape(-1, BLOCK).sum(axis=-1, dtype=np.float64)
+    np.testing.assert_array_equal(nodes[tree.first_leaf : tree.first_leaf + tree.blocks], block_sums)
+    assert np.all(nodes[tree.first_leaf + tree.blocks :] == 0)
+    assert np.all(tree.priorities[tree.capacity :] == 0)
     assert tree.total == pytest.approx(tree.leaves.sum(dtype=np.float64), rel=1e-12)
 
 

@@ -18,12 +18,12 @@ from importlib.metadata import entry_points
 import numpy as np
 import pytest
 
-from dqnbench.devtools.benchcompare import CALIBRATION_KEY, bench_compare
-from dqnbench.errors import DqnbenchError, GridError
-from dqnbench.config.grid import plan_grid
-from dqnbench.devtools.pytest_plugin import StepHarness, _benchmark_fixture, assert_learns, component_tables, to_toml
-from dqnbench.run.runner import bind_components
 from dqnbench.agent.loop import train
+from dqnbench.config.grid import plan_grid
+from dqnbench.devtools.benchcompare import CALIBRATION_KEY, bench_compare
+from dqnbench.devtools.pytest_plugin import StepHarness, _benchmark_fixture, assert_learns, component_tables, to_toml
+from dqnbench.errors import DqnbenchError, GridError
+from dqnbench.run.runner import bind_components, choose
 from tests import plugin_fixtures
 
 pytest_plugins = ["pytester"]
@@ -76,7 +76,14 @@ def test_both_fixtures_in_an_authors_suite(pytester):
     assert info["kind"] == "network" and info["component"] == "dueling" and info["batch"] == 32
     assert info["params"]["stream_hidden"] == 32 and info["steps"] == 1 and info["env"] == "CartPole-v1"
     assert info["distribution"] == "dqnbench" and "learn step" in info["measured"]
-    assert info["components"] == {"network": "dueling", "replay": "uniform", "exploration": "linear"}
+    assert info["components"] == {
+        "network": "dueling",
+        "replay": "uniform",
+        "exploration": "linear",
+        "learner": "dqn",
+        "optimizer": "adam",
+        "env": "auto",
+    }
     assert benchmarks["test_dueling_step_speed"]["stats"]["rounds"] >= 5
     assert CALIBRATION_KEY in benchmarks["test_calibration"]["extra_info"]
     assert not bench_compare(out, out).regressed  # the suite's report is comparable as is
@@ -130,7 +137,7 @@ def test_harness_steps_like_train(registry, kind, name):
     tables = component_tables(kind, name, total_steps=500, seeds=[3], eval_episodes=1,
                               agent={"learning_starts": 100, "batch_size": 16, "target_update": 50})  # fmt: skip
     config = plan_grid(tables, "<test>", registry).cells[0][2]
-    chosen = {k: registry.get(k, getattr(config, k).name) for k in ("network", "replay", "exploration")}
+    chosen = choose(config, registry)
     log = train(config, 3, bind_components(config, chosen))
     harness = StepHarness(config, bind_components(config, chosen), seed=3, chosen=chosen)
     losses = np.array([harness.step() for _ in range(500)])

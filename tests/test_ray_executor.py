@@ -29,8 +29,8 @@ import torch
 
 import dqnbench
 from dqnbench.cli import main
-from dqnbench.devtools.diagnostics import _check_executor
 from dqnbench.config.grid import load_grid
+from dqnbench.devtools.diagnostics import _check_executor
 from dqnbench.plugin.registry import load_registry
 from dqnbench.run.runner import plan_failed
 from tests import plugin_fixtures

@@ -8,9 +8,9 @@ import warnings
 import pytest
 
 import dqnbench
-from dqnbench.plugin import host as plugins_module
 from dqnbench.builtin import BUILTIN_MODULES
 from dqnbench.errors import DuplicateComponentError, UnknownComponentError
+from dqnbench.plugin import host as plugins_module
 from dqnbench.plugin.host import PluginWarning, get_plugin_host
 from dqnbench.plugin.registry import Registry, load_registry
 

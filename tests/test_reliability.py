@@ -21,8 +21,8 @@ import dqnbench
 import dqnbench.plugin.registry
 from dqnbench.builtin.executors import ProcessExecutor
 from dqnbench.cli import main
-from dqnbench.errors import DqnbenchError, ResultsError
 from dqnbench.config.grid import load_grid, plan_grid
+from dqnbench.errors import DqnbenchError, ResultsError
 from dqnbench.run.results import runs_dir
 from tests.reliability_helpers import square_or_die
 

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from dqnbench.analysis import stats
-from dqnbench.errors import DqnbenchError
 from dqnbench.analysis.report import FORMATS, render_report, report
+from dqnbench.errors import DqnbenchError
 from tests.test_stats import in_memory_results, make_evals, make_runs
 
 

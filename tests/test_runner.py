@@ -22,13 +22,18 @@ def test_results_tables_match_the_contract(write_grid, tmp_path):
     grid = write_grid('[grid]\n"agent.double" = [false, true]\n', steps=300, eval_every=150)
     res = run(grid, tmp_path / "out")
     assert len(res.runs) == 4 and set(res.runs.status) == {"ok"}
+    assert sorted(res.runs["learner.double"].unique()) == [False, True]  # agent.double is the dqn learner's param
     for column in (
         "run_id",
         "seed",
         "status",
         "network.name",
         "agent.lr",
-        "agent.double",
+        "learner.name",
+        "learner.double",
+        "learner.loss",
+        "optimizer.name",
+        "env.name",
         "wall_s",
         "steps_per_s",
         "final_return",

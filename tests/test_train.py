@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 
+from dqnbench.agent.loop import train
 from dqnbench.builtin.replays import uniform
 from dqnbench.config.grid import load_grid
-from dqnbench.run.runner import bind_components
-from dqnbench.agent.loop import Components, train
+from dqnbench.run.runner import bind_components, choose
 
 
 def tiny_run(write_grid, registry, extra="", **kwargs):
     plan = load_grid(write_grid(extra, **kwargs), registry)
     spec = plan.runs[0]
-    chosen = {k: registry.get(k, getattr(spec.config, k).name) for k in ("network", "replay", "exploration")}
+    chosen = choose(spec.config, registry)
     return spec, bind_components(spec.config, chosen)
 
 
@@ -86,7 +88,7 @@ def test_truncation_is_stored_as_not_terminated(write_grid, registry):
 
     spec, components = tiny_run(write_grid, registry, steps=200, eval_every=0)
     spec.config.experiment.__dict__["env"] = "DqnbenchTest/Endless-v0"  # frozen dataclass: test-only override
-    log = train(spec.config, spec.seed, Components(components.network, Recording, components.exploration))
+    log = train(spec.config, spec.seed, dataclasses.replace(components, replay=Recording))
     assert len(stored) == 200 and not any(stored)
     assert log.episodes["length"] == [5] * 40
     assert log.evals["returns"] == [[5.0, 5.0]]
@@ -111,5 +113,5 @@ def test_noise_free_evaluation_uses_eval_mode(write_grid, registry):
             return self.out(x)
 
     spec, components = tiny_run(write_grid, registry, steps=120, eval_every=0)
-    train(spec.config, spec.seed, Components(ModeSpy, components.replay, components.exploration))
+    train(spec.config, spec.seed, dataclasses.replace(components, network=ModeSpy))
     assert modes[0] is True and modes[-1] is False  # acting in train mode, final evaluation in eval mode

@@ -1,38 +1,44 @@
-"""THE training loop: one DQN run, readable top to bottom like the tutorial's.
+"""THE training loop: one DQN step, defined once, for one run or K lock-step members.
 
-``train()`` seeds, builds the environments and components, then for each env
-step: act (eval net + explorer), step the env, store the transition and learn
-every ``train_every`` steps once ``learning_starts`` transitions are stored,
-copying the eval net into the target net every ``target_update`` learn steps;
-every ``eval_every`` steps and at the end it evaluates greedily on a separate
-env. Each step's act / env / learn time is recorded with ``time.perf_counter``
-(store + learn count as learn). Components arrive as factories with their grid
-params already bound; nothing here knows which plugin built them.
+:func:`train_runs` reads like the tutorial's loop: seed, build the environments
+and components, then for each env step act (online net + explorer), step the
+env, store the transition and learn every ``train_every`` steps once
+``learning_starts`` transitions are stored, copying the online net into the
+target net every ``target_update`` learn steps; every ``eval_every`` steps and at
+the end it evaluates greedily on separate envs. The step itself is
+:class:`Agent` (act → store → learn → target copy), which the benchmark harness
+(:mod:`dqnbench.devtools.pytest_plugin`) drives too.
+
+Every array has one row per run: a single run (``stacked=False``) is one row
+through plain modules, with observations ``(1, …)`` and batches ``(B, …)``;
+K lock-step members are K rows through one stacked module
+(:mod:`dqnbench.agent.nets`), with batches ``(K, B, …)`` from a members replay.
+Only the shapes differ. Each step's act / env / learn time is recorded with
+``time.perf_counter`` (store + learn count as learn; lock-step members get
+1/K of the batched step each). Components arrive as factories with their grid
+params bound; nothing here knows which plugin built them.
 """
 
 from __future__ import annotations
 
-import copy
-import functools
-import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
 
-from dqnbench.plugin.checks import check_actions, check_batch, check_q_values
-from dqnbench.config.schema import AgentConfig, RunConfig
-from dqnbench.plugin.contracts import Explorer, ReplayBuffer
-from dqnbench.errors import DqnbenchError
-from dqnbench.agent.losses import dqn_targets, td_loss
+from dqnbench.agent.envs import env_spaces, make_envs, terminal_next_obs
+from dqnbench.agent.learning import autograd_backward
+from dqnbench.agent.nets import QNetworks, probe_observations
 from dqnbench.agent.numerics import flush_denormals
-from dqnbench.builtin.optimizers import LeanAdam, TorchAdam, make_adam
+from dqnbench.config.schema import AgentConfig, RunConfig
+from dqnbench.plugin.checks import check_actions, check_batch, check_learner, check_network_outputs
+from dqnbench.plugin.contracts import Explorer, Learner, LearnerLoss, Optimizer
+from dqnbench.plugin.obs import ObsSpec
 
 #: the evaluation env is seeded apart from the training env
 EVAL_SEED_OFFSET = 1_000_003
@@ -42,11 +48,19 @@ MAX_EVAL_EPISODE_STEPS = 100_000
 
 @dataclass(frozen=True)
 class Components:
-    """One run's component factories, grid params bound (see :mod:`dqnbench.run.runner`)."""
+    """One run's component factories, grid params bound (see :mod:`dqnbench.run.runner`).
 
-    network: Callable[[int, int], nn.Module]
-    replay: Callable[[int, int, float], ReplayBuffer]
+    ``members_replay`` is the replay's lock-step members-factory, needed only to
+    train stacked members.
+    """
+
+    network: Callable[..., nn.Module]
+    replay: Callable[..., Any]
     exploration: Callable[[int, int], Explorer]
+    learner: Callable[[int], Learner]
+    optimizer: Callable[[list[nn.Parameter], float], Optimizer]
+    env: Callable[[str], Any]
+    members_replay: Callable[..., Any] | None = None
 
 
 class Diverged(Exception):
@@ -57,9 +71,80 @@ class Diverged(Exception):
         super().__init__(f"loss became {loss} at env step {step}")
 
 
+class Agent:
+    """The DQN step for R rows (one run, or K stacked members): act, store, learn, target copy."""
+
+    def __init__(
+        self,
+        nets: QNetworks,
+        learner: Learner,
+        optimizer: Optimizer,
+        replay: Any,
+        explorer: Explorer,
+        agent: AgentConfig,
+        obs: ObsSpec,
+        n_actions: int,
+        device: torch.device,
+    ) -> None:
+        self.nets, self.learner, self.optimizer, self.replay, self.explorer = nets, learner, optimizer, replay, explorer
+        self.config, self.obs_spec, self.n_actions, self.device = agent, obs, n_actions, device
+        backward = getattr(learner, "backward", None)
+        self.backward = (
+            backward if backward is not None else (lambda nets, batch: autograd_backward(learner, nets, batch))
+        )
+        self.learn_steps = 0
+
+    def act(self, obs: np.ndarray, step: int) -> np.ndarray:
+        """Actions ``(R,)`` for observations ``(R, *shape)``: the explorer on expected Q-values, no autograd."""
+        with torch.inference_mode():
+            q_values = self.learner.q_values(self.nets.rows(torch.as_tensor(obs, device=self.device)))
+            actions = self.explorer.select(q_values, step)
+        return actions.cpu().numpy()
+
+    def store(self, obs, actions, rewards, next_obs, terminated, truncated) -> None:
+        """One transition per row into the replay."""
+        self.replay.add(obs, actions, rewards, next_obs, terminated, truncated)
+
+    def learn_due(self, step: int) -> bool:
+        agent = self.config
+        return (
+            step + 1 >= agent.learning_starts and len(self.replay) >= agent.batch_size and step % agent.train_every == 0
+        )
+
+    def learn(self) -> torch.Tensor:
+        """``gradient_steps`` × (sample, gradient step, priorities, target copy); the mean loss per row."""
+        agent, total = self.config, None
+        for _ in range(agent.gradient_steps):
+            batch = self.replay.sample(agent.batch_size)
+            if self.learn_steps == 0:
+                check_batch(batch, self.nets.members, agent.batch_size, self.obs_spec)
+            if self.device.type != "cpu":
+                batch = batch.to(self.device)
+            losses, priorities = self.gradient_step(batch)
+            self.replay.update_priorities(batch.indices, priorities.cpu())
+            self.learn_steps += 1
+            if self.learn_steps % agent.target_update == 0:
+                self.nets.sync_target()
+            total = losses if total is None else total + losses
+        return (total if agent.gradient_steps == 1 else total / agent.gradient_steps).cpu()
+
+    def gradient_step(self, batch: Any) -> LearnerLoss:
+        """One optimizer step on the learner's loss; returns per-row mean losses and per-sample priorities.
+
+        The learner's ``backward`` sets the gradients (no ``zero_grad``: the
+        hand-derived path overwrites them, and zeroing 256×256 weights first
+        costs the wide network ~10% of its learn step).
+        """
+        losses, priorities = self.backward(self.nets, batch)
+        if self.config.max_grad_norm > 0:
+            self.nets.clip_grad_norm(self.config.max_grad_norm)
+        self.optimizer.step()
+        return LearnerLoss(losses, priorities)
+
+
 @dataclass
 class TrainLog:
-    """What a run produced: per-step arrays (preallocated), episodes, evaluations, weights."""
+    """What one run produced: per-step arrays (preallocated), episodes, evaluations, weights."""
 
     total_steps: int
     obs_dim: int = 0
@@ -80,6 +165,9 @@ class TrainLog:
     weights: dict[str, torch.Tensor] | None = None
     #: env step at which the loss became non-finite (lock-step members keep a record instead of raising)
     diverged_step: int | None = None
+    #: the observation shape and dtype the run trained on
+    obs_shape: tuple[int, ...] = ()
+    obs_dtype: str = "float32"
 
     def __post_init__(self) -> None:
         n = self.total_steps
@@ -107,148 +195,181 @@ class TrainLog:
 
 
 @flush_denormals
-def train(config: RunConfig, seed: int, components: Components, timing: bool = True) -> TrainLog:
-    """Train one DQN run and return its log (see the module docstring for the loop).
+def train_runs(
+    config: RunConfig, seeds: Sequence[int], components: Components, stacked: bool, timing: bool = True
+) -> list[TrainLog]:
+    """Train one DQN per seed, as one run (``stacked=False``, one seed) or K lock-step members; a log each.
 
     Runs with CPU denormals flushed to zero (:mod:`dqnbench.agent.numerics` says why).
+    A single run raises :class:`Diverged` when its loss turns non-finite; a
+    lock-step member records the step instead and the others train on.
     """
-    exp, agent = config.experiment, config.agent
+    exp = config.experiment
+    members = len(seeds) if stacked else None
+    rows = len(seeds)
     clock = time.perf_counter if timing else _no_clock
     device = torch.device(exp.device)
-    on_gpu = device.type != "cpu"
 
-    # Seed every RNG a plugin may draw from, then build envs and components.
-    seed_everything(seed)
-    env, eval_env = make_env(exp.env), make_env(exp.env)
-    obs_dim, n_actions = env_dims(env, exp.env)
-    q_net = components.network(obs_dim, n_actions).to(device).train()
-    target_net = copy.deepcopy(q_net).requires_grad_(False)
-    replay = components.replay(config.replay.capacity, obs_dim, agent.gamma)
-    explorer = components.exploration(n_actions, exp.total_steps)
-    optimizer = make_adam(q_net.parameters(), agent.lr)
-    learn = make_learner(q_net, target_net, optimizer, agent)
-    log = TrainLog(exp.total_steps, obs_dim, n_actions)
+    agent, envs, eval_envs = build(config, seeds, components, stacked)
+    obs_spec, n_actions = agent.obs_spec, agent.n_actions
+    logs = [TrainLog(exp.total_steps, int(obs_spec), n_actions, obs_shape=obs_spec.shape, obs_dtype=obs_spec.dtype.name)
+            for _ in seeds]  # fmt: skip
+    losses = np.full((rows, exp.total_steps), np.nan, dtype=np.float32)
+    rewards_log = np.zeros((rows, exp.total_steps), dtype=np.float32)
+    episode_log = np.zeros((rows, exp.total_steps), dtype=np.int64)
+    times = np.zeros((3, exp.total_steps))
 
-    obs, _ = env.reset(seed=seed)
-    env.action_space.seed(seed)
-    eval_env.reset(seed=seed + EVAL_SEED_OFFSET)
-    check_components(q_net, explorer, obs, n_actions, device)
-
-    episode, episode_return, episode_start, learn_steps = 0, 0.0, 0, 0
+    obs, _ = envs.reset(seed=seeds[0])
+    eval_envs.reset(seed=seeds[0] + EVAL_SEED_OFFSET)
+    episode = np.zeros(rows, dtype=np.int64)
+    episode_return, episode_start = np.zeros(rows), np.zeros(rows, dtype=np.int64)
+    diverged: dict[int, int] = {}
     eval_s = 0.0
     start = time.perf_counter()
     for step in range(exp.total_steps):
-        # Act: ε-greedy (or whatever the explorer does) on the eval net, no autograd.
+        # Act: every row's Q-values in one forward, the explorer over R rows.
         t0 = clock()
-        with torch.inference_mode():
-            q_values = q_net(torch.as_tensor(obs, device=device).unsqueeze(0))
-            action = int(explorer.select(q_values, step)[0])
+        actions = agent.act(obs, step)
         t1 = clock()
 
-        # Step the environment.
-        next_obs, reward, terminated, truncated, _ = env.step(action)
+        # Step the environment(s); a finished episode is already reset (same-step autoreset).
+        next_obs, rewards, terminated, truncated, info = envs.step(actions)
         t2 = clock()
 
         # Store, then learn every train_every steps once enough is stored.
-        replay.add(obs, action, float(reward), next_obs, bool(terminated))
-        loss = math.nan
-        if step + 1 >= agent.learning_starts and len(replay) >= agent.batch_size and step % agent.train_every == 0:
-            total = 0.0
-            for _ in range(agent.gradient_steps):
-                batch = replay.sample(agent.batch_size)
-                if learn_steps == 0:
-                    check_batch(batch, agent.batch_size, obs_dim)
-                if on_gpu:
-                    batch = batch.to(device)
-                step_loss, td_errors = learn(batch)
-                if not math.isfinite(step_loss):
-                    raise Diverged(step, step_loss)
-                replay.update_priorities(batch.indices, td_errors.cpu())
-                learn_steps += 1
-                if learn_steps % agent.target_update == 0:
-                    target_net.load_state_dict(q_net.state_dict())
-                total += step_loss
-            loss = total / agent.gradient_steps
+        agent.store(obs, actions, rewards, terminal_next_obs(next_obs, info), terminated, truncated)
+        if agent.learn_due(step):
+            step_losses = losses[:, step] = agent.learn().numpy()
+            if not np.isfinite(step_losses).all():
+                if members is None:
+                    raise Diverged(step, float(step_losses))
+                for k in np.flatnonzero(~np.isfinite(step_losses)):
+                    diverged.setdefault(int(k), step)
         t3 = clock()
-        log.reward[step], log.episode[step], log.loss[step] = reward, episode, loss
-        log.t_act[step], log.t_env[step], log.t_learn[step] = t1 - t0, t2 - t1, t3 - t2
+        rewards_log[:, step], episode_log[:, step] = rewards, episode
+        times[0, step], times[1, step], times[2, step] = t1 - t0, t2 - t1, t3 - t2
 
-        episode_return += float(reward)
+        episode_return += rewards
         obs = next_obs
-        if terminated or truncated:
-            for key, value in zip(log.episodes, (episode, step + 1, episode_return, step + 1 - episode_start)):
-                log.episodes[key].append(value)
-            episode, episode_return, episode_start = episode + 1, 0.0, step + 1
-            obs, _ = env.reset()
+        for k in np.flatnonzero(terminated | truncated):
+            record = (int(episode[k]), step + 1, float(episode_return[k]), step + 1 - int(episode_start[k]))
+            for key, value in zip(logs[k].episodes, record):
+                logs[k].episodes[key].append(value)
+            episode[k], episode_return[k], episode_start[k] = episode[k] + 1, 0.0, step + 1
 
         done_steps = step + 1
         if done_steps == exp.total_steps or (exp.eval_every and done_steps % exp.eval_every == 0):
             eval_start = time.perf_counter()
-            returns = evaluate(q_net, eval_env, exp.eval_episodes, device)
+            returns = evaluate(agent, eval_envs, exp.eval_episodes, device)
             eval_s += time.perf_counter() - eval_start
-            for key, value in zip(log.evals, (done_steps, np.mean(returns), np.std(returns), returns)):
-                log.evals[key].append(value)
+            for log, run_returns in zip(logs, returns):
+                for key, value in zip(log.evals, (done_steps, np.mean(run_returns), np.std(run_returns), run_returns)):
+                    log.evals[key].append(value)
 
-    log.train_s = time.perf_counter() - start - eval_s
-    log.weights = {k: v.detach().cpu().clone() for k, v in q_net.state_dict().items()}
-    env.close()
-    eval_env.close()
-    return log
-
-
-def make_learner(
-    q_net: nn.Module, target_net: nn.Module, optimizer: LeanAdam | TorchAdam, agent: AgentConfig
-) -> Callable[[Any], tuple[float, torch.Tensor]]:
-    """``batch -> (loss, td_errors)``: the network's own ``fused_learn_step`` if it has one, else autograd."""
-    fused = getattr(q_net, "fused_learn_step", None)
-    if fused is not None:
-        return functools.partial(fused, target_net, optimizer, agent)
-    return functools.partial(learn_step, q_net, target_net, optimizer, agent=agent)
+    train_s = time.perf_counter() - start - eval_s
+    envs.close()
+    eval_envs.close()
+    times /= rows  # each row's share of the batched step
+    for k, (log, weights) in enumerate(zip(logs, agent.nets.state_dicts())):
+        log.reward, log.episode, log.loss = rewards_log[k], episode_log[k], losses[k]
+        log.t_act, log.t_env, log.t_learn = times[0], times[1], times[2]
+        log.train_s, log.weights, log.diverged_step = train_s / rows, weights, diverged.get(k)
+    return logs
 
 
-def learn_step(
-    q_net: nn.Module, target_net: nn.Module, optimizer: LeanAdam | TorchAdam, batch: Any, agent: AgentConfig
-) -> tuple[float, torch.Tensor]:
-    """One gradient step on a batch; returns the loss and the TD errors ``(B,)``."""
-    q_taken = q_net(batch.obs).gather(1, batch.actions.unsqueeze(1)).squeeze(1)
-    with torch.no_grad():
-        next_q_target = target_net(batch.next_obs)
-        next_q_online = q_net(batch.next_obs) if agent.double else None
-        targets = dqn_targets(batch.rewards, batch.discounts, batch.terminated, next_q_target, next_q_online)
-    loss, td_errors = td_loss(q_taken, targets, batch.weights, agent.loss)
-    optimizer.zero_grad()
-    loss.backward()
-    if agent.max_grad_norm > 0:
-        nn.utils.clip_grad_norm_(q_net.parameters(), agent.max_grad_norm)
-    optimizer.step()
-    return loss.item(), td_errors
+def train(config: RunConfig, seed: int, components: Components, timing: bool = True) -> TrainLog:
+    """Train one independent DQN run (see :func:`train_runs`)."""
+    return train_runs(config, [seed], components, stacked=False, timing=timing)[0]
 
 
-def evaluate(q_net: nn.Module, env: gym.Env, episodes: int, device: torch.device) -> list[float]:
-    """Greedy returns of ``episodes`` episodes, with the net in eval mode (noise off)."""
-    limit = (env.spec.max_episode_steps if env.spec else None) or MAX_EVAL_EPISODE_STEPS
-    q_net.eval()
-    returns = []
-    with torch.no_grad():
-        for _ in range(episodes):
-            obs, _ = env.reset()
-            total, done, length = 0.0, False, 0
-            while not done and length < limit:
-                action = int(q_net(torch.as_tensor(obs, device=device).unsqueeze(0)).argmax(dim=1)[0])
-                obs, reward, terminated, truncated, _ = env.step(action)
-                total, done, length = total + float(reward), terminated or truncated, length + 1
-            returns.append(total)
-    q_net.train()
-    return returns
+def train_lockstep(
+    config: RunConfig, seeds: Sequence[int], components: Components, timing: bool = True
+) -> list[TrainLog]:
+    """Train a cell's seeds as K lock-step members (see :func:`train_runs`)."""
+    return train_runs(config, seeds, components, stacked=True, timing=timing)
 
 
-def check_components(q_net: nn.Module, explorer: Explorer, obs: np.ndarray, n_actions: int, device) -> None:
-    """Probe the network and explorer once before training: shapes and dtypes per contract."""
-    probe = torch.as_tensor(np.stack([obs, obs]), device=device)
-    with torch.no_grad():
-        q_values = q_net(probe)
-        check_q_values(q_values, 2, n_actions)
-        check_actions(explorer.select(q_values, 0), 2, n_actions)
+def build(config: RunConfig, seeds: Sequence[int], components: Components, stacked: bool) -> tuple[Agent, Any, Any]:
+    """Seed, make the envs, build every component and check their contracts once: ``(agent, envs, eval_envs)``."""
+    exp, agent_config = config.experiment, config.agent
+    members = len(seeds) if stacked else None
+    device = torch.device(exp.device)
+    envs = make_envs(components.env, exp.env, members)
+    eval_envs = make_envs(components.env, exp.env, members)
+    obs_spec, n_actions = env_spaces(envs, exp.env)
+    learner = components.learner(n_actions)
+    check_learner(learner)
+    network = components.network if learner.outputs == 1 else _with_outputs(components.network, learner.outputs)
+
+    # Each member's network starts as its independent run's would, seeded with its own seed.
+    modules = []
+    for seed in seeds:
+        seed_everything(seed)
+        modules.append(network(obs_spec, n_actions))
+    if stacked:  # the streams lock-step members share start afresh from the first seed
+        seed_everything(seeds[0])
+    with torch.random.fork_rng(devices=[]):  # a contract probe draws nothing from the run's RNG
+        check_network_outputs(modules[0], probe_observations(obs_spec, (2,)), n_actions, learner.outputs)
+    nets = QNetworks.of(modules, obs_spec, device, stacked)
+    if stacked:
+        replay = components.members_replay(members, config.replay.capacity, obs_spec, agent_config.gamma)
+    else:
+        replay = OneReplay(components.replay(config.replay.capacity, obs_spec, agent_config.gamma))
+    explorer = components.exploration(n_actions, exp.total_steps)
+    optimizer = components.optimizer(nets.params, agent_config.lr)
+    explorer = CheckedExplorer(explorer, n_actions)
+    return Agent(nets, learner, optimizer, replay, explorer, agent_config, obs_spec, n_actions, device), envs, eval_envs
+
+
+class OneReplay:
+    """A single run's replay behind the row interface (rows of one): the v1 ``add`` of one transition."""
+
+    def __init__(self, replay: Any) -> None:
+        self.replay = replay
+        self.sample, self.update_priorities = replay.sample, replay.update_priorities
+
+    def add(self, obs, actions, rewards, next_obs, terminated, truncated) -> None:
+        self.replay.add(obs[0], int(actions[0]), float(rewards[0]), next_obs[0], bool(terminated[0]))
+
+    def __len__(self) -> int:
+        return len(self.replay)
+
+
+class CheckedExplorer:
+    """The explorer, its first answer checked against the contract (then out of the way)."""
+
+    def __init__(self, explorer: Explorer, n_actions: int) -> None:
+        self.explorer, self.n_actions = explorer, n_actions
+        self.select = self._first
+
+    def _first(self, q_values: torch.Tensor, step: int) -> torch.Tensor:
+        actions = self.explorer.select(q_values, step)
+        check_actions(actions, q_values.shape[0], self.n_actions)
+        self.select = self.explorer.select
+        return actions
+
+
+def evaluate(agent: Agent, envs: Any, episodes: int, device: torch.device) -> list[list[float]]:
+    """Each row's greedy returns over its first ``episodes`` episodes, networks in eval mode (noise off)."""
+    rows = agent.nets.members or 1
+    limit = episodes * ((envs.spec.max_episode_steps if envs.spec else None) or MAX_EVAL_EPISODE_STEPS)
+    returns: list[list[float]] = [[] for _ in range(rows)]
+    running = np.zeros(rows)
+    obs, _ = envs.reset()
+    agent.nets.online.eval()
+    with torch.inference_mode():
+        for _ in range(limit):
+            if all(len(r) >= episodes for r in returns):
+                break
+            q_values = agent.learner.q_values(agent.nets.rows(torch.as_tensor(obs, device=device)))
+            obs, rewards, terminated, truncated, _ = envs.step(q_values.argmax(dim=-1).cpu().numpy())
+            running += rewards
+            for k in np.flatnonzero(terminated | truncated):
+                if len(returns[k]) < episodes:
+                    returns[k].append(float(running[k]))
+                running[k] = 0.0
+    agent.nets.online.train()
+    return [r + [float(running[k])] * (episodes - len(r)) for k, r in enumerate(returns)]
 
 
 def seed_everything(seed: int) -> None:
@@ -258,36 +379,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_env(env_id: str) -> gym.Env:
-    """``gym.make`` with observations flattened to float32 vectors of shape ``(obs_dim,)``."""
-    env = gym.make(env_id)
-    space = env.observation_space
-    if space.shape is None or len(space.shape) != 1:
-        env = gym.wrappers.FlattenObservation(env)
-    if env.observation_space.dtype != np.float32:
-        env = gym.wrappers.TransformObservation(
-            env,
-            lambda o: np.asarray(o, dtype=np.float32),
-            gym.spaces.Box(
-                env.observation_space.low.astype(np.float32),
-                env.observation_space.high.astype(np.float32),
-                dtype=np.float32,
-            ),
-        )
-    return env
+def _with_outputs(network: Callable[..., nn.Module], outputs: int) -> Callable[..., nn.Module]:
+    def build_network(obs_dim: ObsSpec, n_actions: int) -> nn.Module:
+        return network(obs_dim, n_actions, outputs=outputs)
 
-
-def env_dims(env: gym.Env, env_id: str) -> tuple[int, int]:
-    """``(obs_dim, n_actions)``; a user error for envs DQN cannot drive."""
-    if not isinstance(env.action_space, gym.spaces.Discrete):
-        raise DqnbenchError(
-            f"environment {env_id} has {type(env.action_space).__name__} actions; DQN needs Discrete actions"
-        )
-    if not isinstance(env.observation_space, gym.spaces.Box):
-        raise DqnbenchError(
-            f"environment {env_id} has {type(env.observation_space).__name__} observations; dqnbench needs Box"
-        )
-    return int(np.prod(env.observation_space.shape)), int(env.action_space.n)
+    return build_network
 
 
 def _no_clock() -> float:

@@ -2,8 +2,10 @@
 
 The tutorial computes ``q_target = b_r + GAMMA * q_next.max(1)[0]`` with ``b_r``
 of shape ``(B, 1)``: broadcasting makes a ``(B, B)`` target and the MSE quietly
-averages the wrong thing. Every function here asserts ``(B,)`` shapes first,
-as rlax does, so that bug cannot come back.
+averages the wrong thing. Every function here asserts that its per-sample
+inputs share one shape first, as rlax does, so that bug cannot come back.
+Shapes are ``(B,)`` for a single run and ``(K, B)`` for K lock-step members:
+the math runs over the last dimensions only.
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+LOSSES = ("mse", "huber")
 
-def _check_vector(name: str, tensor: torch.Tensor, batch: int) -> None:
-    if tensor.shape != (batch,):
-        raise ValueError(f"{name} must have shape ({batch},), got {tuple(tensor.shape)}")
+
+def _check_same(name: str, tensor: torch.Tensor, shape: torch.Size) -> None:
+    if tensor.shape != shape:
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(tensor.shape)}")
 
 
 def dqn_targets(
@@ -24,28 +28,28 @@ def dqn_targets(
     next_q_target: torch.Tensor,
     next_q_online: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Bootstrapped targets ``r + discount · (1 − terminated) · Q_target(s', a*)``, shape ``(B,)``.
+    """Bootstrapped targets ``r + discount · (1 − terminated) · Q_target(s', a*)``, shape ``(…, B)``.
 
     ``a*`` is ``argmax Q_target(s')`` (Mnih et al. 2015), or with
     ``next_q_online`` given, ``argmax Q_online(s')`` evaluated by the target
     net (Double DQN, van Hasselt et al. 2016). Only true termination stops
     bootstrapping; a time-limit truncation is stored as not terminated.
     """
-    if next_q_target.dim() != 2:
-        raise ValueError(f"next_q_target must have shape (B, n_actions), got {tuple(next_q_target.shape)}")
-    batch = next_q_target.shape[0]
-    _check_vector("rewards", rewards, batch)
-    _check_vector("discounts", discounts, batch)
-    _check_vector("terminated", terminated, batch)
+    if next_q_target.dim() < 2:
+        raise ValueError(f"next_q_target must have shape (…, B, n_actions), got {tuple(next_q_target.shape)}")
+    samples = next_q_target.shape[:-1]
+    _check_same("rewards", rewards, samples)
+    _check_same("discounts", discounts, samples)
+    _check_same("terminated", terminated, samples)
     if next_q_online is None:
-        next_values = next_q_target.amax(dim=1)
+        next_values = next_q_target.amax(dim=-1)
     else:
         if next_q_online.shape != next_q_target.shape:
             raise ValueError(
                 f"next_q_online {tuple(next_q_online.shape)} must match next_q_target {tuple(next_q_target.shape)}"
             )
-        best = next_q_online.argmax(dim=1, keepdim=True)
-        next_values = next_q_target.gather(1, best).squeeze(1)
+        best = next_q_online.argmax(dim=-1, keepdim=True)
+        next_values = next_q_target.gather(-1, best).squeeze(-1)
     if terminated.dtype == torch.bool:  # a terminal next state bootstraps nothing (even a non-finite Q)
         next_values = next_values.masked_fill(terminated, 0.0)
     else:
@@ -53,32 +57,36 @@ def dqn_targets(
     return torch.addcmul(rewards, discounts, next_values)
 
 
-def td_loss(
-    q_taken: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, kind: str = "mse"
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Importance-weighted TD loss and the TD errors ``target − Q`` (both from ``(B,)`` inputs).
+def taken(q_values: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """``Q(s, a)`` of the actions taken: ``q_values (…, B, n_actions)``, ``actions (…, B)`` → ``(…, B)``."""
+    _check_same("actions", actions, q_values.shape[:-1])
+    return q_values.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+
+
+def td_losses(q_taken: torch.Tensor, targets: torch.Tensor, kind: str = "mse") -> torch.Tensor:
+    """Per-sample TD losses ``loss(Q, target)`` of the same shape ``(…, B)``.
 
     ``kind`` is ``"mse"`` (squared error, the tutorial's ``MSELoss``) or
     ``"huber"`` (smooth L1 with δ = 1, Mnih et al. 2015's error clipping).
+    """
+    _check_same("q_taken", q_taken, targets.shape)
+    if kind == "mse":
+        return F.mse_loss(q_taken, targets, reduction="none")
+    if kind == "huber":
+        return F.smooth_l1_loss(q_taken, targets, reduction="none", beta=1.0)
+    raise ValueError(f'unknown loss {kind!r} (allowed: "mse", "huber")')
+
+
+def td_loss(
+    q_taken: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, kind: str = "mse"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Importance-weighted mean TD loss over the last axis and the TD errors ``target − Q``.
+
     With unit weights the mean equals the unweighted loss.
     """
-    elementwise = weighted_td_losses(q_taken, targets, weights, kind)
-    return elementwise.mean(), (targets - q_taken).detach()
-
-
-def weighted_td_losses(q_taken: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, kind: str) -> torch.Tensor:
-    """Per-sample ``weight × loss(Q, target)``, shape ``(B,)``; lock-step training averages it per member."""
-    batch = q_taken.shape[0] if q_taken.dim() == 1 else -1
-    _check_vector("q_taken", q_taken, batch)
-    _check_vector("targets", targets, batch)
-    _check_vector("weights", weights, batch)
-    if kind == "mse":
-        elementwise = F.mse_loss(q_taken, targets, reduction="none")
-    elif kind == "huber":
-        elementwise = F.smooth_l1_loss(q_taken, targets, reduction="none", beta=1.0)
-    else:
-        raise ValueError(f'unknown loss {kind!r} (allowed: "mse", "huber")')
-    return weights * elementwise
+    elementwise = td_losses(q_taken, targets, kind)
+    _check_same("weights", weights, q_taken.shape)
+    return (weights * elementwise).mean(dim=-1), (targets - q_taken).detach()
 
 
 def td_loss_and_grad(
@@ -86,12 +94,12 @@ def td_loss_and_grad(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The weighted mean loss of :func:`td_loss` over the last axis, and its gradient with respect to ``q_taken``.
 
-    For networks that backpropagate by hand (the built-in MLP's fused learn
-    steps): d/dq mean(w·(q−t)²) = 2w(q−t)/B; for Huber, the derivative of the
-    squared part is clipped to [−1, 1]. ``(B,)`` inputs give one run's loss (a
-    scalar); ``(K, B)`` inputs give K lock-step members' losses ``(K,)``, each
-    the mean over its own B samples as its independent run would compute, and
-    the gradient of their sum.
+    For learners that backpropagate by hand (the ``dqn`` learner's MLP path):
+    d/dq mean(w·(q−t)²) = 2w(q−t)/B; for Huber, the derivative of the squared
+    part is clipped to [−1, 1]. ``(B,)`` inputs give one run's loss (a scalar);
+    ``(K, B)`` inputs give K lock-step members' losses ``(K,)``, each the mean
+    over its own B samples as its independent run would compute, and the
+    gradient of their sum.
     """
     if q_taken.dim() not in (1, 2) or targets.shape != q_taken.shape or weights.shape != q_taken.shape:
         raise ValueError(
@@ -103,5 +111,5 @@ def td_loss_and_grad(
     if kind == "mse":
         weighted = weights * diff
         return (weighted * diff).mean(dim=-1), weighted.mul_(2.0 / size)
-    elementwise = weighted_td_losses(q_taken.reshape(-1), targets.reshape(-1), weights.reshape(-1), kind)
-    return elementwise.view(q_taken.shape).mean(dim=-1), weights * diff.clamp(-1.0, 1.0) / size
+    elementwise = weights * td_losses(q_taken, targets, kind)
+    return elementwise.mean(dim=-1), weights * diff.clamp(-1.0, 1.0) / size

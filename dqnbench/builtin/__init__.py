@@ -15,4 +15,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "dqnbench.builtin.nstep",
     "dqnbench.builtin.schedules",
     "dqnbench.builtin.ray_executor",
+    "dqnbench.builtin.envs",
+    "dqnbench.builtin.learners",
+    "dqnbench.builtin.optimizers",
 )

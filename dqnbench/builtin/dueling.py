@@ -15,83 +15,72 @@ change as fast as their mean, not follow every change of the best action's.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from itertools import pairwise
 
 import torch
 from torch import nn
 
+from dqnbench.nn import Linear, as_float_features, obs_shape, relu_mlp, split_outputs
 from dqnbench.plugin.hookspecs import hookimpl
-
-
-def _relu_mlp(widths: Sequence[int]) -> nn.Sequential:
-    """``Linear → ReLU`` for each consecutive pair of ``widths``."""
-    layers: list[nn.Module] = []
-    for fan_in, fan_out in pairwise(widths):
-        layers += [nn.Linear(fan_in, fan_out), nn.ReLU()]
-    return nn.Sequential(*layers)
 
 
 def _stream(fan_in: int, width: int, n_out: int) -> nn.Sequential:
     """A head: ``Linear → ReLU → Linear`` of ``width`` units, or one ``Linear`` if width is 0."""
     if width == 0:
-        return nn.Sequential(nn.Linear(fan_in, n_out))
-    return nn.Sequential(nn.Linear(fan_in, width), nn.ReLU(), nn.Linear(width, n_out))
-
-
-def dueling_combine(value: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
-    """``Q = V + A − mean(A)`` from ``value (B, 1)`` and ``advantages (B, n_actions)``."""
-    return value + advantages - advantages.mean(dim=1, keepdim=True)
+        return nn.Sequential(Linear(fan_in, n_out))
+    return nn.Sequential(Linear(fan_in, width), nn.ReLU(), Linear(width, n_out))
 
 
 class DuelingNetwork(nn.Module):
     """``obs → body (shared ReLU trunk) → {value (B, 1), advantage (B, n_actions)} → Q``.
 
     ``body`` ends at the trunk's last activation, the representation both
-    streams share (what embedding plots hook).
+    streams share (what embedding plots hook). Shape-generic (:mod:`dqnbench.nn`):
+    K stacked members run natively in lock-step. With ``outputs = N > 1`` the
+    streams give ``(…, 1, N)`` and ``(…, n_actions, N)``, combined per output.
     """
 
-    def __init__(self, obs_dim: int, n_actions: int, hidden: Sequence[int] = (64, 64), stream_hidden: int = 64) -> None:
+    def __init__(
+        self,
+        obs_dim: int,
+        n_actions: int,
+        hidden: Sequence[int] = (64, 64),
+        stream_hidden: int = 64,
+        outputs: int = 1,
+    ) -> None:
         super().__init__()
-        widths = [obs_dim, *hidden]
-        self.body = _relu_mlp(widths)
-        self.value = _stream(widths[-1], stream_hidden, 1)
-        self.advantage = _stream(widths[-1], stream_hidden, n_actions)
+        self.obs_ndim = len(obs_shape(obs_dim))
+        self.n_actions, self.outputs = n_actions, outputs
+        widths = [int(obs_dim), *hidden]
+        self.body = relu_mlp(widths)
+        self.value = _stream(widths[-1], stream_hidden, outputs)
+        self.advantage = _stream(widths[-1], stream_hidden, n_actions * outputs)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        features = self.body(obs)
-        return dueling_combine(self.value(features), self.advantage(features))
+        features = self.body(as_float_features(obs, self.obs_ndim))
+        value, advantages = self.value(features), self.advantage(features)
+        if self.outputs == 1:
+            return value + advantages - advantages.mean(dim=-1, keepdim=True)
+        value = split_outputs(value, 1, self.outputs)
+        advantages = split_outputs(advantages, self.n_actions, self.outputs)
+        return value + advantages - advantages.mean(dim=-2, keepdim=True)
 
 
-def dueling(obs_dim: int, n_actions: int, hidden: Sequence[int] = (64, 64), stream_hidden: int = 64) -> DuelingNetwork:
+def dueling(
+    obs_dim: int, n_actions: int, hidden: Sequence[int] = (64, 64), stream_hidden: int = 64, outputs: int = 1
+) -> DuelingNetwork:
     """Dueling Q-network (Wang et al. 2016).
 
     :param hidden: widths of the shared trunk's ReLU layers, e.g. ``[64, 64]``;
         ``[]`` feeds the observation straight to the streams.
     :param stream_hidden: width of the one hidden layer of each of the value
         and advantage streams; 0 makes both streams linear.
+    :param outputs: outputs per action, set by the loop for distributional learners (not a grid param).
     """
     if any(not isinstance(w, int) or isinstance(w, bool) or w <= 0 for w in hidden):
         raise ValueError(f"hidden must be a list of positive integers, got {list(hidden)!r}")
     if isinstance(stream_hidden, bool) or not isinstance(stream_hidden, int) or stream_hidden < 0:
         raise ValueError(f"stream_hidden must be a non-negative integer (0 = linear streams), got {stream_hidden!r}")
-    return DuelingNetwork(obs_dim, n_actions, tuple(hidden), stream_hidden)
-
-
-def dueling_lockstep(module: DuelingNetwork, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """K stacked dueling networks on ``x (K, B, obs_dim)`` with batched matmuls (lock-step training)."""
-    from dqnbench.agent.lockstep import stacked_linear
-
-    def run(sequential: nn.Sequential, prefix: str, h: torch.Tensor) -> torch.Tensor:
-        for i, layer in enumerate(sequential):
-            h = torch.relu(h) if isinstance(layer, nn.ReLU) else stacked_linear(h, params, f"{prefix}.{i}")
-        return h
-
-    features = run(module.body, "body", x)
-    value, advantages = run(module.value, "value", features), run(module.advantage, "advantage", features)
-    return value + advantages - advantages.mean(dim=-1, keepdim=True)
-
-
-dueling.lockstep = dueling_lockstep
+    return DuelingNetwork(obs_dim, n_actions, tuple(hidden), stream_hidden, outputs)
 
 
 @hookimpl

@@ -24,15 +24,15 @@ from collections.abc import Sequence
 from itertools import pairwise
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from dqnbench.nn import as_float_features, linear, obs_shape, split_outputs
 from dqnbench.plugin.hookspecs import hookimpl
 
 
-def scaled_noise(size: int, device: torch.device) -> torch.Tensor:
-    """``f(ε) = sgn(ε) √|ε|`` of ``size`` standard normals (Fortunato et al. 2018, §3.2)."""
-    eps = torch.randn(size, device=device)
+def scaled_noise(shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """``f(ε) = sgn(ε) √|ε|`` of standard normals of ``shape`` (Fortunato et al. 2018, §3.2)."""
+    eps = torch.randn(shape, device=device)
     return eps.sign() * eps.abs().sqrt()
 
 
@@ -40,7 +40,9 @@ class NoisyLinear(nn.Module):
     """A linear layer with factorised Gaussian weight noise.
 
     Initialisation follows the paper's factorised case: ``μ ~ U[−1/√p, 1/√p]``
-    and ``σ = σ₀ / √p`` for ``p`` inputs.
+    and ``σ = σ₀ / √p`` for ``p`` inputs. Shape-generic (:mod:`dqnbench.nn`):
+    with K stacked members (``weight_mu (K, out, in)``) each member draws its own
+    noise, shared by the rows of its batch.
     """
 
     def __init__(self, in_features: int, out_features: int, sigma0: float = 0.5) -> None:
@@ -54,14 +56,16 @@ class NoisyLinear(nn.Module):
         self.bias_sigma = nn.Parameter(torch.full((out_features,), sigma0 * bound))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = F.linear(x, self.weight_mu, self.bias_mu)
+        mean = linear(x, self.weight_mu, self.bias_mu)
         if not self.training:
             return mean
-        f_in, f_out = scaled_noise(self.in_features + self.out_features, x.device).split(
-            (self.in_features, self.out_features)
+        members = self.weight_mu.shape[:-2]  # () for one network, (K,) for stacked members
+        noise_shape = (
+            (*members, 1, self.in_features + self.out_features) if members else (self.in_features + self.out_features,)
         )
+        f_in, f_out = scaled_noise(noise_shape, x.device).split((self.in_features, self.out_features), -1)
         # (σ_W ⊙ f_out f_inᵀ) x = f_out ⊙ (σ_W (f_in ⊙ x)): never builds the q × p noise matrix.
-        return mean + f_out * (F.linear(x * f_in, self.weight_sigma) + self.bias_sigma)
+        return mean + f_out * linear(x * f_in, self.weight_sigma, self.bias_sigma)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}"
@@ -74,52 +78,39 @@ class NoisyNetwork(nn.Module):
     ``out`` is the noisy Q-value head.
     """
 
-    def __init__(self, obs_dim: int, n_actions: int, hidden: Sequence[int] = (64, 64), sigma0: float = 0.5) -> None:
+    def __init__(
+        self, obs_dim: int, n_actions: int, hidden: Sequence[int] = (64, 64), sigma0: float = 0.5, outputs: int = 1
+    ) -> None:
         super().__init__()
-        widths = [obs_dim, *hidden]
+        self.obs_ndim = len(obs_shape(obs_dim))
+        self.n_actions, self.outputs = n_actions, outputs
+        widths = [int(obs_dim), *hidden]
         layers: list[nn.Module] = []
         for fan_in, fan_out in pairwise(widths):
             layers += [NoisyLinear(fan_in, fan_out, sigma0), nn.ReLU()]
         self.body = nn.Sequential(*layers)
-        self.out = NoisyLinear(widths[-1], n_actions, sigma0)
+        self.out = NoisyLinear(widths[-1], n_actions * outputs, sigma0)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.out(self.body(obs))
+        q = self.out(self.body(as_float_features(obs, self.obs_ndim)))
+        return split_outputs(q, self.n_actions, self.outputs)
 
 
-def noisy(obs_dim: int, n_actions: int, hidden: Sequence[int] = (64, 64), sigma0: float = 0.5) -> NoisyNetwork:
+def noisy(
+    obs_dim: int, n_actions: int, hidden: Sequence[int] = (64, 64), sigma0: float = 0.5, outputs: int = 1
+) -> NoisyNetwork:
     """NoisyNet Q-network with factorised Gaussian noise (Fortunato et al. 2018).
 
     :param hidden: widths of the hidden layers, e.g. ``[64, 64]``; ``[]`` is one noisy linear layer.
     :param sigma0: σ₀ of the noise scale's initialisation ``σ = σ₀/√fan_in``
         (0.5 in the paper; 0 starts noiseless, and σ may still grow by learning).
+    :param outputs: outputs per action, set by the loop for distributional learners (not a grid param).
     """
     if any(not isinstance(w, int) or isinstance(w, bool) or w <= 0 for w in hidden):
         raise ValueError(f"hidden must be a list of positive integers, got {list(hidden)!r}")
     if isinstance(sigma0, bool) or not isinstance(sigma0, (int, float)) or not 0.0 <= sigma0 < math.inf:
         raise ValueError(f"sigma0 must be a finite non-negative number, got {sigma0!r}")
-    return NoisyNetwork(obs_dim, n_actions, tuple(hidden), float(sigma0))
-
-
-def noisy_lockstep(module: NoisyNetwork, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """K stacked noisy networks on ``x (K, B, obs_dim)``: batched matmuls, independent noise per member."""
-
-    def layer(h: torch.Tensor, prefix: str, noisy_linear: NoisyLinear) -> torch.Tensor:
-        p = {k: params[f"{prefix}.{k}"] for k in ("weight_mu", "weight_sigma", "bias_mu", "bias_sigma")}
-        mean = torch.baddbmm(p["bias_mu"].unsqueeze(1), h, p["weight_mu"].transpose(1, 2))
-        if not module.training:
-            return mean
-        eps = torch.randn(h.shape[0], 1, noisy_linear.in_features + noisy_linear.out_features, device=h.device)
-        f_in, f_out = (eps.sign() * eps.abs().sqrt()).split((noisy_linear.in_features, noisy_linear.out_features), -1)
-        sigma = torch.baddbmm(p["bias_sigma"].unsqueeze(1), h * f_in, p["weight_sigma"].transpose(1, 2))
-        return mean + f_out * sigma
-
-    for i in range(0, len(module.body), 2):
-        x = torch.relu(layer(x, f"body.{i}", module.body[i]))
-    return layer(x, "out", module.out)
-
-
-noisy.lockstep = noisy_lockstep
+    return NoisyNetwork(obs_dim, n_actions, tuple(hidden), float(sigma0), outputs)
 
 
 @hookimpl

@@ -7,11 +7,13 @@ the learner's target ``R + discount · (1 - terminated) · max_a Q(s', a)`` is t
 n-step target without knowing ``n``. ``k = n`` inside an episode and
 ``k < n`` for the last steps of an episode.
 
-Episode boundaries. ``add`` receives one transition per env step, in order,
-and has no truncation flag, so the buffer infers boundaries:
+Episode boundaries. A single run's ``add`` receives one transition per env
+step, in order, and usually no truncation flag (the v1 ``add``), so the buffer
+infers boundaries:
 
 - ``terminated=True``: every pending start state is stored at once with its
-  ``k ≤ n`` rewards, the terminal ``next_obs`` and ``terminated=True``;
+  ``k ≤ n`` rewards, the terminal ``next_obs`` and ``terminated=True`` (an
+  explicit ``truncated=True`` likewise, bootstrapping from ``next_obs``);
 - a call whose ``obs`` differs (``np.array_equal``) from the previous call's
   ``next_obs`` starts a new episode, so the previous one was truncated (a time
   limit): its pending start states are stored bootstrapping from that previous
@@ -19,21 +21,24 @@ and has no truncation flag, so the buffer infers boundaries:
 
 No reward ever crosses into another episode. A reset observation exactly equal
 to the previous episode's last observation would go unnoticed (unlikely with
-continuous observations); the partial returns still pending when training
-stops are never stored.
+continuous observations; frames and boolean planes are compared whole, in
+their own dtype); the partial returns still pending when training stops are
+never stored.
 
 With ``prioritized = true`` the stored n-step transitions are sampled by the
 same :class:`~dqnbench.builtin.prioritized.ProportionalSampler` as the
 ``prioritized`` buffer (Rainbow's combination).
 
-Lock-step (``nstep.lockstep``, see :mod:`dqnbench.agent.lockstep`) stores one-step
-transitions of K members in a ring (with ``done = terminated | truncated``,
-given explicitly there) and forms n-step returns at sample time, looking ahead
-up to n − 1 slots for all K·B samples at once (:meth:`MembersNStepReplay.nstep`).
-The result per sampled start is what the single-run buffer stores for it (the
-forward view of the n-step return, Sutton & Barto 2018, §7.1): rewards summed
-with γ^i up to n steps or the first episode end, ``terminated`` only for a true
-termination, a truncated window bootstrapping from its last ``next_obs``.
+Lock-step (``nstep.lockstep``, see
+:func:`~dqnbench.plugin.hookspecs.dqnbench_replays`) is the same
+:class:`NStepReplay` with ``members=K``: it stores one-step transitions of K
+members in a ring (with ``done = terminated | truncated``, given explicitly
+there) and forms n-step returns at sample time, looking ahead up to n − 1 slots
+for all K·B samples at once (:meth:`NStepReplay.nstep`). The result per sampled
+start is what the single-run buffer stores for it (the forward view of the
+n-step return, Sutton & Barto 2018, §7.1): rewards summed with γ^i up to n
+steps or the first episode end, ``terminated`` only for a true termination, a
+truncated window bootstrapping from its last ``next_obs``.
 
 Window semantics at the ring's newest slots: a start is sampleable only once
 its full n-step window has been written, i.e. it is at least n − 1 slots older
@@ -53,15 +58,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from dqnbench.plugin.batch import Batch
-from dqnbench.builtin.prioritized import (
-    MemberRingStorage,
-    MembersProportionalSampler,
-    ProportionalSampler,
-    check_per_params,
-    to_numpy,
-)
+from dqnbench.builtin.prioritized import ProportionalSampler, check_per_params, to_numpy
 from dqnbench.builtin.replays import RingStorage
+from dqnbench.plugin.batch import Batch
 from dqnbench.plugin.hookspecs import hookimpl
 
 
@@ -74,7 +73,16 @@ def nstep_return(rewards: Sequence[float], gamma: float) -> tuple[float, float]:
 
 
 class NStepReplay:
-    """A ring buffer of n-step transitions, each with its own bootstrap discount ``γ^k``."""
+    """n-step transitions, each with its own bootstrap discount ``γ^k``, for one run or K lock-step members.
+
+    A single run (``members=None``) accumulates each start state's return as
+    the episode goes and stores finished n-step transitions in the ring (see
+    the module docstring on episode boundaries). K members (``members=K``)
+    store one-step rows, which keeps ``add`` a single write per env step (no
+    per-member pending queues, which would need a Python loop over members),
+    and form n-step returns when sampled (:meth:`nstep`), cut exactly by the
+    explicit ``truncated`` flags.
+    """
 
     def __init__(
         self,
@@ -83,34 +91,53 @@ class NStepReplay:
         gamma: float,
         n: int,
         sampler: ProportionalSampler | None = None,
+        members: int | None = None,
     ) -> None:
-        self.storage = RingStorage(capacity, obs_dim)
+        if members is not None and capacity < n:
+            raise ValueError(f"capacity must be at least n = {n} to hold one n-step window, got {capacity}")
+        self.storage = RingStorage(capacity, obs_dim, members, done=members is not None)
+        self.members = members
         self.gamma = float(gamma)
-        # Each slot keeps k, the steps accumulated (1 byte for n < 256), and γ^k is looked up when sampled:
-        # storing the float32 discount instead would add 9% to a CartPole transition.
-        self.accumulated = np.zeros(capacity, dtype=np.min_scalar_type(n))
-        self.discount_of = np.array([self.gamma**k for k in range(n + 1)], dtype=np.float32)
         self.n = n
         self.sampler = sampler
+        self.powers = self.gamma ** np.arange(n + 1, dtype=np.float64)  # γ^k for k = 0..n
+        self.discount_of = self.powers.astype(np.float32)  # Batch.discounts for k accumulated steps
+        # A single run stores finished transitions: each slot keeps k, the steps accumulated (1 byte for n < 256),
+        # and γ^k is looked up when sampled (storing the float32 discount would add 9% to a CartPole transition).
+        self.accumulated = np.zeros(capacity, dtype=np.min_scalar_type(n)) if members is None else None
         self.pending: deque[tuple[np.ndarray, int, float]] = deque()
         self.last_next_obs: np.ndarray | None = None
         self.steps = 0  # add calls = env steps, the clock of β's annealing
+        self._weights = torch.empty(0)
 
     @property
     def beta(self) -> float | None:
         """β the next ``sample`` uses (None without prioritisation)."""
         return None if self.sampler is None else self.sampler.beta(self.steps)
 
-    def add(self, obs, action, reward, next_obs, terminated) -> None:
-        obs = np.asarray(obs, dtype=np.float32)
-        next_obs = np.array(next_obs, dtype=np.float32)  # a copy: compared with the next call's obs
+    def add(self, obs, action, reward, next_obs, terminated, truncated=None) -> None:
+        """Store one transition (per member; a row of K with a leading K dimension for members)."""
+        self.steps += 1
+        if self.members is None:
+            self._accumulate(obs, action, reward, next_obs, terminated, truncated)
+            return
+        # one one-step row per member: the start n − 1 slots back now has a complete window
+        index = self.storage.add(obs, action, reward, next_obs, terminated, truncated)
+        if self.sampler is not None:
+            complete = (index - (self.n - 1)) % self.storage.capacity if self.storage.size >= self.n else None
+            self.sampler.on_add(complete, hidden=index if self.n > 1 else None)
+
+    def _accumulate(self, obs, action, reward, next_obs, terminated, truncated) -> None:
+        """A single run's step: extend the pending returns, storing those whose window closes."""
+        dtype = self.storage.obs.dtype
+        obs = np.asarray(obs, dtype=dtype)
+        next_obs = np.array(next_obs, dtype=dtype)  # a copy: compared with the next call's obs
         if self.pending and not np.array_equal(obs, self.last_next_obs):
             self._flush(self.last_next_obs, terminated=False)  # the previous episode was truncated
         self.pending.append((obs.copy(), int(action), float(reward)))
         self.last_next_obs = next_obs
-        self.steps += 1
-        if terminated:
-            self._flush(next_obs, terminated=True)
+        if terminated or truncated:
+            self._flush(next_obs, terminated=bool(terminated))
         elif len(self.pending) == self.n:
             self._store_oldest(next_obs, terminated=False)
 
@@ -128,92 +155,26 @@ class NStepReplay:
             self.sampler.on_add(index)
 
     def sample(self, batch_size: int) -> Batch:
+        """A ``Batch`` of ``(*lead, B, …)`` n-step transitions, each member's from its own stream."""
         if self.sampler is None:
-            indices = np.random.randint(0, self.storage.size, size=batch_size)
-            weights = np.ones(batch_size, dtype=np.float32)
-        else:
-            indices, weights = self.sampler.sample(batch_size, self.storage.size, self.steps)
-        obs, actions, rewards, next_obs, terminated = self.storage.gather(indices)
-        return Batch(
-            obs=obs,
-            actions=actions,
-            rewards=rewards,
-            next_obs=next_obs,
-            terminated=terminated,
-            weights=torch.from_numpy(weights),
-            indices=torch.from_numpy(indices),
-            discounts=torch.from_numpy(self.discount_of[self.accumulated[indices]]),
-        )
-
-    def update_priorities(self, indices: torch.Tensor, td_errors: torch.Tensor) -> None:
-        """Reprioritise when prioritised; uniform n-step replay ignores TD errors."""
-        if self.sampler is not None:
-            self.sampler.update(indices, td_errors)
-
-    def __len__(self) -> int:
-        return self.storage.size
-
-
-class MembersNStepReplay:
-    """n-step replay for K lock-step members: one-step rows in a member ring, n-step returns formed when sampled.
-
-    Storing one-step rows keeps ``add`` a single write per env step (no
-    per-member pending queues, which would need a Python loop over members),
-    and explicit ``truncated`` flags cut windows exactly.
-    """
-
-    def __init__(
-        self,
-        members: int,
-        capacity: int,
-        obs_dim: int,
-        gamma: float,
-        n: int,
-        sampler: MembersProportionalSampler | None = None,
-    ) -> None:
-        if capacity < n:
-            raise ValueError(f"capacity must be at least n = {n} to hold one n-step window, got {capacity}")
-        self.storage = MemberRingStorage(members, capacity, obs_dim)
-        self.members = members
-        self.gamma = float(gamma)
-        self.n = n
-        self.sampler = sampler
-        self.powers = self.gamma ** np.arange(n + 1, dtype=np.float64)  # γ^k for k = 0..n
-        self.discounts = self.powers.astype(np.float32)  # Batch.discounts for k accumulated steps
-        self.steps = 0  # add calls = env steps, the clock of β's annealing
-        self._weights = torch.empty(0)
-
-    @property
-    def beta(self) -> float | None:
-        """β the next ``sample`` uses (None without prioritisation)."""
-        return None if self.sampler is None else self.sampler.beta(self.steps)
-
-    def add(self, obs, actions, rewards, next_obs, terminated, truncated) -> None:
-        """Store one one-step transition per member; the start n − 1 slots back now has a complete window."""
-        index = self.storage.add(obs, actions, rewards, next_obs, terminated, truncated)
-        self.steps += 1
-        if self.sampler is not None:
-            complete = (index - (self.n - 1)) % self.storage.capacity if self.storage.size >= self.n else None
-            self.sampler.on_add(complete, hidden=index if self.n > 1 else None)
-
-    def sample(self, batch_size: int) -> Batch:
-        """A ``Batch`` of ``(K, B, …)`` n-step transitions, each member's from its own stream."""
-        if self.sampler is None:
-            size = len(self)
-            oldest = (self.storage.cursor - self.storage.size) % self.storage.capacity
-            offsets = np.random.randint(0, size, size=(self.members, batch_size))
-            indices = (oldest + offsets) % self.storage.capacity
+            indices = np.random.randint(0, len(self), size=(*self.storage.lead, batch_size))
+            if self.members is not None:  # counted from the oldest slot: the newest n − 1 are not sampleable
+                indices = (self.storage.oldest + indices) % self.storage.capacity
             if self._weights.shape != indices.shape:  # unit weights, allocated once (read-only for the learner)
                 self._weights = torch.ones(indices.shape)
             weights = self._weights
         else:
             indices, raw_weights = self.sampler.sample(batch_size, len(self), self.steps)
             weights = torch.from_numpy(raw_weights)
-        obs, actions, rewards, next_obs, terminated, discounts = self.nstep(indices)
+        if self.members is None:
+            obs, actions, rewards, next_obs, terminated = self.storage.gather(indices)
+            discounts = torch.from_numpy(self.discount_of[self.accumulated[indices]])
+        else:
+            obs, actions, rewards, next_obs, terminated, discounts = self.nstep(indices)
         return Batch(obs, actions, rewards, next_obs, terminated, weights, torch.from_numpy(indices), discounts)
 
     def nstep(self, indices: np.ndarray) -> tuple[torch.Tensor, ...]:
-        """The n-step transitions starting at each member's slots ``indices (K, B)`` (all sampleable).
+        """K members: the n-step transitions starting at each member's slots ``indices (K, B)`` (all sampleable).
 
         Walks the window forward one slot at a time for all K·B starts: step j
         adds ``γ^j r_{t+j}`` while the episode is still running, and the last
@@ -223,7 +184,7 @@ class MembersNStepReplay:
         terminated, discounts ``γ^k``.
         """
         storage, capacity = self.storage, self.storage.capacity
-        rewards, done = storage.rewards.reshape(-1), storage.done.reshape(-1)
+        rewards, done = storage.views["rewards"], storage.views["done"]
         start = storage.flat(indices)
         returns = rewards.take(start).astype(np.float64)
         last = start
@@ -238,27 +199,34 @@ class MembersNStepReplay:
             steps += running
             running &= ~done.take(position)
         return (
-            storage.take_rows(storage.obs, start),
-            storage.take_actions(start),
+            storage.take("obs", start),
+            storage.take("actions", start),
             torch.from_numpy(returns.astype(np.float32)),
-            storage.take_rows(storage.next_obs, last),
-            storage.take_rows(storage.terminated, last),
-            torch.from_numpy(self.discounts[steps]),
+            storage.take("next_obs", last),
+            storage.take("terminated", last),
+            torch.from_numpy(self.discount_of[steps]),
         )
 
     def update_priorities(self, indices: torch.Tensor, td_errors: torch.Tensor) -> None:
-        """Reprioritise when prioritised (non-finite rows skipped); uniform n-step replay ignores TD errors.
+        """Reprioritise when prioritised; uniform n-step replay ignores TD errors.
 
-        Slots that are no longer sampleable (rewritten since they were sampled)
-        are left alone, so an open window never gets a priority.
+        For K members, rows that are not finite are skipped, and so are slots
+        that are no longer sampleable (rewritten since they were sampled), so
+        an open window never gets a priority.
         """
-        if self.sampler is not None:
-            indices = np.asarray(to_numpy(indices), dtype=np.int64)
-            age = (self.storage.cursor - 1 - indices) % self.storage.capacity
-            keep = (age >= self.n - 1) & (age < self.storage.size)
-            self.sampler.update(indices, td_errors, None if keep.all() else keep)
+        if self.sampler is None:
+            return
+        if self.members is None:
+            self.sampler.update(indices, td_errors)
+            return
+        indices = np.asarray(to_numpy(indices), dtype=np.int64)
+        age = (self.storage.cursor - 1 - indices) % self.storage.capacity
+        keep = (age >= self.n - 1) & (age < self.storage.size)
+        self.sampler.update(indices, td_errors, None if keep.all() else keep)
 
     def __len__(self) -> int:
+        if self.members is None:
+            return self.storage.size
         return max(0, self.storage.size - (self.n - 1))
 
 
@@ -305,15 +273,15 @@ def nstep_members(
     beta: float = 0.4,
     eps: float = 1e-6,
     total_steps: int | None = None,
-) -> MembersNStepReplay:
+) -> NStepReplay:
     """``nstep`` for K lock-step members: the same params; n-step returns formed at sample time."""
     check_nstep_params(n, prioritized)
     check_per_params(alpha, beta, eps, total_steps)
-    sampler = MembersProportionalSampler(members, capacity, alpha, beta, eps, total_steps) if prioritized else None
-    return MembersNStepReplay(members, capacity, obs_dim, gamma, n, sampler)
+    sampler = ProportionalSampler(capacity, alpha, beta, eps, total_steps, members) if prioritized else None
+    return NStepReplay(capacity, obs_dim, gamma, n, sampler, members=members)
 
 
-nstep.lockstep = nstep_members  # lock-step support (see dqnbench/agent/lockstep.py)
+nstep.lockstep = nstep_members  # lock-step support (see the dqnbench_replays hookspec)
 
 
 @hookimpl

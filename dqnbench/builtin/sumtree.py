@@ -20,10 +20,11 @@ no Python loop over samples. Block sums are recomputed from the block's
 priorities and parents from their children, never adjusted by deltas, so
 rounding errors do not accumulate however many updates happen.
 
-:class:`SumTrees` holds K trees (one per lock-step member) as the K subtrees
-of one bigger heap, so the same two walks (:func:`find_leaves`, :func:`climb`)
-serve every member at once with no per-member offsets; :class:`SumTree` is
-the one-member case with a scalar fast path for adding a transition.
+:class:`SumTree` holds one tree (a single run) or K (one per lock-step
+member, ``members=K``) as the K subtrees of one bigger heap, so the same two
+walks (:func:`find_leaves`, :func:`climb`) serve every member at once with no
+per-member offsets; a single run is that code with the member dimension
+dropped, plus a scalar fast path for adding a transition.
 """
 
 from __future__ import annotations
@@ -118,66 +119,109 @@ def _tree_depth(capacity: int) -> int:
     return max(0, int(np.ceil(np.log2(capacity))))
 
 
-class SumTrees:
-    """K independent sum trees of ``capacity`` slots each (one per lock-step member), walked together.
+class SumTree:
+    """Sum trees over ``capacity`` slots, walked together: one for a single run, K for lock-step members.
 
-    ``priorities`` is ``(K, blocks·BLOCK)`` float32 (slots past ``capacity``
-    stay 0). With ``M = 2^⌈log2 K⌉`` and ``L = 2^depth ≥ blocks`` heap leaves
-    per member, the K block-sum trees are the subtrees rooted at heap nodes
-    ``M + k`` of one flat heap of ``2·M·L`` nodes: member ``k``'s block ``b``
-    is heap leaf ``M·L + k·L + b``, and its tree's level ``l`` is row ``k`` of
-    the ``(M, 2^l)`` block at ``M·2^l``, so the ordinary heap arithmetic walks
-    every member at once. Heap nodes above level ``log2 M`` (sums across
-    members) are never used.
+    ``members=None`` is a single run: slot arrays without a member dimension
+    (``priorities (blocks·BLOCK,)``, ``total`` a float, ``find`` and
+    ``sample_stratified`` giving ``(B,)`` slots). ``members=K`` gives every
+    array a leading K (``priorities (K, blocks·BLOCK)``, ``total (K,)``,
+    slots ``(K, B)``). Slots past ``capacity`` stay 0.
+
+    Layout: with ``M = 2^⌈log2 K⌉`` (1 for a single run) and ``L = 2^depth ≥
+    blocks`` heap leaves per member, the K block-sum trees are the subtrees
+    rooted at heap nodes ``M + k`` of one flat heap of ``2·M·L`` nodes: member
+    ``k``'s block ``b`` is heap leaf ``M·L + k·L + b``, and its tree's level
+    ``l`` is row ``k`` of the ``(M, 2^l)`` block at ``M·2^l``, so the ordinary
+    heap arithmetic walks every member at once. Heap nodes above level
+    ``log2 M`` (sums across members) are never used. A single run is the one
+    tree rooted at node 1.
     """
 
-    def __init__(self, members: int, capacity: int) -> None:
-        if members <= 0:
+    def __init__(self, capacity: int, members: int | None = None) -> None:
+        if members is not None and members <= 0:
             raise ValueError(f"members must be positive, got {members}")
         if capacity <= 0:
             raise ValueError(f"capacity must be positive, got {capacity}")
+        rows = 1 if members is None else members
         self.members, self.capacity = members, capacity
+        self.lead: tuple[int, ...] = () if members is None else (members,)
         self.blocks = -(-capacity // BLOCK)
-        self.priorities = np.zeros((members, self.blocks * BLOCK), dtype=np.float32)
+        self.width = self.blocks * BLOCK
         self.depth = _tree_depth(self.blocks)
         self.leaves_per_member = 1 << self.depth
-        self.padded_members = 1 << _tree_depth(members)
+        self.padded_members = 1 << _tree_depth(rows)
         self.first_leaf = self.padded_members * self.leaves_per_member
         self.nodes = np.zeros(2 * self.first_leaf, dtype=np.float64)
-        self.roots = self.padded_members + np.arange(members, dtype=np.int64)
-        self.rows = np.arange(members, dtype=np.int64)[:, None]
-        #: heap node of block 0 of each member, shape ``(K, 1)`` to broadcast against ``(K, B)`` blocks
-        self.block_base = (self.first_leaf + np.arange(members, dtype=np.int64) * self.leaves_per_member)[:, None]
+        self._flat = np.zeros(rows * self.width, dtype=np.float32)  # every member's slots, member-major
+        self._blocks = self._flat.reshape(-1, BLOCK)  # row k·blocks + b: member k's block b
+        #: slot priorities ``(*lead, blocks·BLOCK)`` (a view of the flat array)
+        self.priorities = self._flat.reshape(*self.lead, self.width)
+        self.roots = self.padded_members + np.arange(rows, dtype=np.int64)
+        #: where the totals are in ``nodes``: the root (a single run), or each member's as a ``(K, 1)`` column
+        self._totals = 1 if members is None else (slice(self.padded_members, self.padded_members + rows), None)
+        member = np.arange(rows, dtype=np.int64).reshape(*self.lead, 1)  # ``(*lead, 1)``: broadcasts against slots
+        self._slot_base = member * self.width  # flat position of each member's slot 0
+        self._block_row = member * self.blocks  # row of each member's block 0 in ``_blocks``
+        self._block_node = self.first_leaf + member * self.leaves_per_member  # heap node of each member's block 0
 
     @property
-    def totals(self) -> np.ndarray:
-        """Each member's total priority ``(K,)`` (its root; a view: read, don't write)."""
-        return self.nodes[self.padded_members : self.padded_members + self.members]
+    def total(self) -> float | np.ndarray:
+        """Total priority: a float for a single run, each member's ``(K,)`` otherwise (a view: read, don't write)."""
+        total = self.nodes[self._totals]
+        return float(total) if self.members is None else total[:, 0]
 
     @property
     def leaves(self) -> np.ndarray:
-        """Slot priorities ``(K, capacity)`` (a float32 view: read, don't write)."""
-        return self.priorities[:, : self.capacity]
+        """Slot priorities ``(*lead, capacity)`` (a float32 view: read, don't write)."""
+        return self.priorities[..., : self.capacity]
 
     def get(self, indices: np.ndarray) -> np.ndarray:
-        """Priorities ``(K, B)`` (float64) of each member's slots ``indices (K, B)``."""
-        return np.take_along_axis(self.priorities, np.asarray(indices, dtype=np.int64), axis=1).astype(np.float64)
+        """Priorities (float64) of slots ``indices (*lead, B)``."""
+        indices = np.asarray(indices, dtype=np.int64)
+        return self._flat.take(indices if self.members is None else self._slot_base + indices).astype(np.float64)
 
-    def set_slots(self, indices: np.ndarray, priorities: np.ndarray) -> None:
-        """Set slots ``indices (m,)`` of every member to ``priorities (K, m)``: the per-``add`` path.
+    def probabilities(self, indices: np.ndarray) -> np.ndarray:
+        """``P(i) = p_i / total`` (float64) of slots ``indices (*lead, B)``, each member's by its own total."""
+        return self.get(indices) / self.nodes[self._totals]
 
-        Members step together, so an ``add`` writes the same slot of every member.
+    def set_one(self, index: int, priority: float | np.ndarray) -> None:
+        """Set slot ``index`` of every member to ``priority`` (a float, or ``(K,)``): the per-``add`` path.
+
+        Members step together, so an ``add`` writes the same slot of every
+        member. A single run walks to its root with scalars; K members walk
+        together through strided views (member ``k``'s node at any level is
+        member 0's plus ``k`` times that level's width).
         """
-        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
-        self._check_indices(indices)
-        self.priorities[:, indices] = _as_priorities(np.broadcast_to(priorities, (self.members, indices.size)))
-        members = np.repeat(np.arange(self.members, dtype=np.int64), indices.size)
-        self._refresh(members, np.tile(indices, self.members))
+        if not 0 <= index < self.capacity:
+            raise IndexError(f"slot index must be in [0, {self.capacity}), got {index}")
+        block = int(index) // BLOCK
+        nodes = self.nodes
+        node = self.first_leaf + block
+        if self.members is None:
+            if not 0.0 <= priority < FLOAT32_MAX:  # also refuses NaN
+                _as_priorities(np.float64(priority))  # raises the usual error
+            self._flat[index] = priority
+            nodes[node] = self._blocks[block].sum(dtype=np.float64)
+            node >>= 1
+            while node:
+                nodes[node] = nodes[2 * node] + nodes[2 * node + 1]
+                node >>= 1
+            return
+        rows, stride = self.members, self.leaves_per_member
+        self.priorities[:, index] = _as_priorities(np.broadcast_to(priority, self.lead))
+        block_priorities = self.priorities[:, block * BLOCK : (block + 1) * BLOCK]
+        nodes[node : node + rows * stride : stride] = block_priorities.sum(axis=-1, dtype=np.float64)
+        for _ in range(self.depth):  # member k's parent at node + k·stride, its children at 2·node + 2k·stride (+ 1)
+            node, stride = node >> 1, stride >> 1
+            left, end = 2 * node, 2 * (node + rows * stride)
+            parents = nodes[node : node + rows * stride : stride]
+            np.add(nodes[left : end : 2 * stride], nodes[left + 1 : end + 1 : 2 * stride], out=parents)
 
     def update(self, indices: np.ndarray, priorities: np.ndarray, members: np.ndarray | None = None) -> None:
-        """Set slot priorities, duplicates within a member: the last one wins.
+        """Set slot priorities (a batch; duplicates within a member: the last one wins).
 
-        Without ``members``, ``indices`` and ``priorities`` are ``(K, B)``:
+        Without ``members``, ``indices`` and ``priorities`` are ``(*lead, B)``:
         row ``k`` is member ``k``'s. With ``members``, all three are flat and
         entry ``j`` sets member ``members[j]``'s slot ``indices[j]``, so a
         caller can leave out any entries (a diverged member's row).
@@ -185,60 +229,70 @@ class SumTrees:
         indices = np.asarray(indices, dtype=np.int64)
         priorities = np.asarray(priorities, dtype=np.float64)
         if members is None:
-            if indices.shape != priorities.shape or indices.ndim != 2 or indices.shape[0] != self.members:
+            if (
+                indices.shape != priorities.shape
+                or indices.shape[:-1] != self.lead
+                or indices.ndim != len(self.lead) + 1
+            ):
                 raise ValueError(
-                    f"indices {indices.shape} and priorities {priorities.shape} must be ({self.members}, B)"
+                    f"indices {indices.shape} and priorities {priorities.shape} must be {(*self.lead, 'B')}"
                 )
-            members = np.broadcast_to(self.rows, indices.shape)
+            flat = self._slot_base + indices
         else:
             members = np.asarray(members, dtype=np.int64)
             if not members.shape == indices.shape == priorities.shape or members.ndim != 1:
                 raise ValueError(f"{members.shape} members, {indices.shape} indices, {priorities.shape} priorities")
-            if members.size and (members.min() < 0 or members.max() >= self.members):
-                raise IndexError(f"members must be in [0, {self.members}), got {members.min()}..{members.max()}")
+            rows = self.members or 1
+            if members.size and (members.min() < 0 or members.max() >= rows):
+                raise IndexError(f"members must be in [0, {rows}), got {members.min()}..{members.max()}")
+            flat = members * self.width + indices
         if indices.size == 0:
             return
         self._check_indices(indices)
-        members, indices, priorities = members.reshape(-1), indices.reshape(-1), _as_priorities(priorities.reshape(-1))
-        if indices.size > 1:
-            keep = last_occurrences(members * self.priorities.shape[1] + indices)
-            members, indices, priorities = members[keep], indices[keep], priorities[keep]
-        self.priorities[members, indices] = priorities
-        self._refresh(members, indices)
+        flat, priorities = flat.reshape(-1), _as_priorities(priorities.reshape(-1))
+        if flat.size > 1:
+            keep = last_occurrences(flat)
+            flat, priorities = flat[keep], priorities[keep]
+        self._flat[flat] = priorities
+        self._refresh(flat)
 
     def find(self, values: np.ndarray) -> np.ndarray:
-        """Slots ``(K, B)``: member ``k``'s slot whose prefix-sum interval holds ``values[k, b] ∈ [0, totals[k])``.
+        """Slots ``(*lead, B)``: each member's slot whose prefix-sum interval holds ``values (*lead, B)``.
 
-        Zero-priority slots (empty, or hidden by the caller) are never returned.
+        Slot ``i`` owns ``[Σ_{j<i} p_j, Σ_{j≤i} p_j)``, so a uniform value in
+        ``[0, total)`` picks slot ``i`` with probability ``p_i / total``;
+        zero-priority slots (empty, or hidden by the caller) are never returned.
         """
-        if np.any(self.totals <= 0.0):
+        if np.any(self.total <= 0.0):
             raise ValueError("cannot sample from a sum tree whose total priority is 0")
         values = np.asarray(values, dtype=np.float64)
-        if values.ndim != 2 or values.shape[0] != self.members:
-            raise ValueError(f"values must have shape ({self.members}, B), got {values.shape}")
-        roots = np.repeat(self.roots, values.shape[1])  # flat: NumPy's gathers are fastest on 1-D arrays
+        if values.ndim != len(self.lead) + 1 or values.shape[:-1] != self.lead:
+            raise ValueError(f"values must have shape {(*self.lead, 'B')}, got {values.shape}")
+        roots = np.repeat(self.roots, values.shape[-1])  # flat: NumPy's gathers are fastest on 1-D arrays
         nodes, offsets = find_leaves(self.nodes, roots, values.reshape(-1), self.depth)
-        blocks = nodes.reshape(values.shape) - self.block_base
+        blocks = nodes.reshape(values.shape) - self._block_node
         return blocks * BLOCK + self._find_in_blocks(blocks, offsets.reshape(values.shape))
 
     def sample_stratified(self, batch_size: int) -> np.ndarray:
-        """``(K, batch_size)`` slots, each member's drawn ∝ its priorities, one draw per segment of its total.
+        """``(*lead, batch_size)`` slots, each member's drawn ∝ its priorities, one draw per segment of its total.
 
-        All ``K·B`` walks descend together (Schaul et al. 2016, B.2.1, per member).
-        Uses NumPy's global RNG, which the runner seeds.
+        Stratification (Schaul et al. 2016, B.2.1) keeps each batch's slots
+        spread over the whole priority mass while each draw's marginal stays
+        proportional; all K·B walks descend together. Uses NumPy's global RNG,
+        which the runner seeds.
         """
-        segments = self.totals[:, None] / batch_size
-        values = (np.arange(batch_size) + np.random.random((self.members, batch_size))) * segments
+        segments = self.nodes[self._totals] / batch_size
+        values = (np.arange(batch_size) + np.random.random((*self.lead, batch_size))) * segments
         return self.find(values)
 
     def _find_in_blocks(self, blocks: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-        """Position in block ``blocks[k, b]`` of member k whose prefix-sum interval holds ``offsets[k, b]``.
+        """Position in each member's block ``blocks`` whose prefix-sum interval holds ``offsets``.
 
         The first position whose inclusive prefix sum exceeds the offset has a
         positive priority by construction; only an offset pushed to the block's
         end by rounding finds none, and takes the block's last positive slot.
         """
-        block_priorities = self.priorities.reshape(-1, BLOCK).take(blocks + self.rows * self.blocks, axis=0)
+        block_priorities = self._blocks.take(blocks + self._block_row, axis=0)
         prefix = np.cumsum(block_priorities, axis=-1, dtype=np.float64)
         position = (prefix <= offsets[..., None]).sum(axis=-1)
         past_end = position == BLOCK
@@ -247,84 +301,17 @@ class SumTrees:
             position[past_end] = last_positive
         return position
 
-    def _refresh(self, members: np.ndarray, slots: np.ndarray) -> None:
-        """Recompute the block sums holding ``members``' ``slots`` from their priorities, then their ancestors."""
-        blocks = slots // BLOCK
-        sums = self.priorities.reshape(self.members, self.blocks, BLOCK)[members, blocks].sum(axis=-1, dtype=np.float64)
-        leaves = self.block_base[members, 0] + blocks
+    def _refresh(self, flat: np.ndarray) -> None:
+        """Recompute the block sums holding the flat slots ``flat`` from their priorities, then their ancestors."""
+        rows = flat // BLOCK  # member k's block b is row k·blocks + b
+        sums = self._blocks[rows].sum(axis=-1, dtype=np.float64)
+        leaves = self.first_leaf + rows + (rows // self.blocks) * (self.leaves_per_member - self.blocks)
         self.nodes[leaves] = sums
         climb(self.nodes, leaves, self.depth)
 
     def _check_indices(self, indices: np.ndarray) -> None:
         if indices.size and (indices.min() < 0 or indices.max() >= self.capacity):
             raise IndexError(f"slot indices must be in [0, {self.capacity}), got {indices.min()}..{indices.max()}")
-
-
-class SumTree:
-    """Priorities of ``capacity`` slots with vectorised prefix-sum search: :class:`SumTrees` of one member."""
-
-    def __init__(self, capacity: int) -> None:
-        self.trees = SumTrees(1, capacity)
-        self.capacity = capacity
-        self.priorities = self.trees.priorities[0]
-        self._blocks = self.priorities.reshape(-1, BLOCK)
-        self._first_block_node = int(self.trees.block_base[0, 0])
-
-    @property
-    def total(self) -> float:
-        """Sum of all priorities (the root)."""
-        return float(self.trees.nodes[self.trees.roots[0]])
-
-    @property
-    def leaves(self) -> np.ndarray:
-        """The ``capacity`` slot priorities (a float32 view: read, don't write)."""
-        return self.priorities[: self.capacity]
-
-    def get(self, indices: np.ndarray) -> np.ndarray:
-        """Priorities (float64) of slots ``indices``."""
-        return self.priorities[np.asarray(indices, dtype=np.int64)].astype(np.float64)
-
-    def set_one(self, index: int, priority: float) -> None:
-        """Set one slot's priority: the per-``add`` fast path (a scalar walk to the root)."""
-        if not 0 <= index < self.capacity:
-            raise IndexError(f"slot index must be in [0, {self.capacity}), got {index}")
-        if not 0.0 <= priority < FLOAT32_MAX:  # also refuses NaN
-            _as_priorities(np.float64(priority))  # raises the usual error
-        self.priorities[index] = priority
-        block = int(index) // BLOCK
-        nodes = self.trees.nodes
-        node = self._first_block_node + block
-        nodes[node] = self._blocks[block].sum(dtype=np.float64)
-        node >>= 1
-        while node:
-            nodes[node] = nodes[2 * node] + nodes[2 * node + 1]
-            node >>= 1
-
-    def update(self, indices: np.ndarray, priorities: np.ndarray) -> None:
-        """Set the priorities of slots ``indices`` (a batch; duplicates: the last one wins)."""
-        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
-        priorities = np.asarray(priorities, dtype=np.float64).reshape(-1)
-        if indices.shape != priorities.shape:
-            raise ValueError(f"{indices.size} indices but {priorities.size} priorities")
-        self.trees.update(indices[None], priorities[None])
-
-    def find(self, values: np.ndarray) -> np.ndarray:
-        """Slot of each ``value`` in ``[0, total)``: the one whose prefix-sum interval holds it.
-
-        Slot ``i`` owns ``[Σ_{j<i} p_j, Σ_{j≤i} p_j)``, so a uniform value picks
-        slot ``i`` with probability ``p_i / total``; zero-priority slots are
-        never returned.
-        """
-        return self.trees.find(np.asarray(values, dtype=np.float64).reshape(1, -1))[0]
-
-    def sample_stratified(self, batch_size: int) -> np.ndarray:
-        """``batch_size`` slots drawn ∝ priority, one uniform draw per equal segment of the total.
-
-        Stratification (Schaul et al. 2016, B.2.1) keeps each batch's slots
-        spread over the whole priority mass while each draw's marginal stays
-        proportional. Uses NumPy's global RNG, which the runner seeds.
-        """
-        return self.trees.sample_stratified(batch_size)[0]
 
 
 def _as_priorities(priorities: np.ndarray) -> np.ndarray:

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dqnbench.agent.losses import LOSSES
 from dqnbench.config.schema import (
-    LOSSES,
     AgentConfig,
     ComponentConfig,
     ExperimentConfig,
@@ -41,7 +41,18 @@ from dqnbench.config.schema import (
 from dqnbench.errors import DqnbenchError, GridError
 from dqnbench.plugin.registry import Registry
 
-COMPONENT_SECTIONS = ("network", "replay", "exploration")
+COMPONENT_SECTIONS = ("network", "replay", "exploration", "env", "learner", "optimizer")
+#: the component each section picks when it names none
+DEFAULT_COMPONENTS = {
+    "network": "mlp",
+    "replay": "uniform",
+    "exploration": "linear",
+    "env": "auto",
+    "learner": "dqn",
+    "optimizer": "adam",
+}
+#: v1 ``[agent]`` keys that are params of the learner (of ``dqn``, and of any learner that takes them)
+AGENT_LEARNER_KEYS = {"double": bool, "loss": str}
 SECTIONS = ("experiment", "agent", *COMPONENT_SECTIONS, "grid")
 MAX_RUNS = 100_000
 
@@ -208,9 +219,22 @@ def resolve(
 
     try:
         experiment = _dataclass_section(ExperimentConfig, "experiment", tables.get("experiment", {}), path, key_of)
-        agent = _dataclass_section(AgentConfig, "agent", tables.get("agent", {}), path, key_of)
+        agent_table = dict(tables.get("agent", {}))
+        learner_defaults = {}
+        for key, expected in AGENT_LEARNER_KEYS.items():
+            if key in agent_table:
+                learner_defaults[key] = _check_value(agent_table.pop(key), expected, f"agent.{key}", path, key_of)
+        agent = _dataclass_section(AgentConfig, "agent", agent_table, path, key_of)
         components = {
-            section: _component_section(section, tables.get(section, {}), path, registry, key_of, experiment)
+            section: _component_section(
+                section,
+                tables.get(section, {}),
+                path,
+                registry,
+                key_of,
+                experiment,
+                learner_defaults if section == "learner" else {},
+            )
             for section in COMPONENT_SECTIONS
         }
     except GridError:
@@ -283,10 +307,15 @@ def _seeds(value: Any, path: Path) -> list[int]:
 
 
 def _component_section(
-    section: str, table: Mapping[str, Any], path: Path, registry: Registry, key_of, experiment: ExperimentConfig
+    section: str,
+    table: Mapping[str, Any],
+    path: Path,
+    registry: Registry,
+    key_of,
+    experiment: ExperimentConfig,
+    agent_params: Mapping[str, Any] = {},  # noqa: B006 (read only)
 ) -> ComponentConfig:
-    default = {"network": "mlp", "replay": "uniform", "exploration": "linear"}[section]
-    name = table.get("name", default)
+    name = table.get("name", DEFAULT_COMPONENTS[section])
     if not isinstance(name, str):
         raise GridError(path, key_of(f"{section}.name"), f"must be a string, got {_show(name)}")
     try:
@@ -314,6 +343,14 @@ def _component_section(
         for key, value in sub.items():
             params[key], origin[key] = value, f"{section}.{name}.{key}"
     names, accepts_any = component.params()
+    for key, value in agent_params.items():  # agent.double / agent.loss: the learner's own keys win
+        if key in names or accepts_any:
+            params.setdefault(key, value)
+            origin.setdefault(key, f"agent.{key}")
+        elif key not in params:
+            raise GridError(
+                path, key_of(f"agent.{key}"), f"{component.describe()} has no parameter {key!r}{_allowed(key, names)}"
+            )
     for key, value in params.items():
         if not _jsonable(value):
             raise GridError(

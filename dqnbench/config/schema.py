@@ -14,8 +14,6 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-LOSSES = ("mse", "huber")
-
 
 @dataclass(frozen=True)
 class ExperimentConfig:
@@ -42,11 +40,15 @@ class ExperimentConfig:
 
 @dataclass(frozen=True)
 class AgentConfig:
-    """``[agent]``: DQN hyper-parameters."""
+    """``[agent]``: DQN hyper-parameters shared by every learning rule.
+
+    The v1 keys ``double`` and ``loss`` are accepted in grids and become the
+    ``dqn`` learner's params (``[learner]``), so they are not fields here.
+    """
 
     #: discount factor
     gamma: float = 0.99
-    #: Adam learning rate
+    #: learning rate of the optimizer (``[optimizer]``)
     lr: float = 1e-3
     #: transitions per learn step
     batch_size: int = 64
@@ -56,12 +58,8 @@ class AgentConfig:
     train_every: int = 1
     #: learn steps per learning phase
     gradient_steps: int = 1
-    #: learn steps between hard copies of the eval net into the target net
+    #: learn steps between hard copies of the online net into the target net
     target_update: int = 500
-    #: Double DQN target (van Hasselt et al. 2016)
-    double: bool = False
-    #: "mse" or "huber" (smooth L1, δ = 1)
-    loss: str = "mse"
     #: clip the gradient's global norm to this; 0 = no clipping
     max_grad_norm: float = 0.0
 
@@ -90,6 +88,9 @@ class RunConfig:
     network: ComponentConfig = ComponentConfig("mlp")
     replay: ReplayConfig = ReplayConfig("uniform")
     exploration: ComponentConfig = ComponentConfig("linear")
+    env: ComponentConfig = ComponentConfig("auto")
+    learner: ComponentConfig = ComponentConfig("dqn")
+    optimizer: ComponentConfig = ComponentConfig("adam")
 
     def to_dict(self) -> dict[str, Any]:
         """Nested plain dict (JSON-able), the form stored in each run's record."""

@@ -440,7 +440,7 @@ def parse_fraction(text: str) -> float:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The ``bench-compare`` arguments, shared by ``dqnbench bench-compare`` and ``python -m dqnbench.devtools.benchcompare``."""
+    """The ``bench-compare`` arguments (``dqnbench bench-compare``, ``python -m dqnbench.devtools.benchcompare``)."""
     parser.add_argument("base", metavar="BASE.json", help="pytest-benchmark JSON report of the baseline")
     parser.add_argument("new", metavar="NEW.json", help="pytest-benchmark JSON report to judge")
     parser.add_argument(

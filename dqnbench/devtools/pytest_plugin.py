@@ -69,12 +69,12 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
+    from dqnbench.agent.loop import Components
     from dqnbench.config.schema import RunConfig
     from dqnbench.run.results import Results
-    from dqnbench.agent.loop import Components
 
 #: the kinds of component a step or a grid can swap in
-SWAPPABLE = ("network", "replay", "exploration")
+SWAPPABLE = ("network", "replay", "exploration", "learner", "optimizer", "env")
 #: env steps of the grid behind a harness: the explorer's schedule and β annealing read it
 HARNESS_TOTAL_STEPS = 20_000
 #: defaults of :func:`assert_learns`, chosen so dqnbench's default agent passes them
@@ -85,46 +85,37 @@ LEARN_ENV, LEARN_SEEDS, LEARN_STEPS, LEARN_THRESHOLD = "CartPole-v1", 3, 15_000,
 
 
 class StepHarness:
-    """One DQN agent that can be advanced a step at a time, stepping exactly as :func:`dqnbench.agent.loop.train` does.
+    """One DQN agent advanced a step at a time: the :class:`~dqnbench.agent.loop.Agent` that ``train()`` drives.
 
     ``train()`` runs a whole experiment in one call, which is the wrong grain for
-    a benchmark of one step. The harness repeats its setup (same seeding, same
-    order of RNG draws) and its loop body without the per-step logging, so a
+    a benchmark of one step. The harness builds the same agent (same seeding,
+    same order of RNG draws, :func:`dqnbench.agent.loop.build`) and calls the
+    same act → env step → store → learn, without the per-step logging, so a
     timed :meth:`step` is one of ``train()``'s steps; a test checks that both give
     the same losses step for step.
     """
 
     def __init__(self, config: RunConfig, components: Components, seed: int = 0, chosen: Mapping | None = None):
-        import torch
-
-        from dqnbench.agent.loop import (
-            EVAL_SEED_OFFSET,
-            check_components,
-            env_dims,
-            make_adam,
-            make_env,
-            make_learner,
-            seed_everything,
-        )
+        from dqnbench.agent.loop import EVAL_SEED_OFFSET, build
 
         self.config, self.seed, self.chosen = config, seed, dict(chosen or {})
-        exp, self.agent = config.experiment, config.agent
-        self.device = torch.device(exp.device)
-        seed_everything(seed)
-        self.env, self.eval_env = make_env(exp.env), make_env(exp.env)
-        self.obs_dim, self.n_actions = env_dims(self.env, exp.env)
-        self.q_net = components.network(self.obs_dim, self.n_actions).to(self.device).train()
-        self.target_net = copy.deepcopy(self.q_net).requires_grad_(False)
-        self.replay = components.replay(config.replay.capacity, self.obs_dim, self.agent.gamma)
-        self.explorer = components.exploration(self.n_actions, exp.total_steps)
-        self.optimizer = make_adam(self.q_net.parameters(), self.agent.lr)
-        self.learner = make_learner(self.q_net, self.target_net, self.optimizer, self.agent)
-        self.obs, _ = self.env.reset(seed=seed)
-        self.env.action_space.seed(seed)
-        self.eval_env.reset(seed=seed + EVAL_SEED_OFFSET)
-        check_components(self.q_net, self.explorer, self.obs, self.n_actions, self.device)
+        self.agent_config = config.agent
+        self.agent, self.envs, self.eval_envs = build(config, [seed], components, stacked=False)
+        self.obs, _ = self.envs.reset(seed=seed)
+        self.eval_envs.reset(seed=seed + EVAL_SEED_OFFSET)
         self.steps = 0
-        self.learn_steps = 0
+
+    @property
+    def learn_steps(self) -> int:
+        return self.agent.learn_steps
+
+    @property
+    def replay(self) -> Any:
+        return self.agent.replay
+
+    @property
+    def n_actions(self) -> int:
+        return self.agent.n_actions
 
     @classmethod
     def from_grid(
@@ -139,13 +130,13 @@ class StepHarness:
         """The harness of the first cell of a grid given as parsed TOML tables, validated like a grid file."""
         from dqnbench.config.grid import plan_grid
         from dqnbench.plugin.registry import load_registry
-        from dqnbench.run.runner import bind_components, check_env
+        from dqnbench.run.runner import bind_components, check_cell, choose
 
         registry = load_registry(load_entrypoints, tuple(plugins))
         plan = plan_grid(tables, where, registry)
         config = plan.cells[0][2]
-        check_env(config.experiment.env, Path(where))
-        chosen = {kind: registry.get(kind, getattr(config, kind).name) for kind in SWAPPABLE}
+        check_cell(config, registry, Path(where))
+        chosen = choose(config, registry)
         return cls(config, bind_components(config, chosen), seed, chosen)
 
     @classmethod
@@ -173,54 +164,28 @@ class StepHarness:
             tables, seed=seed, plugins=plugins, load_entrypoints=load_entrypoints, where="<dqnbench_step_benchmark>"
         )
 
-    def learn_due(self) -> bool:
-        """``train()``'s rule, after storing this step's transition: learning has started and it is a learn step."""
-        agent = self.agent
-        return (
-            self.steps + 1 >= agent.learning_starts
-            and len(self.replay) >= agent.batch_size
-            and self.steps % agent.train_every == 0
-        )
-
     def act(self) -> int:
-        """The loop's act: eval-net forward on the current observation (batch 1) and the explorer's select."""
-        import torch
-
-        with torch.inference_mode():
-            q_values = self.q_net(torch.as_tensor(self.obs, device=self.device).unsqueeze(0))
-            return int(self.explorer.select(q_values, self.steps)[0])
+        """The loop's act: online-net forward on the current observation (batch 1) and the explorer's select."""
+        return int(self.agent.act(self.obs, self.steps)[0])
 
     def learn(self) -> float:
-        """The loop's learning phase: ``gradient_steps`` × (sample, learn step, priority update, target copy)."""
-        from dqnbench.plugin.checks import check_batch
+        """The loop's learning phase: ``gradient_steps`` × (sample, gradient step, priority update, target copy)."""
         from dqnbench.agent.loop import Diverged
 
-        total = 0.0
-        for _ in range(self.agent.gradient_steps):
-            batch = self.replay.sample(self.agent.batch_size)
-            if self.learn_steps == 0:
-                check_batch(batch, self.agent.batch_size, self.obs_dim)
-            if self.device.type != "cpu":
-                batch = batch.to(self.device)
-            loss, td_errors = self.learner(batch)
-            if not math.isfinite(loss):
-                raise Diverged(self.steps, loss)
-            self.replay.update_priorities(batch.indices, td_errors.cpu())
-            self.learn_steps += 1
-            if self.learn_steps % self.agent.target_update == 0:
-                self.target_net.load_state_dict(self.q_net.state_dict())
-            total += loss
-        return total / self.agent.gradient_steps
+        loss = float(self.agent.learn())
+        if not math.isfinite(loss):
+            raise Diverged(self.steps, loss)
+        return loss
 
     def step(self) -> float:
         """One training step (act, env step, store, learn when due); returns the loss, NaN when it did not learn."""
-        action = self.act()
-        next_obs, reward, terminated, truncated, _ = self.env.step(action)
-        self.replay.add(self.obs, action, float(reward), next_obs, bool(terminated))
-        loss = self.learn() if self.learn_due() else math.nan
+        from dqnbench.agent.envs import terminal_next_obs
+
+        actions = self.agent.act(self.obs, self.steps)
+        next_obs, rewards, terminated, truncated, info = self.envs.step(actions)
+        self.agent.store(self.obs, actions, rewards, terminal_next_obs(next_obs, info), terminated, truncated)
+        loss = self.learn() if self.agent.learn_due(self.steps) else math.nan
         self.obs = next_obs
-        if terminated or truncated:
-            self.obs, _ = self.env.reset()
         self.steps += 1
         return loss
 
@@ -232,7 +197,7 @@ class StepHarness:
 
     def describe(self, measured: str, steps: int = 1, kind: str | None = None) -> dict[str, Any]:
         """The ``extra_info`` of a benchmark of this harness: what was measured, on which components."""
-        info: dict[str, Any] = {"measured": measured, "steps": steps, "batch": self.agent.batch_size}
+        info: dict[str, Any] = {"measured": measured, "steps": steps, "batch": self.agent_config.batch_size}
         info["env"] = self.config.experiment.env
         if kind is not None:
             section = getattr(self.config, kind)
@@ -243,8 +208,8 @@ class StepHarness:
         return info
 
     def close(self) -> None:
-        self.env.close()
-        self.eval_env.close()
+        self.envs.close()
+        self.eval_envs.close()
 
 
 def component_tables(

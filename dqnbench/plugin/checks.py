@@ -7,9 +7,11 @@ The runner adds which component and distribution the failure came from.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from dqnbench.plugin.batch import Batch
+from dqnbench.plugin.obs import ObsSpec
 
 
 class ContractError(TypeError):
@@ -20,16 +22,24 @@ class ContractError(TypeError):
         super().__init__(f"{kind} broke its contract: {message}")
 
 
-def check_q_values(q_values: object, batch: int, n_actions: int) -> None:
+def check_q_values(q_values: object, batch: int, n_actions: int, outputs: int = 1) -> None:
+    """A network's outputs: a float tensor ``(batch, n_actions)``, or ``(batch, n_actions, outputs)``."""
+    expected = (batch, n_actions) if outputs == 1 else (batch, n_actions, outputs)
     if not isinstance(q_values, torch.Tensor):
         raise ContractError("network", f"forward returned {type(q_values).__name__}, not a Tensor")
-    if tuple(q_values.shape) != (batch, n_actions):
+    if tuple(q_values.shape) != expected:
         raise ContractError(
             "network",
-            f"forward on ({batch}, obs_dim) returned shape {tuple(q_values.shape)}, expected ({batch}, {n_actions})",
+            f"forward on a batch of {batch} observations returned shape {tuple(q_values.shape)}, expected {expected}",
         )
     if not q_values.is_floating_point():
         raise ContractError("network", f"forward returned dtype {q_values.dtype}, expected a float dtype")
+
+
+def check_network_outputs(network: torch.nn.Module, probe: torch.Tensor, n_actions: int, outputs: int) -> None:
+    """Probe a freshly built network once (no gradients) on ``probe (B, *obs.shape)``."""
+    with torch.no_grad():
+        check_q_values(network(probe), probe.shape[0], n_actions, outputs)
 
 
 def check_actions(actions: object, batch: int, n_actions: int) -> None:
@@ -43,11 +53,19 @@ def check_actions(actions: object, batch: int, n_actions: int) -> None:
         raise ContractError("exploration", f"select returned actions outside [0, {n_actions})")
 
 
+def check_learner(learner: object) -> None:
+    """A learner has an int ``outputs`` ≥ 1 and callable ``q_values`` and ``loss``."""
+    outputs = getattr(learner, "outputs", None)
+    if isinstance(outputs, bool) or not isinstance(outputs, int) or outputs < 1:
+        raise ContractError("learner", f"outputs must be an int >= 1, got {outputs!r}")
+    for method in ("q_values", "loss"):
+        if not callable(getattr(learner, method, None)):
+            raise ContractError("learner", f"has no method {method}()")
+
+
 _BATCH_DTYPES = {
-    "obs": (torch.float32,),
     "actions": (torch.int64,),
     "rewards": (torch.float32,),
-    "next_obs": (torch.float32,),
     "terminated": (torch.bool, torch.float32),
     "weights": (torch.float32,),
     "indices": (torch.int64, torch.int32),
@@ -55,14 +73,29 @@ _BATCH_DTYPES = {
 }
 
 
-def check_batch(batch: object, batch_size: int, obs_dim: int) -> None:
+def torch_dtype(dtype: np.dtype) -> torch.dtype:
+    """The torch dtype of a NumPy dtype (``uint8`` → ``torch.uint8``)."""
+    return torch.from_numpy(np.zeros(0, dtype=dtype)).dtype
+
+
+def check_batch(batch: object, members: int | None, batch_size: int, obs: ObsSpec) -> None:
+    """A replay's sample: a :class:`Batch` of ``(B, …)`` fields, or ``(K, B, …)`` for K lock-step members.
+
+    Observations keep their shape and dtype; a v1 replay that stores float32
+    copies of other observations is accepted too.
+    """
     if not isinstance(batch, Batch):
         raise ContractError("replay", f"sample returned {type(batch).__name__}, not a dqnbench.Batch")
-    for name, dtypes in _BATCH_DTYPES.items():
+    lead = (batch_size,) if members is None else (members, batch_size)
+    obs_dtypes = {torch_dtype(obs.dtype), torch.float32}
+    for name in Batch._fields:
         value = getattr(batch, name)
         if not isinstance(value, torch.Tensor):
             raise ContractError("replay", f"Batch.{name} is {type(value).__name__}, not a Tensor")
-        expected = (batch_size, obs_dim) if name in ("obs", "next_obs") else (batch_size,)
+        if name in ("obs", "next_obs"):
+            expected, dtypes = (*lead, *obs.shape), tuple(obs_dtypes)
+        else:
+            expected, dtypes = lead, _BATCH_DTYPES[name]
         if tuple(value.shape) != expected:
             raise ContractError("replay", f"Batch.{name} has shape {tuple(value.shape)}, expected {expected}")
         if value.dtype not in dtypes:

@@ -8,12 +8,13 @@ does not need to inherit from anything here: matching the methods is enough.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 import torch
 
 from dqnbench.plugin.batch import Batch
+from dqnbench.plugin.obs import ObsSpec
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -22,12 +23,15 @@ R = TypeVar("R")
 class NetworkFactory(Protocol):
     """``factory(obs_dim, n_actions, **params) -> torch.nn.Module``.
 
-    The module's forward maps float32 ``(B, obs_dim)`` to Q-values ``(B, n_actions)``.
+    ``obs_dim`` is an :class:`ObsSpec` (an ``int``, the flat size, with ``.shape``
+    and ``.dtype``). The module's forward maps observations ``(B, *obs_dim.shape)``
+    in their own dtype to Q-values ``(B, n_actions)``, or ``(B, n_actions, outputs)``
+    when the factory was called with ``outputs > 1``.
     The loop calls ``module.train()`` while acting and learning and ``module.eval()``
     for greedy evaluation, so stochastic layers (noisy nets) can switch off there.
     """
 
-    def __call__(self, obs_dim: int, n_actions: int, **params: Any) -> torch.nn.Module: ...
+    def __call__(self, obs_dim: ObsSpec, n_actions: int, **params: Any) -> torch.nn.Module: ...
 
 
 @runtime_checkable
@@ -48,7 +52,7 @@ class ReplayBuffer(Protocol):
         """Return ``batch_size`` transitions as a :class:`dqnbench.Batch`."""
 
     def update_priorities(self, indices: torch.Tensor, td_errors: torch.Tensor) -> None:
-        """Receive the absolute-or-signed TD errors of the last sample (may do nothing)."""
+        """Receive the learner's per-sample priorities of the last sample, maybe signed (may do nothing)."""
 
     def __len__(self) -> int:
         """Number of transitions that can be sampled."""
@@ -57,7 +61,7 @@ class ReplayBuffer(Protocol):
 class ReplayFactory(Protocol):
     """``factory(capacity, obs_dim, gamma, **params) -> ReplayBuffer``."""
 
-    def __call__(self, capacity: int, obs_dim: int, gamma: float, **params: Any) -> ReplayBuffer: ...
+    def __call__(self, capacity: int, obs_dim: ObsSpec, gamma: float, **params: Any) -> ReplayBuffer: ...
 
 
 @runtime_checkable
@@ -94,3 +98,68 @@ class ExecutorFactory(Protocol):
     """``factory(workers=None, **params) -> Executor``; ``workers`` None means "decide"."""
 
     def __call__(self, workers: int | None = None, **params: Any) -> Executor: ...
+
+
+class EnvFactory(Protocol):
+    """``factory(env_id, **params) -> gymnasium.Env`` (Discrete actions, Box observations).
+
+    Optional attribute ``vector(env_id, num_envs, **params) -> gymnasium.vector.VectorEnv``
+    with same-step autoreset, for lock-step training.
+    """
+
+    def __call__(self, env_id: str, **params: Any) -> Any: ...
+
+
+class LearnerLoss(NamedTuple):
+    """What a learner's ``loss`` (per sample) or ``backward`` (per run) returns.
+
+    :param losses: ``loss``: per-sample losses ``(…, B)``, differentiable, not yet
+        importance-weighted; ``backward``: the weighted mean per run ``(…,)``, detached.
+    :param priorities: per-sample priorities ``(…, B)`` handed to the replay's
+        ``update_priorities`` (TD errors for DQN, the cross-entropy for C51).
+    """
+
+    losses: torch.Tensor
+    priorities: torch.Tensor
+
+
+class Networks(Protocol):
+    """The online and target networks a learner reads (single run or K stacked lock-step members)."""
+
+    #: the online network: raw outputs ``(…, B, n_actions[, outputs])``, with gradients
+    online: torch.nn.Module
+    #: the target network: same outputs, a periodic copy of the online one, no gradients
+    target: torch.nn.Module
+
+
+@runtime_checkable
+class Learner(Protocol):
+    """The learning rule: what the network's outputs mean, the loss and the replay priorities."""
+
+    #: outputs per action the network must give (1: Q-values; N: atoms or quantiles)
+    outputs: int
+
+    def q_values(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Expected Q-values ``(…, n_actions)`` from the network's raw outputs."""
+
+    def loss(self, nets: Networks, batch: Batch) -> LearnerLoss:
+        """Per-sample losses ``(…, B)`` (unweighted, differentiable) and priorities ``(…, B)``."""
+
+
+class LearnerFactory(Protocol):
+    """``factory(n_actions, **params) -> Learner``."""
+
+    def __call__(self, n_actions: int, **params: Any) -> Learner: ...
+
+
+@runtime_checkable
+class Optimizer(Protocol):
+    """What the loop calls on an optimizer (``torch.optim.Optimizer`` fits): ``step()`` applies ``.grad``."""
+
+    def step(self) -> Any: ...
+
+
+class OptimizerFactory(Protocol):
+    """``factory(parameters, lr, **params) -> Optimizer``."""
+
+    def __call__(self, parameters: list[torch.nn.Parameter], lr: float, **params: Any) -> Optimizer: ...

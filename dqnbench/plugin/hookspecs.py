@@ -24,7 +24,15 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:  # annotations only: keep `import dqnbench` for plugin modules free of torch
-    from dqnbench.plugin.contracts import ExecutorFactory, ExplorationFactory, NetworkFactory, ReplayFactory
+    from dqnbench.plugin.contracts import (
+        EnvFactory,
+        ExecutorFactory,
+        ExplorationFactory,
+        LearnerFactory,
+        NetworkFactory,
+        OptimizerFactory,
+        ReplayFactory,
+    )
 
 PROJECT = "dqnbench"
 
@@ -36,19 +44,30 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 def dqnbench_networks() -> dict[str, NetworkFactory]:
     """Q-networks, by name.
 
-    ``factory(obs_dim: int, n_actions: int, **params) -> torch.nn.Module``.
+    ``factory(obs_dim: ObsSpec, n_actions: int, **params) -> torch.nn.Module``.
     ``params`` are the keys of the grid's ``[network]`` table (and of
     ``[network.<name>]``) other than ``name``; give every param a default so a
-    bare ``name = "..."`` works. ``forward`` maps float32 ``(B, obs_dim)`` to
-    Q-values ``(B, n_actions)``. The loop calls ``.train()`` while acting and
-    learning and ``.eval()`` for greedy evaluation. Weights are saved with
-    ``state_dict()`` and reloaded with ``torch.load(..., weights_only=True)``,
-    so keep state in parameters and buffers.
+    bare ``name = "..."`` works.
 
-    Lock-step training (optional) stacks K copies with ``torch.func.vmap``; a
-    factory attribute ``factory.lockstep = forward(module, params, x)`` (stacked
-    ``state_dict`` tensors ``(K, …)``, ``x (K, B, obs_dim)`` → ``(K, B, n_actions)``)
-    replaces vmap by batched matmuls. See ``docs/plugins.md``.
+    ``obs_dim`` is a :class:`dqnbench.ObsSpec`: an ``int`` equal to the flat
+    observation size (all a v1 network needs) with ``.shape`` and ``.dtype``.
+    ``forward`` receives observations ``(B, *obs_dim.shape)`` in their own dtype
+    (float32 vectors for classic control, uint8 frames stay uint8: scale them in
+    the network) and returns Q-values ``(B, n_actions)``.
+
+    A learner with several outputs per action (C51's atoms, QR-DQN's quantiles)
+    needs a factory with a keyword param ``outputs: int = 1``; with ``outputs =
+    N > 1`` the forward returns ``(B, n_actions, N)``. The loop passes
+    ``outputs`` only when the learner needs more than one, and a network that
+    cannot take it is refused before anything runs. ``outputs`` is not a grid
+    param.
+
+    The loop calls ``.train()`` while acting and learning and ``.eval()`` for
+    greedy evaluation. Weights are saved with ``state_dict()`` and reloaded with
+    ``torch.load(..., weights_only=True)``, so keep state in parameters and
+    buffers. Lock-step training stacks K copies' parameters; a module built from
+    shape-generic layers (:mod:`dqnbench.nn`) runs them natively, any other
+    through ``torch.func.vmap`` (see ``docs/plugins.md``).
     """
 
 
@@ -56,20 +75,25 @@ def dqnbench_networks() -> dict[str, NetworkFactory]:
 def dqnbench_replays() -> dict[str, ReplayFactory]:
     """Replay buffers, by name.
 
-    ``factory(capacity: int, obs_dim: int, gamma: float, **params) -> buffer``
+    ``factory(capacity: int, obs_dim: ObsSpec, gamma: float, **params) -> buffer``
     where the buffer has:
 
     - ``add(obs, action, reward, next_obs, terminated)``: one transition, NumPy
-      float observations of shape ``(obs_dim,)``, int action, float reward, bool
-      ``terminated`` (true termination; a time-limit truncation is ``False``);
+      observations of shape ``obs_dim.shape`` and dtype ``obs_dim.dtype`` (store
+      them in that dtype: uint8 frames stay one byte), int action, float reward,
+      bool ``terminated`` (true termination; a time-limit truncation is ``False``);
     - ``sample(batch_size) -> dqnbench.Batch``: tensors of length ``batch_size``,
-      ``discounts`` holding the factor of the bootstrap term (γ, or γᵏ after k
-      accumulated steps) and ``weights`` the importance-sampling weights;
-    - ``update_priorities(indices, td_errors)``: the TD errors ``(B,)`` of the
-      batch just learned from (may do nothing);
+      observations in their own dtype, ``discounts`` holding the factor of the
+      bootstrap term (γ, or γᵏ after k accumulated steps) and ``weights`` the
+      importance-sampling weights;
+    - ``update_priorities(indices, priorities)``: the learner's per-sample
+      priorities ``(B,)`` of the batch just learned from (TD errors for DQN, the
+      cross-entropy for C51; may be signed: take ``abs``; may do nothing);
     - ``__len__()``: how many transitions can be sampled.
 
-    ``sample`` is only called once ``len(buffer) >= batch_size``.
+    ``sample`` is only called once ``len(buffer) >= batch_size``. A v1 buffer that
+    allocates float32 ``(capacity, obs_dim)`` arrays keeps working on vector
+    observations, since ``obs_dim`` is that int.
 
     Lock-step training (optional): ``factory.lockstep = members_factory`` with
     ``members_factory(members, capacity, obs_dim, gamma, **params)`` whose buffer
@@ -103,4 +127,70 @@ def dqnbench_executors() -> dict[str, ExecutorFactory]:
     exception that stopped it)`` in completion order, and ``close()``. ``fn`` is
     a picklable module-level function; the runner writes every result itself,
     so executors need no shared filesystem.
+    """
+
+
+@hookspec
+def dqnbench_envs() -> dict[str, EnvFactory]:
+    """Environments: how ``experiment.env`` is made and preprocessed, by name (grid section ``[env]``).
+
+    ``factory(env_id: str, **params) -> gymnasium.Env`` with Discrete actions and
+    Box observations in the shape and dtype the networks should see. ``env_id``
+    is ``experiment.env``; ``params`` come from ``[env]`` and ``[env.<name>]``.
+    The factory runs in every worker (local processes, Ray nodes), so it must
+    make the environment from installed packages alone: import the package that
+    registers ``env_id`` inside the factory, and raise
+    :class:`dqnbench.DqnbenchError` naming what to install when it is missing.
+    Rewards the agent learns from may be transformed (clipped, say); put the
+    game's own reward in ``info["score"]`` to have returns record it instead.
+
+    Lock-step training steps K copies as one vector env with same-step autoreset
+    (``gymnasium.vector.AutoresetMode.SAME_STEP``): by default a
+    ``SyncVectorEnv`` over the factory; a factory attribute
+    ``factory.vector(env_id, num_envs, **params) -> VectorEnv`` with that
+    autoreset mode can supply a faster native one.
+    """
+
+
+@hookspec
+def dqnbench_learners() -> dict[str, LearnerFactory]:
+    """Learning rules, by name (grid section ``[learner]``): targets, loss, priorities, reading Q-values.
+
+    ``factory(n_actions: int, **params) -> learner`` where the learner has:
+
+    - ``outputs: int``: outputs per action it needs from the network (1 for DQN,
+      the number of atoms for C51);
+    - ``q_values(outputs) -> Tensor``: expected Q-values ``(…, n_actions)`` from
+      the network's outputs, for acting, evaluation and embeddings;
+    - ``loss(nets, batch) -> dqnbench.LearnerLoss``: per-sample losses ``(…, B)``,
+      differentiable in the online network's parameters and not yet weighted,
+      and per-sample ``priorities (…, B)`` for the replay. ``nets.online(x)`` and
+      ``nets.target(x)`` give the raw outputs of the online and target networks
+      (the target without gradients).
+    - optionally ``backward(nets, batch) -> LearnerLoss``: set the online
+      parameters' ``.grad`` to the gradient of the importance-weighted mean loss
+      (overwriting what is there: the loop does not zero gradients) and return
+      the per-run mean losses ``(…,)`` (detached) and priorities.
+      Without it the loop calls :func:`dqnbench.autograd_backward` on ``loss``.
+      It is where a learner keeps a speed path (the built-in ``dqn`` derives the
+      built-in MLP's gradients by hand).
+
+    ``…`` is empty for a single run and ``K`` for K lock-step members: write the
+    math over the last dimensions (``dim=-1``) and declare ``factory.lockstep =
+    True``. Subclassing :class:`dqnbench.LearnerBase` gives the defaults.
+    """
+
+
+@hookspec
+def dqnbench_optimizers() -> dict[str, OptimizerFactory]:
+    """Optimizers of the online network, by name (grid section ``[optimizer]``).
+
+    ``factory(parameters: list[torch.nn.Parameter], lr: float, **params) -> optimizer``
+    with ``step()`` applying the gradients in the parameters' ``.grad`` (any
+    ``torch.optim.Optimizer`` fits; the learner sets the gradients, so the loop
+    never calls ``zero_grad``).
+    ``lr`` is ``agent.lr``. In lock-step training ``parameters`` hold K members'
+    parameters stacked on a leading dimension; an optimizer whose update is
+    elementwise (Adam, RMSProp) treats members independently: declare it with
+    ``factory.lockstep = True``.
     """

@@ -18,8 +18,8 @@ from typing import Any
 
 import pluggy
 
-from dqnbench.plugin import hookspecs
 from dqnbench.builtin import BUILTIN_MODULES
+from dqnbench.plugin import hookspecs
 from dqnbench.version import __version__
 
 ENTRY_POINT_GROUP = "dqnbench"

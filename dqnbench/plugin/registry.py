@@ -22,6 +22,9 @@ KINDS: dict[str, str] = {
     "replay": "dqnbench_replays",
     "exploration": "dqnbench_explorations",
     "executor": "dqnbench_executors",
+    "env": "dqnbench_envs",
+    "learner": "dqnbench_learners",
+    "optimizer": "dqnbench_optimizers",
 }
 
 
@@ -62,9 +65,20 @@ class Component:
                 accepts_any = True
             elif p.kind is p.VAR_POSITIONAL or i < len(fixed):
                 continue
-            elif p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+            elif p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in RESERVED.get(self.kind, ()):
                 names.append(p.name)
         return names, accepts_any
+
+    def accepts(self, keyword: str) -> bool:
+        """Does the factory take the keyword ``keyword`` (reserved ones included, e.g. a network's ``outputs``)?"""
+        try:
+            parameters = inspect.signature(self.factory).parameters.values()
+        except (TypeError, ValueError):
+            return True
+        return any(
+            p.kind is p.VAR_KEYWORD or (p.name == keyword and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+            for p in parameters
+        )
 
     def check_params(self, params: dict[str, Any]) -> None:
         """Raise :class:`DqnbenchError` for params the factory would not accept."""
@@ -82,7 +96,13 @@ _POSITIONAL = {
     "replay": ("capacity", "obs_dim", "gamma"),
     "exploration": ("n_actions", "total_steps"),
     "executor": ("workers",),
+    "env": ("env_id",),
+    "learner": ("n_actions",),
+    "optimizer": ("parameters", "lr"),
 }
+
+#: keyword params the loop passes itself: never grid params
+RESERVED: dict[str, tuple[str, ...]] = {"network": ("outputs",)}
 
 
 @dataclass

@@ -29,17 +29,19 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from dqnbench.agent.envs import env_spaces
+from dqnbench.agent.loop import Components, Diverged, TrainLog, train_runs
+from dqnbench.agent.nets import network_problem, vmap_slowdown
+from dqnbench.config.grid import Plan, RunSpec, load_grid
+from dqnbench.config.schema import RunConfig
+from dqnbench.errors import DqnbenchError, GridError, ResultsError
 from dqnbench.plugin import host as plugin_host
 from dqnbench.plugin.checks import ContractError
-from dqnbench.config.schema import RunConfig
 from dqnbench.plugin.contracts import Executor
-from dqnbench.errors import DqnbenchError, GridError, ResultsError
-from dqnbench.config.grid import Plan, RunSpec, load_grid
-from dqnbench.run.lock import experiment_lock
-from dqnbench.agent.lockstep import LockstepComponents, network_problem, train_lockstep, vmap_slowdown
 from dqnbench.plugin.host import ENTRY_POINT_GROUP
-from dqnbench.run.progress import RunProgress, print_summary
 from dqnbench.plugin.registry import Component, Registry, load_registry
+from dqnbench.run.lock import experiment_lock
+from dqnbench.run.progress import RunProgress, print_summary
 from dqnbench.run.results import (
     Results,
     RunOutput,
@@ -49,10 +51,11 @@ from dqnbench.run.results import (
     write_plan,
     write_run,
 )
-from dqnbench.agent.loop import Components, Diverged, TrainLog, env_dims, make_env, train
 from dqnbench.version import __version__
 
 DEFAULT_EXECUTOR = "process"
+#: the component kinds a run is built from (the executor dispatches runs and is not one of them)
+RUN_KINDS = ("network", "replay", "exploration", "env", "learner", "optimizer")
 #: statuses that count as finished: a rerun skips them
 FINISHED = ("ok", "diverged")
 
@@ -66,41 +69,55 @@ class ModuleRef:
 
 @dataclass(frozen=True)
 class RunTask:
-    """What a worker needs to execute one run."""
-
-    spec: RunSpec
-    plugins: tuple[Any, ...] = ()
-    load_entrypoints: bool = True
-
-
-@dataclass(frozen=True)
-class LockstepTask:
-    """What a worker needs to train the seeds of one cell in lock-step."""
+    """What a worker needs: one run, or (``stacked``) one cell's seeds trained in lock-step."""
 
     specs: tuple[RunSpec, ...]
     plugins: tuple[Any, ...] = ()
     load_entrypoints: bool = True
+    stacked: bool = False
 
 
 def prepare(
     grid: str | os.PathLike, plugins: Sequence[Any] = (), load_entrypoints: bool = True
 ) -> tuple[Plan, Registry]:
-    """Load the registry and a validated plan, checking each environment once."""
+    """Load the registry and a validated plan, checking each cell's environment and learner once."""
     registry = load_registry(load_entrypoints, tuple(plugins))
     plan = load_grid(grid, registry)
-    for env_id in sorted({config.experiment.env for _, _, config in plan.cells}):
-        check_env(env_id, plan.path)
+    for _, _, config in plan.cells:
+        check_cell(config, registry, plan.path)
     for device in sorted({config.experiment.device for _, _, config in plan.cells}):
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise GridError(plan.path, "experiment.device", f'"{device}" asked for, but CUDA is not available here')
     return plan, registry
 
 
-@functools.cache
-def check_env(env_id: str, path: Path) -> tuple[int, int]:
-    """Make the env once: unknown ids and non-discrete action spaces are grid errors; return its dims."""
+def check_cell(config: RunConfig, registry: Registry, path: Path) -> None:
+    """User errors a cell's components make together, found before anything runs."""
+    chosen = choose(config, registry)
+    _, n_actions = check_env(config.experiment.env, chosen["env"], _frozen(config.env.params), path)
     try:
-        env = make_env(env_id)
+        learner = chosen["learner"].factory(n_actions, **config.learner.params)
+        outputs = learner.outputs
+    except Exception as exc:
+        raise GridError(
+            path, "learner", f"{chosen['learner'].describe()} could not be built: {type(exc).__name__}: {exc}"
+        ) from None
+    if outputs != 1 and not chosen["network"].accepts("outputs"):
+        raise GridError(
+            path,
+            "network.name",
+            f"{chosen['learner'].describe()} needs {outputs} outputs per action, but {chosen['network'].describe()} "
+            "cannot give several (its factory takes no `outputs` param)",
+        )
+
+
+@functools.cache
+def check_env(env_id: str, component: Component, params: tuple[tuple[str, Any], ...], path: Path) -> tuple[Any, int]:
+    """Make the env once with its component: unknown ids and non-discrete actions are grid errors; its spaces."""
+    try:
+        env = component.factory(env_id, **dict(params))
+    except DqnbenchError as exc:
+        raise GridError(path, "experiment.env", str(exc)) from None
     except gym.error.Error as exc:
         import difflib
 
@@ -113,14 +130,19 @@ def check_env(env_id: str, path: Path) -> tuple[int, int]:
         ) from None
     except Exception as exc:
         raise GridError(
-            path, "experiment.env", f"cannot create environment {env_id!r}: {type(exc).__name__}: {exc}"
+            path, "experiment.env", f"{component.describe()} cannot create {env_id!r}: {type(exc).__name__}: {exc}"
         ) from None
     try:
-        return env_dims(env, env_id)
+        return env_spaces(env, env_id)
     except DqnbenchError as exc:
         raise GridError(path, "experiment.env", str(exc)) from None
     finally:
         env.close()
+
+
+def _frozen(params: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """Params as a hashable key (lists become tuples)."""
+    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in params.items()))
 
 
 def run_grid(
@@ -231,7 +253,7 @@ def _execute(
             if isinstance(outcome, BaseException):
                 lost = f"the executor lost this run: {type(outcome).__name__}: {outcome}"
                 tb = "".join(traceback.format_exception(outcome))
-                outcome = [failed_output(spec, lost, tb) for spec in task_specs(task)]
+                outcome = [failed_output(spec, lost, tb) for spec in task.specs]
             for output in outcome:
                 if output.run_id not in wanted:
                     continue  # a finished lock-step member, recomputed with its cell
@@ -242,7 +264,7 @@ def _execute(
                     if record["status"] == "ok"
                     else record["error"]
                 )
-                spec = next(s for s in task_specs(task) if s.run_id == output.run_id)
+                spec = next(s for s in task.specs if s.run_id == output.run_id)
                 progress.update(
                     spec.run_id, spec.label, spec.seed, record["status"], spec.config.experiment.total_steps, detail
                 )
@@ -257,8 +279,7 @@ def lockstep_cells(plan: Plan, registry: Registry, stream: TextIO) -> set[str]:
     for cell, label, config in plan.cells:
         if not config.experiment.lockstep or len(config.experiment.seeds) < 2:
             continue
-        chosen = {kind: registry.get(kind, getattr(config, kind).name) for kind in ("network", "replay", "exploration")}
-        problem = lockstep_problem(config, chosen, check_env(config.experiment.env, plan.path))
+        problem = lockstep_problem(config, choose(config, registry), plan.path)
         if problem is None:
             cells.add(cell)
         else:
@@ -266,32 +287,34 @@ def lockstep_cells(plan: Plan, registry: Registry, stream: TextIO) -> set[str]:
     return cells
 
 
-def lockstep_problem(config: RunConfig, chosen: dict[str, Component], dims: tuple[int, int]) -> str | None:
-    """Why a cell cannot train in lock-step, or None (see :mod:`dqnbench.agent.lockstep` for what each kind needs)."""
+def lockstep_problem(config: RunConfig, chosen: dict[str, Component], path: Path) -> str | None:
+    """Why a cell cannot train in lock-step, or None (see ``docs/plugins.md`` for what each kind needs)."""
     if not callable(getattr(chosen["replay"].factory, "lockstep", None)):
         return f"{chosen['replay'].describe()} does not declare lock-step support"
-    if getattr(chosen["exploration"].factory, "lockstep", None) is not True:
-        return f"{chosen['exploration'].describe()} does not declare lock-step support"
-    network = functools.partial(chosen["network"].factory, **config.network.params)
-    forward = getattr(chosen["network"].factory, "lockstep", None)
-    problem = network_problem(network, *dims, forward)
+    for kind in ("exploration", "learner", "optimizer"):
+        if getattr(chosen[kind].factory, "lockstep", None) is not True:
+            return f"{chosen[kind].describe()} does not declare lock-step support"
+    obs, n_actions = check_env(config.experiment.env, chosen["env"], _frozen(config.env.params), path)
+    outputs = chosen["learner"].factory(n_actions, **config.learner.params).outputs
+    network = bind_network(config, chosen, outputs)
+    problem, native = network_problem(network, obs, n_actions)
     if problem:
         return f"{chosen['network'].describe()} cannot be stacked ({problem})"
-    if forward is None:  # vmap: only where it beats separate runs
+    if not native:  # vmap: only where it beats separate runs
         members = len(config.experiment.seeds)
         with single_thread():
-            slowdown = vmap_slowdown(network, *dims, members, config.agent.batch_size)
+            slowdown = vmap_slowdown(network, obs, n_actions, members, config.agent.batch_size)
         if slowdown >= 1.0:
             return (
                 f"{chosen['network'].describe()} stacked with vmap is {slowdown:.1f}× slower than "
-                f"{members} separate networks (give its factory a batched `lockstep` forward)"
+                f"{members} separate networks (build it from dqnbench.nn layers to stack it natively)"
             )
     return None
 
 
 def make_tasks(
     todo: list[RunSpec], plan: Plan, plugins: tuple[Any, ...], load_entrypoints: bool, lockstep: set[str]
-) -> list[RunTask | LockstepTask]:
+) -> list[RunTask]:
     """One task per unfinished run, except lock-step cells: one task of all their seeds.
 
     A lock-step member's result depends on the seeds it trains with, so a cell
@@ -299,16 +322,10 @@ def make_tasks(
     written: an interrupted grid resumes to exactly the uninterrupted results.
     """
     unfinished_cells = {spec.cell for spec in todo if spec.cell in lockstep}
-    tasks: list[RunTask | LockstepTask] = [
-        RunTask(spec, plugins, load_entrypoints) for spec in todo if spec.cell not in unfinished_cells
-    ]
+    tasks = [RunTask((spec,), plugins, load_entrypoints) for spec in todo if spec.cell not in unfinished_cells]
     for cell in unfinished_cells:
-        tasks.append(LockstepTask(tuple(s for s in plan.runs if s.cell == cell), plugins, load_entrypoints))
+        tasks.append(RunTask(tuple(s for s in plan.runs if s.cell == cell), plugins, load_entrypoints, stacked=True))
     return tasks
-
-
-def task_specs(task: RunTask | LockstepTask) -> tuple[RunSpec, ...]:
-    return task.specs if isinstance(task, LockstepTask) else (task.spec,)
 
 
 def make_executor(component: Component, workers: int | None, options: dict[str, Any]) -> Executor:
@@ -355,46 +372,27 @@ def cell_summary(results: Results, plan: Plan) -> list[dict[str, Any]]:
 # --- worker side -------------------------------------------------------------------------------
 
 
-def execute_task(task: RunTask | LockstepTask) -> list[RunOutput]:
-    """What executors call: one run, or one cell's seeds in lock-step."""
-    return execute_lockstep(task) if isinstance(task, LockstepTask) else [execute_run(task)]
+def execute_task(task: RunTask) -> list[RunOutput]:
+    """What executors call: train one run, or one cell's seeds in lock-step; every run gets its own record.
 
-
-def execute_run(task: RunTask) -> RunOutput:
-    """Execute one run and return its output; a run's own failure becomes a record, not a raise."""
-    spec = task.spec
-    started = time.time()
-    try:
-        chosen = _components(spec.config, task.plugins, task.load_entrypoints)
-    except Exception as exc:
-        return failed_output(spec, f"{type(exc).__name__}: {exc}", traceback.format_exc(), started=started)
-    record = base_record(spec, chosen, started)
-    try:
-        with single_thread():
-            log = train(spec.config, spec.seed, bind_components(spec.config, chosen))
-    except Diverged as exc:
-        record.update(diverged_step=exc.step, traceback=traceback.format_exc())
-        return finish_record(spec, record, None, chosen, time.time() - started, diverged=exc)
-    except Exception as exc:
-        record.update(status="failed", error=blame(exc, chosen), traceback=traceback.format_exc())
-        record.update(wall_s=time.time() - started)
-        return RunOutput(record)
-    return finish_record(spec, record, log, chosen, time.time() - started)
-
-
-def execute_lockstep(task: LockstepTask) -> list[RunOutput]:
-    """Train a cell's seeds as one batched program; every member gets its own run record."""
+    A run's own failure (a component that raises, breaks its contract or
+    diverges) becomes a record naming the component, never a raise.
+    """
     specs = task.specs
     config, seeds = specs[0].config, [spec.seed for spec in specs]
     started = time.time()
     try:
-        chosen = _components(config, task.plugins, task.load_entrypoints)
+        chosen = choose(config, _registry(task.plugins, task.load_entrypoints))
     except Exception as exc:
         return [failed_output(s, f"{type(exc).__name__}: {exc}", traceback.format_exc(), started) for s in specs]
     records = [base_record(spec, chosen, started) for spec in specs]
     try:
         with single_thread():
-            logs = train_lockstep(config, seeds, bind_lockstep_components(config, chosen))
+            logs = train_runs(config, seeds, bind_components(config, chosen), stacked=task.stacked)
+    except Diverged as exc:  # a single run stops at its first non-finite loss
+        (record,) = records
+        record.update(diverged_step=exc.step, traceback=traceback.format_exc())
+        return [finish_record(specs[0], record, None, chosen, time.time() - started, diverged=exc)]
     except Exception as exc:
         error, tb, wall = blame(exc, chosen), traceback.format_exc(), time.time() - started
         for record in records:
@@ -403,13 +401,13 @@ def execute_lockstep(task: LockstepTask) -> list[RunOutput]:
     wall = (time.time() - started) / len(specs)  # each member's share of the group's wall time
     outputs = []
     for spec, record, log in zip(specs, records, logs):
-        record["lockstep"] = {"members": len(specs), "seeds": seeds}
+        diverged = None
+        if task.stacked:
+            record["lockstep"] = {"members": len(specs), "seeds": seeds}
         if log.diverged_step is not None:
             record["diverged_step"] = log.diverged_step
             diverged = Diverged(log.diverged_step, float(log.loss[log.diverged_step]))
-            outputs.append(finish_record(spec, record, log, chosen, wall, diverged=diverged))
-        else:
-            outputs.append(finish_record(spec, record, log, chosen, wall))
+        outputs.append(finish_record(spec, record, log, chosen, wall, diverged=diverged))
     return outputs
 
 
@@ -431,6 +429,8 @@ def finish_record(
         record["status"] = "ok"
     record.update(
         obs_dim=log.obs_dim,
+        obs_shape=list(log.obs_shape),
+        obs_dtype=log.obs_dtype,
         n_actions=log.n_actions,
         train_s=log.train_s,
         steps_per_s=spec.config.experiment.total_steps / max(log.train_s, 1e-9),
@@ -441,28 +441,38 @@ def finish_record(
     )
 
 
-def _components(config: RunConfig, plugins: tuple[Any, ...], load_entrypoints: bool) -> dict[str, Component]:
-    registry = _registry(plugins, load_entrypoints)
-    return {kind: registry.get(kind, getattr(config, kind).name) for kind in ("network", "replay", "exploration")}
+def choose(config: RunConfig, registry: Registry) -> dict[str, Component]:
+    """The registered component of each kind the config names."""
+    return {kind: registry.get(kind, getattr(config, kind).name) for kind in RUN_KINDS}
+
+
+def bind_network(config: RunConfig, chosen: dict[str, Component], outputs: int = 1) -> Any:
+    """The network factory with its grid params (and ``outputs`` when the learner needs several)."""
+    extra = {"outputs": outputs} if outputs != 1 else {}
+    return functools.partial(chosen["network"].factory, **config.network.params, **extra)
 
 
 def bind_components(config: RunConfig, chosen: dict[str, Component]) -> Components:
-    """Bind each factory to its resolved grid params."""
+    """Bind each factory to its resolved grid params (the replay's members-factory too, where it has one)."""
+    members_replay = getattr(chosen["replay"].factory, "lockstep", None)
     return Components(
         network=functools.partial(chosen["network"].factory, **config.network.params),
         replay=functools.partial(chosen["replay"].factory, **config.replay.params),
         exploration=functools.partial(chosen["exploration"].factory, **config.exploration.params),
+        learner=functools.partial(chosen["learner"].factory, **config.learner.params),
+        optimizer=functools.partial(chosen["optimizer"].factory, **config.optimizer.params),
+        env=bind_env(chosen["env"].factory, config.env.params),
+        members_replay=functools.partial(members_replay, **config.replay.params) if callable(members_replay) else None,
     )
 
 
-def bind_lockstep_components(config: RunConfig, chosen: dict[str, Component]) -> LockstepComponents:
-    """Bind the factories for lock-step: the replay's members-factory, the network's batched forward."""
-    return LockstepComponents(
-        network=functools.partial(chosen["network"].factory, **config.network.params),
-        replay=functools.partial(chosen["replay"].factory.lockstep, **config.replay.params),
-        exploration=functools.partial(chosen["exploration"].factory, **config.exploration.params),
-        network_forward=getattr(chosen["network"].factory, "lockstep", None),
-    )
+def bind_env(factory: Any, params: dict[str, Any]) -> Any:
+    """The env factory with its params, keeping its optional ``vector`` form (see ``dqnbench_envs``)."""
+    bound = functools.partial(factory, **params)
+    vector = getattr(factory, "vector", None)
+    if vector is not None:
+        bound.vector = functools.partial(vector, **params)
+    return bound
 
 
 def base_record(spec: RunSpec, chosen: dict[str, Component], started: float) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dqnbench.agent.numerics import flushing_denormals
-from dqnbench.agent.loop import make_env
+from dqnbench.builtin.envs import gymnasium as make_env
 
 from .helpers import Transition
 

@@ -20,7 +20,7 @@ import pytest
 from dqnbench.config.grid import plan_grid
 from dqnbench.devtools.pytest_plugin import HARNESS_TOTAL_STEPS, StepHarness, component_tables
 from dqnbench.plugin.registry import load_registry
-from dqnbench.run.runner import bind_components
+from dqnbench.run.runner import bind_components, choose
 
 #: the built-in components (no entry points): what "every built-in component" means
 BUILTIN = load_registry(load_entrypoints=False)
@@ -49,7 +49,7 @@ def make_replay(name: str, obs_dim: int = 4, gamma: float = 0.99) -> Any:
     """A built-in replay with the params a run of the default ``[replay]`` section would give it."""
     tables = component_tables("replay", name, total_steps=HARNESS_TOTAL_STEPS, seeds=[0])
     config = plan_grid(tables, "<benchmark replay>", BUILTIN).cells[0][2]
-    chosen = {kind: BUILTIN.get(kind, getattr(config, kind).name) for kind in ("network", "replay", "exploration")}
+    chosen = choose(config, BUILTIN)
     return bind_components(config, chosen).replay(config.replay.capacity, obs_dim, gamma)
 
 

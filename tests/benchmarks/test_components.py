@@ -28,12 +28,12 @@ def test_act(benchmark, component):
 
 @pytest.mark.benchmark(group="learn")
 @pytest.mark.parametrize("batch_size", BATCHES)
-@pytest.mark.parametrize("component", component_params(("network", "replay")))
+@pytest.mark.parametrize("component", component_params(("network", "replay", "learner", "optimizer")))
 def test_learn_step(benchmark, component, batch_size):
-    """One learning phase of the loop: sample, TD loss + Adam step, priority update (target copy when due)."""
+    """One learning phase of the loop: sample, the learner's gradient, optimizer step, priorities, target copy."""
     kind, name = component
     agent = harness(kind, name, batch_size).warm_up()
-    measured = "learn step: replay sample + loss, backward, Adam step + update_priorities"
+    measured = "learn step: replay sample + learner backward + optimizer step + update_priorities"
     benchmark.extra_info.update(agent.describe(measured, steps=1, kind=kind))
     loss = benchmark(agent.learn)
     assert torch.isfinite(torch.tensor(loss))

@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 import torch
 
+from dqnbench.agent.loop import train
 from dqnbench.config.grid import load_grid
 from dqnbench.plugin.registry import load_registry
-from dqnbench.run.runner import bind_components
-from dqnbench.agent.loop import train
+from dqnbench.run.runner import bind_components, choose
 
 STEPS = 2_000
 TUTORIAL = """
@@ -56,7 +56,7 @@ def tutorial_run(tmp_path_factory):
     path.write_text(TUTORIAL.format(steps=STEPS))
     registry = load_registry(load_entrypoints=False)
     spec = load_grid(path, registry).runs[0]
-    chosen = {k: registry.get(k, getattr(spec.config, k).name) for k in ("network", "replay", "exploration")}
+    chosen = choose(spec.config, registry)
     return spec, bind_components(spec.config, chosen)
 
 

@@ -25,10 +25,13 @@ import pytest
 import torch
 from torch import nn
 
-from dqnbench.plugin.batch import Batch
+from dqnbench.agent.loop import Components, train
+from dqnbench.builtin.envs import gymnasium
+from dqnbench.builtin.learners import dqn
+from dqnbench.builtin.optimizers import adam
 from dqnbench.config.schema import AgentConfig, ComponentConfig, ExperimentConfig, ReplayConfig, RunConfig
 from dqnbench.devtools.pytest_plugin import StepHarness
-from dqnbench.agent.loop import Components, train
+from dqnbench.plugin.batch import Batch
 
 ENV_ID = "DqnbenchBench/Constant-v0"
 #: env steps per timed ``train()`` call: setup and the one-episode evaluation are amortised over them
@@ -99,7 +102,14 @@ class FirstAction:
         return torch.zeros(q_values.shape[0], dtype=torch.int64)
 
 
-TRIVIAL = Components(network=ConstantQ, replay=FixedReplay, exploration=lambda n_actions, total_steps: FirstAction())
+TRIVIAL = Components(
+    network=ConstantQ,
+    replay=FixedReplay,
+    exploration=lambda n_actions, total_steps: FirstAction(),
+    learner=dqn,
+    optimizer=adam,
+    env=gymnasium,
+)
 
 
 def trivial_config(learn: bool, steps: int = TRAIN_STEPS) -> RunConfig:

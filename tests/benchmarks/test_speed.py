@@ -25,11 +25,11 @@ from pathlib import Path
 
 import pytest
 
-from dqnbench.config.grid import plan_grid
-from dqnbench.agent.numerics import flush_denormals
-from dqnbench.plugin.registry import load_registry
-from dqnbench.run.runner import bind_components
 from dqnbench.agent.loop import train
+from dqnbench.agent.numerics import flush_denormals
+from dqnbench.config.grid import plan_grid
+from dqnbench.plugin.registry import load_registry
+from dqnbench.run.runner import bind_components, choose
 
 from .reference_tutorial import run_reference
 
@@ -53,7 +53,7 @@ def tutorial_config(total_steps: int, hidden: tuple[int, ...], batch_size: int, 
     }
     registry = load_registry(load_entrypoints=False)
     spec = plan_grid(raw, Path("speed.toml"), registry).runs[0]
-    chosen = {k: registry.get(k, getattr(spec.config, k).name) for k in ("network", "replay", "exploration")}
+    chosen = choose(spec.config, registry)
     return spec, bind_components(spec.config, chosen)
 
 
@@ -102,15 +102,15 @@ SCALING_SCRIPT = """
 import json, resource, sys, time, torch
 sys.path.insert(0, {repo!r})
 torch.set_num_threads(1)
-from dqnbench.agent.lockstep import train_lockstep
-from dqnbench.run.runner import bind_lockstep_components
+from dqnbench.agent.loop import train_lockstep
+from dqnbench.run.runner import bind_components, choose
 from dqnbench.plugin.registry import load_registry
 from tests.benchmarks.test_speed import tutorial_config
 members, steps = int(sys.argv[1]), int(sys.argv[2])
 spec, _ = tutorial_config(steps, (10,), 32)
 registry = load_registry(load_entrypoints=False)
-chosen = {{k: registry.get(k, getattr(spec.config, k).name) for k in ("network", "replay", "exploration")}}
-logs = train_lockstep(spec.config, list(range(members)), bind_lockstep_components(spec.config, chosen))
+chosen = choose(spec.config, registry)
+logs = train_lockstep(spec.config, list(range(members)), bind_components(spec.config, chosen))
 train_s = sum(log.train_s for log in logs)
 print(json.dumps({{"members": members, "steps_per_s": members * steps / train_s,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))

@@ -12,8 +12,8 @@ import math
 import pytest
 
 from dqnbench.config.grid import load_grid
-from dqnbench.devtools.pytest_plugin import SWAPPABLE, StepHarness
-from dqnbench.run.runner import bind_components
+from dqnbench.devtools.pytest_plugin import StepHarness
+from dqnbench.run.runner import bind_components, choose
 
 from .helpers import BUILTIN, REPO
 
@@ -31,7 +31,7 @@ def cell_id(label: str) -> str:
 def test_training_step(benchmark, cell):
     """One env step with a learn step, on one cell of the default grid."""
     cell_hash, label, config = cell
-    chosen = {kind: BUILTIN.get(kind, getattr(config, kind).name) for kind in SWAPPABLE}
+    chosen = choose(config, BUILTIN)
     agent = StepHarness(config, bind_components(config, chosen), seed=0, chosen=chosen).warm_up()
     benchmark.extra_info.update(agent.describe("training step: act (batch 1) + env step + store + learn step"))
     benchmark.extra_info.update(grid=DEFAULT_GRID.name, cell=cell_hash, label=label, component=label)

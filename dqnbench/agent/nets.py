@@ -1,0 +1,196 @@
+"""The online and target Q-networks of a run, or of K lock-step members stacked as one.
+
+A single run holds the network the factory built and a copy as its target.
+Lock-step members hold one module whose parameters are the K members'
+parameters stacked on a leading dimension, and observations flow through it as
+``(K, B, …)``: natively when the network is shape-generic (built from
+:mod:`dqnbench.nn`; checked here once against the members' own outputs), else
+through ``torch.func.vmap`` (:class:`VmapStack`), which runs any module but pays
+a few hundred µs of Python per call. Either way the loop, the learner and the
+optimizer see one ``nn.Module`` and one parameter list: only shapes differ.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from dqnbench.plugin.obs import ObsSpec
+
+
+class QNetworks:
+    """``online`` and ``target`` modules; ``members`` is None for a single run, K for stacked members."""
+
+    def __init__(self, online: nn.Module, members: int | None = None) -> None:
+        self.online = online.train()
+        self.target = copy.deepcopy(online).requires_grad_(False)
+        self.members = members
+        self.params = [p for p in online.parameters() if p.requires_grad]
+
+    @classmethod
+    def of(cls, modules: list[nn.Module], obs: ObsSpec, device: torch.device, stacked: bool) -> QNetworks:
+        """One run's network (``stacked=False``, one module) or K members' modules stacked as one."""
+        if not stacked:
+            (module,) = modules
+            return cls(module.to(device))
+        return cls(stack_modules(modules, obs).to(device), len(modules))
+
+    def rows(self, obs: torch.Tensor) -> torch.Tensor:
+        """Online outputs for one observation per run: ``obs (R, *shape)`` → ``(R, n_actions[, outputs])``."""
+        if self.members is None:
+            return self.online(obs)
+        return self.online(obs.unsqueeze(1)).squeeze(1)
+
+    def sync_target(self) -> None:
+        """The hard target copy (Mnih et al. 2015): target ← online."""
+        self.target.load_state_dict(self.online.state_dict())
+
+    def clip_grad_norm(self, max_norm: float) -> None:
+        """Clip the gradient's global norm to ``max_norm``: each member's own norm when stacked."""
+        if self.members is None:
+            nn.utils.clip_grad_norm_(self.params, max_norm)
+            return
+        grads = [p.grad for p in self.params if p.grad is not None]
+        norms = torch.stack([g.flatten(1).pow(2).sum(dim=1) for g in grads]).sum(dim=0).sqrt()
+        scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+        for g in grads:
+            g.mul_(scale.view(-1, *([1] * (g.dim() - 1))))
+
+    def state_dicts(self) -> list[dict[str, torch.Tensor]]:
+        """Each run's online ``state_dict`` on the CPU, as an independent run saves it."""
+        if self.members is None:
+            return [{k: v.detach().cpu().clone() for k, v in self.online.state_dict().items()}]
+        state = self.online.member_state() if isinstance(self.online, VmapStack) else self.online.state_dict()
+        return [{k: v[i].detach().cpu().clone() for k, v in state.items()} for i in range(self.members)]
+
+
+def stack_modules(modules: list[nn.Module], obs: ObsSpec) -> nn.Module:
+    """K modules of one architecture as one module over ``(K, B, …)`` inputs.
+
+    Native when the first module, its parameters and buffers swapped for the
+    stacked ones, reproduces every member's own output (a shape-generic
+    network); otherwise :class:`VmapStack`.
+    """
+    stacked = copy.deepcopy(modules[0])
+    params, buffers = stack_module_state(modules)
+    for name, value in {**params, **buffers}.items():
+        owner_name, _, attr = name.rpartition(".")
+        owner = stacked.get_submodule(owner_name)
+        if attr in owner._parameters:
+            setattr(owner, attr, nn.Parameter(value.detach().clone()))
+        else:
+            owner._buffers[attr] = value.clone()
+    return stacked if _reproduces_members(stacked, modules, obs) else VmapStack(modules)
+
+
+def _reproduces_members(stacked: nn.Module, modules: list[nn.Module], obs: ObsSpec) -> bool:
+    """Does ``stacked`` on ``(K, 3, …)`` give each member's own outputs? (eval mode, no RNG drawn)."""
+    probe = probe_observations(obs, (len(modules), 3))
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        modes = [m.training for m in modules]
+        try:
+            stacked.eval()
+            for m in modules:
+                m.eval()
+            together = stacked(probe)
+            alone = torch.stack([m(x) for m, x in zip(modules, probe)])
+        except Exception:  # any shape the module cannot take: not shape-generic
+            return False
+        finally:
+            stacked.train(modes[0])
+            for m, mode in zip(modules, modes):
+                m.train(mode)
+    return together.shape == alone.shape and torch.allclose(together, alone, rtol=1e-4, atol=1e-5)
+
+
+def probe_observations(obs: ObsSpec, batch: tuple[int, ...]) -> torch.Tensor:
+    """Random observations ``(*batch, *obs.shape)`` in the observation dtype, from a fixed generator."""
+    generator = torch.Generator().manual_seed(0)
+    dtype = torch.from_numpy(np.zeros(0, dtype=obs.dtype)).dtype
+    if dtype.is_floating_point:
+        return torch.randn(*batch, *obs.shape, generator=generator).to(dtype)
+    high = 2 if dtype == torch.bool else 256
+    return torch.randint(0, high, (*batch, *obs.shape), generator=generator).to(dtype)
+
+
+class VmapStack(nn.Module):
+    """K members of any vmappable module, evaluated with ``torch.func.vmap`` over ``functional_call``."""
+
+    def __init__(self, modules: list[nn.Module]) -> None:
+        super().__init__()
+        params, buffers = stack_module_state(modules)
+        self.names, self.buffer_names = list(params), list(buffers)
+        self.stacked = nn.ParameterList([nn.Parameter(params[n].detach().clone()) for n in self.names])
+        for i, name in enumerate(self.buffer_names):
+            self.register_buffer(f"buffer_{i}", buffers[name].clone())
+        self.base = [copy.deepcopy(modules[0]).to("meta")]  # a list: not a submodule, no state of its own
+
+    def train(self, mode: bool = True) -> VmapStack:
+        super().train(mode)
+        self.base[0].train(mode)
+        return self
+
+    def member_state(self) -> dict[str, torch.Tensor]:
+        """The stacked tensors under the members' own ``state_dict`` names."""
+        state = dict(zip(self.names, self.stacked))
+        state.update({n: getattr(self, f"buffer_{i}") for i, n in enumerate(self.buffer_names)})
+        return state
+
+    def _call(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        return functional_call(self.base[0], (params, buffers), (x,))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        buffers = {n: getattr(self, f"buffer_{i}") for i, n in enumerate(self.buffer_names)}
+        return vmap(self._call, randomness="different")(dict(zip(self.names, self.stacked)), buffers, x)
+
+
+def network_problem(factory: Callable[..., nn.Module], obs: ObsSpec, n_actions: int) -> tuple[str | None, bool]:
+    """``(why this network cannot be stacked or None, whether it stacks natively)``: a probe of forward + backward."""
+    try:
+        stacked = stack_modules([factory(obs, n_actions) for _ in range(2)], obs)
+        outputs = stacked(probe_observations(obs, (2, 3)))
+        if outputs.shape[:3] != (2, 3, n_actions):
+            raise ValueError(f"stacked outputs have shape {tuple(outputs.shape)}, expected (2, 3, {n_actions}, …)")
+        outputs.sum().backward()
+        stacked.eval()(probe_observations(obs, (2, 1)))
+    except Exception as exc:  # whatever vmap or the module objects to
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", False
+    return None, not isinstance(stacked, VmapStack)
+
+
+def vmap_slowdown(
+    factory: Callable[..., nn.Module], obs: ObsSpec, n_actions: int, members: int, batch_size: int
+) -> float:
+    """How much slower a vmapped learn-like step (forward + backward) is than ``members`` separate ones.
+
+    vmap spends a few hundred µs of Python per call, so for small networks K
+    independent runs can beat one vmapped program; lock-step through vmap is
+    used only when this ratio is below 1.
+    """
+    nets = [factory(obs, n_actions) for _ in range(members)]
+    stacked = VmapStack(nets)
+    x, xs = probe_observations(obs, (members, batch_size)), probe_observations(obs, (batch_size,))
+
+    def batched() -> None:
+        stacked(x).sum().backward()
+
+    def separate() -> None:
+        for net in nets:
+            net(xs).sum().backward()
+
+    def best_of(fn: Callable[[], None]) -> float:
+        fn()
+        times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    return best_of(batched) / best_of(separate)
