@@ -96,24 +96,25 @@ def test_the_package_declares_its_entry_point_and_ships_readme_and_tests(tmp_pat
 
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_the_generated_component_meets_its_contract(tmp_path, kind):
-    dest = write_plugin(f"dqnbench-fresh-{kind}", kind, tmp_path / "pkg")
-    path = dest / "src" / f"dqnbench_fresh_{kind}" / "plugin.py"
-    spec = importlib.util.spec_from_file_location(f"dqnbench_fresh_{kind}_plugin", path)
-    plugin = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(plugin)
+    plugin = generated_module(tmp_path, kind)
     registry = load_registry(load_entrypoints=False, extra_plugins=(plugin,))
     assert f"fresh_{kind}" in registry.names(kind)
     assert check_components(registry, kinds=(kind,)) == []
 
 
-def load_generated(tmp_path, kind):
-    """The factory of a freshly generated package's component, imported from its source."""
+def generated_module(tmp_path, kind):
+    """The plugin module of a freshly generated package, imported from its source."""
     dest = write_plugin(f"dqnbench-fresh-{kind}", kind, tmp_path / "pkg")
     path = dest / "src" / f"dqnbench_fresh_{kind}" / "plugin.py"
     spec = importlib.util.spec_from_file_location(f"dqnbench_fresh_{kind}_plugin", path)
     plugin = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(plugin)
-    return getattr(plugin, f"fresh_{kind}")
+    return plugin
+
+
+def load_generated(tmp_path, kind):
+    """The factory of a freshly generated package's component, imported from its source."""
+    return getattr(generated_module(tmp_path, kind), f"fresh_{kind}")
 
 
 def test_the_generated_network_stacks_natively_and_takes_image_observations(tmp_path):

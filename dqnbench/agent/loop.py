@@ -21,6 +21,7 @@ params bound; nothing here knows which plugin built them.
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -88,6 +89,7 @@ class Agent:
     ) -> None:
         self.nets, self.learner, self.optimizer, self.replay, self.explorer = nets, learner, optimizer, replay, explorer
         self.config, self.obs_spec, self.n_actions, self.device = agent, obs, n_actions, device
+        self.on_cpu = device.type == "cpu"
         backward = getattr(learner, "backward", None)
         self.backward = (
             backward if backward is not None else (lambda nets, batch: autograd_backward(learner, nets, batch))
@@ -118,7 +120,7 @@ class Agent:
             batch = self.replay.sample(agent.batch_size)
             if self.learn_steps == 0:
                 check_batch(batch, self.nets.members, agent.batch_size, self.obs_spec)
-            if self.device.type != "cpu":
+            if not self.on_cpu:
                 batch = batch.to(self.device)
             losses, priorities = self.gradient_step(batch)
             self.replay.update_priorities(batch.indices, priorities.cpu())
@@ -214,9 +216,9 @@ def train_runs(
     obs_spec, n_actions = agent.obs_spec, agent.n_actions
     logs = [TrainLog(exp.total_steps, int(obs_spec), n_actions, obs_shape=obs_spec.shape, obs_dtype=obs_spec.dtype.name)
             for _ in seeds]  # fmt: skip
-    losses = np.full((rows, exp.total_steps), np.nan, dtype=np.float32)
-    rewards_log = np.zeros((rows, exp.total_steps), dtype=np.float32)
-    episode_log = np.zeros((rows, exp.total_steps), dtype=np.int64)
+    # Per-step records, one row of R values per step (written once a step, split per run at the end).
+    losses = np.full((exp.total_steps, rows), np.nan, dtype=np.float32)
+    rewards_log = np.zeros((exp.total_steps, rows), dtype=np.float32)
     times = np.zeros((3, exp.total_steps))
 
     obs, _ = envs.reset(seed=seeds[0])
@@ -239,23 +241,25 @@ def train_runs(
         # Store, then learn every train_every steps once enough is stored.
         agent.store(obs, actions, rewards, terminal_next_obs(next_obs, info), terminated, truncated)
         if agent.learn_due(step):
-            step_losses = losses[:, step] = agent.learn().numpy()
-            if not np.isfinite(step_losses).all():
+            step_losses = losses[step] = agent.learn().numpy()
+            if not math.isfinite(step_losses.sum()):
                 if members is None:
                     raise Diverged(step, float(step_losses))
                 for k in np.flatnonzero(~np.isfinite(step_losses)):
                     diverged.setdefault(int(k), step)
         t3 = clock()
-        rewards_log[:, step], episode_log[:, step] = rewards, episode
+        rewards_log[step] = rewards
         times[0, step], times[1, step], times[2, step] = t1 - t0, t2 - t1, t3 - t2
 
         episode_return += rewards
         obs = next_obs
-        for k in np.flatnonzero(terminated | truncated):
-            record = (int(episode[k]), step + 1, float(episode_return[k]), step + 1 - int(episode_start[k]))
-            for key, value in zip(logs[k].episodes, record):
-                logs[k].episodes[key].append(value)
-            episode[k], episode_return[k], episode_start[k] = episode[k] + 1, 0.0, step + 1
+        done = terminated | truncated
+        if done.any():
+            for k in np.flatnonzero(done):
+                record = (int(episode[k]), step + 1, float(episode_return[k]), step + 1 - int(episode_start[k]))
+                for key, value in zip(logs[k].episodes, record):
+                    logs[k].episodes[key].append(value)
+                episode[k], episode_return[k], episode_start[k] = episode[k] + 1, 0.0, step + 1
 
         done_steps = step + 1
         if done_steps == exp.total_steps or (exp.eval_every and done_steps % exp.eval_every == 0):
@@ -270,8 +274,11 @@ def train_runs(
     envs.close()
     eval_envs.close()
     times /= rows  # each row's share of the batched step
+    steps = np.arange(exp.total_steps)
     for k, (log, weights) in enumerate(zip(logs, agent.nets.state_dicts())):
-        log.reward, log.episode, log.loss = rewards_log[k], episode_log[k], losses[k]
+        log.reward, log.loss = np.ascontiguousarray(rewards_log[:, k]), np.ascontiguousarray(losses[:, k])
+        # a step's episode: how many of the run's episodes had ended before it
+        log.episode = np.searchsorted(np.asarray(log.episodes["step"], dtype=np.int64), steps, side="right")
         log.t_act, log.t_env, log.t_learn = times[0], times[1], times[2]
         log.train_s, log.weights, log.diverged_step = train_s / rows, weights, diverged.get(k)
     return logs

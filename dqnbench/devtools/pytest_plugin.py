@@ -17,12 +17,13 @@ can pick the component by name::
 
 ``dqnbench_step_benchmark(kind, name, params=None, *, batch_size=None, env="CartPole-v1", agent=None, grid=None,
 seed=0, plugins=(), load_entrypoints=True)``
-    Times one standard DQN training step — act (eval net + explorer, batch 1), env step, store, and a learn step
-    (sample, gradient step, priority update) — with the named component swapped into otherwise default components
-    (``mlp`` network, ``uniform`` replay, ``linear`` exploration, the default ``[agent]``), exactly as
-    :func:`dqnbench.agent.loop.train` steps. It first steps until learning starts (``agent.learning_starts``), so every
-    timed call learns (with the default ``train_every = 1``). ``kind`` is ``"network"``, ``"replay"`` or
-    ``"exploration"``; ``params`` go to its factory, validated like a grid's; ``agent`` overrides ``[agent]`` keys;
+    Times one standard DQN training step — act (online net + explorer, batch 1), env step, store, and a learn step
+    (sample, the learner's gradient, optimizer step, priority update) — with the named component swapped into
+    otherwise default components (``mlp`` network, ``uniform`` replay, ``linear`` exploration, ``dqn`` learner,
+    ``adam`` optimizer, ``auto`` env, the default ``[agent]``), through the very :class:`~dqnbench.agent.loop.Agent`
+    that :func:`dqnbench.agent.loop.train` drives. It first steps until learning starts (``agent.learning_starts``),
+    so every timed call learns (with the default ``train_every = 1``). ``kind`` is any of :data:`SWAPPABLE`
+    (network, replay, exploration, learner, optimizer, env); ``params`` go to its factory, validated like a grid's; ``agent`` overrides ``[agent]`` keys;
     ``grid`` adds or overrides any grid tables (e.g. another component); ``plugins`` are extra in-process plugin
     modules. One torch thread, as in a run (a single run; lock-step batching of seeds is not timed here). Uses
     pytest-benchmark's ``benchmark`` fixture (so ``--benchmark-*`` options apply, and under ``--benchmark-disable``

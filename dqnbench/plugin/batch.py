@@ -16,11 +16,14 @@ import torch
 class Batch(NamedTuple):
     """A sampled minibatch of transitions, every field a torch tensor of length B.
 
-    :param obs: float32 ``(B, obs_dim)`` observations the actions were taken in.
+    For K lock-step members every field has a leading member dimension: ``(K, B, …)``.
+
+    :param obs: ``(B, *obs.shape)`` observations the actions were taken in, in their own dtype
+        (float32 vectors for classic control, uint8 frames, MinAtar's bools).
     :param actions: int64 ``(B,)`` actions taken.
     :param rewards: float32 ``(B,)`` rewards (for n-step replay: the discounted
         sum of the k ≤ n rewards accumulated).
-    :param next_obs: float32 ``(B, obs_dim)`` observations to bootstrap from.
+    :param next_obs: observations to bootstrap from, shaped and typed like ``obs``.
     :param terminated: bool or float32 ``(B,)``; true where ``next_obs`` is terminal
         (true termination only: a time-limit truncation is *not* terminated).
     :param weights: float32 ``(B,)`` importance-sampling weights multiplying each

@@ -141,8 +141,6 @@ def dqnbench_envs() -> dict[str, EnvFactory]:
     make the environment from installed packages alone: import the package that
     registers ``env_id`` inside the factory, and raise
     :class:`dqnbench.DqnbenchError` naming what to install when it is missing.
-    Rewards the agent learns from may be transformed (clipped, say); put the
-    game's own reward in ``info["score"]`` to have returns record it instead.
 
     Lock-step training steps K copies as one vector env with same-step autoreset
     (``gymnasium.vector.AutoresetMode.SAME_STEP``): by default a
