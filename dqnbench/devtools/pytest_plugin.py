@@ -23,13 +23,13 @@ seed=0, plugins=(), load_entrypoints=True)``
     ``adam`` optimizer, ``auto`` env, the default ``[agent]``), through the very :class:`~dqnbench.agent.loop.Agent`
     that :func:`dqnbench.agent.loop.train` drives. It first steps until learning starts (``agent.learning_starts``),
     so every timed call learns (with the default ``train_every = 1``). ``kind`` is any of :data:`SWAPPABLE`
-    (network, replay, exploration, learner, optimizer, env); ``params`` go to its factory, validated like a grid's; ``agent`` overrides ``[agent]`` keys;
-    ``grid`` adds or overrides any grid tables (e.g. another component); ``plugins`` are extra in-process plugin
-    modules. One torch thread, as in a run (a single run; lock-step batching of seeds is not timed here). Uses
-    pytest-benchmark's ``benchmark`` fixture (so ``--benchmark-*`` options apply, and under ``--benchmark-disable``
-    the step runs once as a smoke test) and records in ``extra_info`` what it measured: the component, its
-    distribution and version, its params, the batch size, the env and the env steps per call. Returns the
-    :class:`StepHarness`.
+    (network, replay, exploration, learner, optimizer, env); ``params`` go to its factory, validated like a grid's;
+    ``agent`` overrides ``[agent]`` keys; ``grid`` adds or overrides any grid tables (e.g. another component);
+    ``plugins`` are extra in-process plugin modules. One torch thread, as in a run (a single run; lock-step batching
+    of seeds is not timed here). Uses pytest-benchmark's ``benchmark`` fixture (so ``--benchmark-*`` options apply,
+    and under ``--benchmark-disable`` the step runs once as a smoke test) and records in ``extra_info`` what it
+    measured: the component, its distribution and version, its params, the batch size, the env and the env steps per
+    call. Returns the :class:`StepHarness`.
 
 ``dqnbench_calibration()``
     Benchmarks dqnbench's fixed torch + NumPy calibration workload and marks it as the session's calibration, so
