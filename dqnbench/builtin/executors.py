@@ -41,9 +41,15 @@ class SerialExecutor:
 
 
 def _init_worker() -> None:
-    """One torch thread per worker, and die with the parent (Linux) so a killed run leaves no orphans."""
+    """One torch thread per worker, and die with the parent (Linux) so a killed run leaves no orphans.
+
+    Ctrl-C reaches the whole process group; the parent answers it (it stops the
+    workers in ``close()``), so a worker ignores SIGINT instead of printing a
+    ``KeyboardInterrupt`` traceback from wherever it was waiting.
+    """
     import torch
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)
     if sys.platform.startswith("linux"):
         try:

@@ -52,7 +52,7 @@ def tasks(tmp_path_factory) -> list[RunTask]:
     path = tmp_path_factory.mktemp("grid") / "dispatch.toml"
     path.write_text(SHORT.format(runs=RUNS))
     plan, _ = prepare(path, load_entrypoints=False)
-    return [RunTask(spec, (), False) for spec in plan.runs]
+    return [RunTask((spec,), (), False) for spec in plan.runs]
 
 
 @pytest.fixture(scope="module")
