@@ -38,8 +38,7 @@ def random_batch(lead: tuple[int, ...], obs_dim: int, n_actions: int, gamma: flo
 
 
 def gradient_step(backward, nets: QNetworks, optimizer, batch: Batch, max_grad_norm: float):
-    """The loop's gradient step (``Agent.gradient_step``) with a chosen backward."""
-    optimizer.zero_grad()
+    """The loop's gradient step (``Agent.gradient_step``) with a chosen backward (which sets the gradients)."""
     losses, priorities = backward(nets, batch)
     if max_grad_norm > 0:
         nets.clip_grad_norm(max_grad_norm)

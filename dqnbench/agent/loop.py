@@ -26,7 +26,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -72,6 +72,24 @@ class Diverged(Exception):
         super().__init__(f"loss became {loss} at env step {step}")
 
 
+def _no_clock() -> float:
+    return 0.0
+
+
+class StepOutcome(NamedTuple):
+    """What one step of :class:`Agent` gives the loop: the env's answer, the losses if it learned, the timings."""
+
+    next_obs: np.ndarray
+    rewards: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    #: per-row mean losses ``(R,)`` (a 0-d array for a single run), None when the step did not learn
+    losses: np.ndarray | None
+    t_act: float
+    t_env: float
+    t_learn: float
+
+
 class Agent:
     """The DQN step for R rows (one run, or K stacked members): act, store, learn, target copy."""
 
@@ -95,6 +113,25 @@ class Agent:
             backward if backward is not None else (lambda nets, batch: autograd_backward(learner, nets, batch))
         )
         self.learn_steps = 0
+
+    def step(self, envs: Any, obs: np.ndarray, step: int, clock: Callable[[], float] = _no_clock) -> StepOutcome:
+        """One DQN step for every row: act, step the env(s), store, learn when due (copying the target on schedule).
+
+        ``clock`` times the three parts (``time.perf_counter`` in a timed run).
+        """
+        # Act: every row's Q-values in one forward, the explorer over R rows.
+        t0 = clock()
+        actions = self.act(obs, step)
+        t1 = clock()
+
+        # Step the environment(s); a finished episode is already reset (same-step autoreset).
+        next_obs, rewards, terminated, truncated, info = envs.step(actions)
+        t2 = clock()
+
+        # Store, then learn every train_every steps once enough is stored.
+        self.store(obs, actions, rewards, terminal_next_obs(next_obs, info), terminated, truncated)
+        losses = self.learn().numpy() if self.learn_due(step) else None
+        return StepOutcome(next_obs, rewards, terminated, truncated, losses, t1 - t0, t2 - t1, clock() - t2)
 
     def act(self, obs: np.ndarray, step: int) -> np.ndarray:
         """Actions ``(R,)`` for observations ``(R, *shape)``: the explorer on expected Q-values, no autograd."""
@@ -229,27 +266,17 @@ def train_runs(
     eval_s = 0.0
     start = time.perf_counter()
     for step in range(exp.total_steps):
-        # Act: every row's Q-values in one forward, the explorer over R rows.
-        t0 = clock()
-        actions = agent.act(obs, step)
-        t1 = clock()
-
-        # Step the environment(s); a finished episode is already reset (same-step autoreset).
-        next_obs, rewards, terminated, truncated, info = envs.step(actions)
-        t2 = clock()
-
-        # Store, then learn every train_every steps once enough is stored.
-        agent.store(obs, actions, rewards, terminal_next_obs(next_obs, info), terminated, truncated)
-        if agent.learn_due(step):
-            step_losses = losses[step] = agent.learn().numpy()
+        # Act, step the env(s), store, learn when due: one DQN step for every row (Agent.step).
+        next_obs, rewards, terminated, truncated, step_losses, *spent = agent.step(envs, obs, step, clock)
+        if step_losses is not None:
+            losses[step] = step_losses
             if not math.isfinite(step_losses.sum()):
                 if members is None:
                     raise Diverged(step, float(step_losses))
                 for k in np.flatnonzero(~np.isfinite(step_losses)):
                     diverged.setdefault(int(k), step)
-        t3 = clock()
         rewards_log[step] = rewards
-        times[0, step], times[1, step], times[2, step] = t1 - t0, t2 - t1, t3 - t2
+        times[0, step], times[1, step], times[2, step] = spent
 
         episode_return += rewards
         obs = next_obs
@@ -391,7 +418,3 @@ def _with_outputs(network: Callable[..., nn.Module], outputs: int) -> Callable[.
         return network(obs_dim, n_actions, outputs=outputs)
 
     return build_network
-
-
-def _no_clock() -> float:
-    return 0.0

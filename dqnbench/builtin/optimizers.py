@@ -29,8 +29,9 @@ from dqnbench.plugin.hookspecs import hookimpl
 class LeanAdam:
     """Adam (Kingma & Ba 2015), no weight decay.
 
-    ``zero_grad`` zeroes gradients in place (one fused call) instead of
-    freeing them, so backward accumulates into buffers allocated once.
+    The gradient buffers are allocated once here and kept: learners write the
+    gradients into them in place (autograd after zeroing them, the ``dqn``
+    learner's hand-derived path directly), so ``step`` reads fixed lists.
     """
 
     def __init__(
@@ -46,9 +47,6 @@ class LeanAdam:
                 p.grad = torch.zeros_like(p)
         self.grads = [p.grad for p in params]
 
-    def zero_grad(self) -> None:
-        torch._foreach_zero_(self.grads)
-
     def step(self) -> None:
         torch._foreach_add_(self.steps, 1)
         torch._fused_adam_(
@@ -59,7 +57,7 @@ class LeanAdam:
 
 
 class TorchAdam:
-    """``torch.optim.Adam`` behind the same two-method interface (the fallback)."""
+    """``torch.optim.Adam`` behind the same ``step`` interface (the fallback)."""
 
     def __init__(
         self, params: list[nn.Parameter], lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
@@ -68,9 +66,6 @@ class TorchAdam:
             self.optimizer = torch.optim.Adam(params, lr=lr, betas=betas, eps=eps, fused=True)
         except (RuntimeError, TypeError, ValueError):
             self.optimizer = torch.optim.Adam(params, lr=lr, betas=betas, eps=eps)
-
-    def zero_grad(self) -> None:
-        self.optimizer.zero_grad(set_to_none=True)
 
     def step(self) -> None:
         self.optimizer.step()

@@ -134,7 +134,7 @@ def greedy(n_actions: int, total_steps: int) -> Greedy:
     return Greedy()
 
 
-# Row-wise and stateless: one explorer serves K lock-step members (see dqnbench/agent/lockstep.py).
+# Row-wise and stateless: one explorer serves K lock-step members (see the dqnbench_explorations hookspec).
 exponential.lockstep = boltzmann.lockstep = greedy.lockstep = True
 
 

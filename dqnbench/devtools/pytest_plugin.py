@@ -180,13 +180,13 @@ class StepHarness:
 
     def step(self) -> float:
         """One training step (act, env step, store, learn when due); returns the loss, NaN when it did not learn."""
-        from dqnbench.agent.envs import terminal_next_obs
+        from dqnbench.agent.loop import Diverged
 
-        actions = self.agent.act(self.obs, self.steps)
-        next_obs, rewards, terminated, truncated, info = self.envs.step(actions)
-        self.agent.store(self.obs, actions, rewards, terminal_next_obs(next_obs, info), terminated, truncated)
-        loss = self.learn() if self.agent.learn_due(self.steps) else math.nan
-        self.obs = next_obs
+        outcome = self.agent.step(self.envs, self.obs, self.steps)
+        loss = math.nan if outcome.losses is None else float(outcome.losses)
+        if outcome.losses is not None and not math.isfinite(loss):
+            raise Diverged(self.steps, loss)
+        self.obs = outcome.next_obs
         self.steps += 1
         return loss
 
