@@ -284,6 +284,21 @@ def test_ray_results_equal_serial_results_for_the_same_seeds(cluster, tiny_grid,
 
 
 @pytest.mark.slow
+def test_minatar_ids_run_on_ray_workers_without_registration_code(cluster, tmp_path):
+    """The env component registers MinAtar in each Ray worker: nothing the driver registered travels."""
+    pytest.importorskip("minatar")
+    grid = tmp_path / "minatar.toml"
+    grid.write_text(
+        '[experiment]\nname = "minatar"\nenv = "MinAtar/Breakout-v1"\ntotal_steps = 200\nseeds = 2\n'
+        "eval_every = 0\neval_episodes = 1\n[agent]\nlearning_starts = 64\nbatch_size = 16\n"
+        "[network]\nhidden = [16]\n[replay]\ncapacity = 256\n"
+    )
+    res = run(grid, tmp_path / "out", "ray", executor_options={"address": cluster.address})
+    assert set(res.runs.status) == {"ok"}, res.runs.error.tolist()
+    assert res.record(res.runs.run_id[0])["obs_shape"] == [10, 10, 4]
+
+
+@pytest.mark.slow
 def test_cli_with_address_runs_the_grid_on_the_cluster(cluster, tiny_grid, tmp_path):
     grid, serial = tiny_grid
     argv = ["run", "--grid", str(grid), "--out", str(tmp_path / "out"), "--executor", "ray"]
