@@ -161,3 +161,56 @@ def test_representative_run_is_the_median_seed_of_the_best_cell():
     })  # fmt: skip
     chosen = dict(emb.representative_runs(runs))
     assert chosen == {"c1-s2": "network=mlp", "c2-s1": "network=dueling"}  # the best cell's median seed
+
+
+def c51_record(atoms: int) -> dict:
+    return {
+        "run_id": "c-s0",
+        "cell": "c",
+        "label": "default",
+        "seed": 0,
+        "status": "ok",
+        "env": "CartPole-v1",
+        "obs_dim": 4,
+        "n_actions": 2,
+        "flat_config": {"network.name": "dueling", "learner.name": "c51"},
+        "final_return": 1.0,
+        "config": {
+            "network": {"name": "dueling", "params": {"hidden": [8], "stream_hidden": 4}},
+            "learner": {"name": "c51", "params": {"atoms": atoms, "v_min": -5.0, "v_max": 5.0, "double": False}},
+        },
+    }
+
+
+def test_a_distributional_run_is_rebuilt_with_its_outputs_and_embedded_by_expected_q(registry, tmp_path):
+    """A c51 run's network gives (B, 2, atoms); the embedding reads its expected Q-values through the learner."""
+    net = registry.get("network", "dueling").factory(4, 2, hidden=[8], stream_hidden=4, outputs=7)
+    write_run(tmp_path, RunOutput(c51_record(7), weights=net.state_dict()))
+    results = load_results(tmp_path)
+    loaded = emb.load_trained_network(results, "c-s0", registry)
+    learner = emb.load_trained_learner(results, "c-s0", registry)
+    obs = torch.randn(5, 4)
+    torch.testing.assert_close(loaded(obs), net.eval()(obs))
+    assert loaded(obs).shape == (5, 2, 7) and learner.outputs == 7
+    embedding = emb.embed_states(loaded, "CartPole-v1", episodes=1, max_states=50, q_values=learner.q_values)
+    assert embedding.q_values.shape[1] == 2 and embedding.features.shape[1] == 8
+    first = torch.as_tensor(np.zeros((1, 4), dtype=np.float32))
+    with emb.FeatureExtractor(loaded, 2, q_values=learner.q_values) as extract:
+        _, q = extract(first)
+    torch.testing.assert_close(q, learner.q_values(loaded(first)))
+
+
+def test_a_c51_grid_gets_its_embedding_plot(write_grid, tmp_path):
+    import io
+    import warnings
+
+    import dqnbench
+    from dqnbench.analysis.plots import write_plots
+
+    grid = write_grid('[learner]\nname = "c51"\natoms = 11\n', steps=200)
+    res = dqnbench.run_grid(grid, tmp_path / "out", executor="serial", load_entrypoints=False, stream=io.StringIO())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a skipped embedding warns
+        written = write_plots(res, tmp_path / "plots", gif=False, episodes=1)
+    assert (tmp_path / "plots" / "embedding_0.png") in written
+    assert "skipped" not in (tmp_path / "plots" / "index.md").read_text(encoding="utf-8")

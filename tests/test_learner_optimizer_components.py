@@ -94,7 +94,11 @@ def test_v1_agent_keys_are_the_dqn_learners_params_and_the_learner_table_wins(wr
 @pytest.mark.parametrize(
     "extra, key, expected",
     [
-        ('[learner]\nname = "c52"\n', "learner.name", 'unknown learner "c52" (allowed: dqn'),
+        (
+            '[learner]\nname = "c52"\n',
+            "learner.name",
+            'unknown learner "c52" (allowed: c51, dqn, munchausen, qr_dqn; did you mean "c51"?)',
+        ),
         ('[optimizer]\nname = "adma"\n', "optimizer.name", 'did you mean "adam"?'),
         ('[env]\nname = "gymnasim"\n', "env.name", "allowed: auto, gymnasium"),
         ("[optimizer]\nmomentum = 0.9\n", "optimizer.momentum", "has no parameter 'momentum'"),

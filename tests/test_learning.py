@@ -8,6 +8,7 @@ import time
 import pytest
 
 import dqnbench
+from dqnbench.analysis.stats import iqm
 
 RANDOM_POLICY_RETURN = 22.0  # CartPole-v1's mean return under uniformly random actions
 
@@ -40,4 +41,36 @@ def test_default_agent_learns_cartpole(tmp_path):
     best = res.evals.groupby("run_id").mean_return.max()
     assert (best >= 195).all(), best.to_dict()
     assert (res.runs.final_return >= 5 * RANDOM_POLICY_RETURN).all(), res.runs.final_return.tolist()
+    assert elapsed < 120, f"took {elapsed:.0f} s"
+
+
+#: learners beyond DQN on the default CartPole agent (lr 1e-3, batch 64, ε 1 → 0.05 over 10%, target copy every
+#: 500 learn steps), each with its reference parameters; CleanRL's c51.py budget (500k steps) does not fit CI
+LEARNERS = {
+    "c51": 'name = "c51"\natoms = 101\nv_min = -100.0\nv_max = 100.0\n',  # CleanRL's CartPole support
+    "qr_dqn": 'name = "qr_dqn"\nquantiles = 50\n',  # κ = 1 as the paper; 50 of its 200 quantiles keep CI short
+    "munchausen": 'name = "munchausen"\n',  # the paper's α = 0.9, τ = 0.03, l0 = −1, Huber loss
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("learner", list(LEARNERS))
+def test_distributional_and_munchausen_learners_learn_cartpole(tmp_path, learner):
+    """3 seeds in lock-step for 15k steps: every seed's best greedy evaluation reaches 150 (about 7× a random
+    policy's 22) and the IQM over seeds of the final evaluation 100, in under 2 minutes (about 40 s each here).
+
+    Measured (2-core machine): c51 best 160 / 239 / 392, final 184 / 131 / 392; qr_dqn best 237 / 310 / 284,
+    final 216 / 113 / 155; munchausen best 240 / 205 / 217, final 161 / 156 / 106.
+    """
+    grid = tmp_path / "grid.toml"
+    grid.write_text(DEFAULT_AGENT.replace("[0, 1]", "[0, 1, 2]") + f"\n[learner]\n{LEARNERS[learner]}")
+    start = time.perf_counter()
+    res = dqnbench.run_grid(grid, tmp_path / "out", executor="serial", load_entrypoints=False, stream=io.StringIO())
+    elapsed = time.perf_counter() - start
+    assert set(res.runs.status) == {"ok"}, res.runs.error.tolist()
+    assert all("lockstep" in res.record(r) for r in res.runs.run_id)
+    best = res.evals.groupby("run_id").mean_return.max()
+    assert (best >= 150).all(), best.to_dict()
+    final = res.runs.final_return.to_numpy()
+    assert iqm(final) >= 100, final.tolist()
     assert elapsed < 120, f"took {elapsed:.0f} s"

@@ -12,7 +12,7 @@ from torch import nn
 from dqnbench.builtin.dueling import DuelingNetwork, dueling
 from dqnbench.builtin.noisy import NoisyLinear, NoisyNetwork, noisy
 
-FACTORIES = {"dueling": dueling, "noisy": noisy}
+FACTORIES = {"dueling": dueling, "noisy": noisy, "noisy_dueling": lambda *a, **k: noisy(*a, dueling=True, **k)}
 
 
 @pytest.fixture(autouse=True)
@@ -65,6 +65,7 @@ def test_weights_round_trip_through_state_dict(name: str) -> None:
         ("noisy", {"hidden": [8, -2]}),
         ("noisy", {"sigma0": -0.1}),
         ("noisy", {"sigma0": "big"}),
+        ("noisy", {"dueling": 1}),
     ],
 )
 def test_bad_params_raise_value_error(name: str, params: dict) -> None:
@@ -178,3 +179,26 @@ def test_noisy_gradients_reach_mean_and_scale() -> None:
     for layer in (net.body[0], net.out):
         assert layer.weight_mu.grad is not None and layer.weight_mu.grad.abs().sum() > 0
         assert layer.weight_sigma.grad is not None and layer.weight_sigma.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("outputs", [1, 5])
+def test_noisy_dueling_combines_value_and_advantage_per_output(outputs: int) -> None:
+    """Rainbow's network: noisy value and advantage streams, Q = V + A − mean_a A for each atom."""
+    net = noisy(4, 3, hidden=[16], dueling=True, outputs=outputs)
+    assert not hasattr(net, "out") and net.advantage.out_features == 3 * outputs
+    obs = torch.randn(6, 4)
+    q = net.eval()(obs)
+    assert q.shape == ((6, 3) if outputs == 1 else (6, 3, outputs))
+    value = net.value(net.body(obs))  # (6, outputs)
+    mean_over_actions = q.mean(dim=1)
+    torch.testing.assert_close(mean_over_actions, value if outputs > 1 else value.squeeze(1))
+    net.train()
+    assert not torch.equal(net(obs), net(obs))  # noisy streams: fresh noise each forward
+
+
+def test_noisy_dueling_stacks_natively_for_lockstep() -> None:
+    from dqnbench.agent.nets import network_problem
+    from dqnbench.plugin.obs import ObsSpec
+
+    problem, native = network_problem(lambda o, a: noisy(o, a, hidden=[8], dueling=True, outputs=4), ObsSpec(4), 2)
+    assert problem is None and native

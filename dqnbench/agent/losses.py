@@ -113,3 +113,57 @@ def td_loss_and_grad(
         return (weighted * diff).mean(dim=-1), weighted.mul_(2.0 / size)
     elementwise = weights * td_losses(q_taken, targets, kind)
     return elementwise.mean(dim=-1), weights * diff.clamp(-1.0, 1.0) / size
+
+
+def scaled_log_softmax(q_values: torch.Tensor, tau: float) -> torch.Tensor:
+    """``τ · log softmax(q / τ)`` over the last axis: the log-policy of Munchausen RL, in units of Q.
+
+    Computed from ``q − max q`` (``τ log π = q − max q − τ log Σ exp((q − max q)/τ)``),
+    so a small τ cannot overflow.
+    """
+    shifted = q_values - q_values.amax(dim=-1, keepdim=True)
+    return shifted - tau * torch.logsumexp(shifted / tau, dim=-1, keepdim=True)
+
+
+def munchausen_targets(
+    rewards: torch.Tensor,
+    discounts: torch.Tensor,
+    terminated: torch.Tensor,
+    actions: torch.Tensor,
+    q_target: torch.Tensor,
+    next_q_target: torch.Tensor,
+    alpha: float = 0.9,
+    tau: float = 0.03,
+    l0: float = -1.0,
+) -> torch.Tensor:
+    """Munchausen-DQN targets (Vieillard, Pietquin & Geist 2020, eq. 3), shape ``(…, B)``.
+
+    ``r + α · clip(τ log π(a|s), l0, 0) + discount · (1 − terminated) · Σ_a' π(a'|s') (q(s', a') − τ log π(a'|s'))``
+
+    where ``π = softmax(q / τ)`` is the policy of the *target* network's
+    Q-values, read at the observations (``q_target (…, B, n_actions)``, for the
+    Munchausen bonus of the action taken) and at the next observations
+    (``next_q_target``, for the soft, entropy-regularised value of ``s'``).
+    Clipping the scaled log-policy at ``l0 < 0`` keeps the bonus of a nearly
+    never-taken action finite. α = 0 gives soft DQN; α = 0 and τ → 0, DQN.
+    """
+    if q_target.dim() < 2 or next_q_target.shape != q_target.shape:
+        raise ValueError(
+            f"q_target {tuple(q_target.shape)} and next_q_target {tuple(next_q_target.shape)} must both be "
+            "(…, B, n_actions)"
+        )
+    samples = q_target.shape[:-1]
+    _check_same("rewards", rewards, samples)
+    _check_same("discounts", discounts, samples)
+    _check_same("terminated", terminated, samples)
+    _check_same("actions", actions, samples)
+    log_policy = scaled_log_softmax(q_target, tau).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+    bonus = alpha * log_policy.clamp(min=l0, max=0.0)
+    next_log_policy = scaled_log_softmax(next_q_target, tau)
+    next_policy = (next_log_policy / tau).exp()
+    soft_values = (next_policy * (next_q_target - next_log_policy)).sum(dim=-1)
+    if terminated.dtype == torch.bool:
+        soft_values = soft_values.masked_fill(terminated, 0.0)
+    else:
+        soft_values = soft_values * (1.0 - terminated.to(soft_values.dtype))
+    return rewards + bonus + discounts * soft_values

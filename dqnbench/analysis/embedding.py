@@ -8,6 +8,10 @@ greedy action and shaded by ``max_a Q(s, a)``. A network that has learned
 arranges states so that a linear head can read off values and actions: the
 colours separate and the shading runs smoothly along the manifold.
 
+Q-values are read from the network's outputs by the run's learner
+(``learner.q_values``): the expected Q-values of a distributional learner such
+as ``c51``, whose network gives ``(B, n_actions, atoms)``.
+
 Hooks make it work for any network a plugin registers, with no cooperation from
 it. The layer is found as follows (see :func:`find_layer`):
 
@@ -28,7 +32,7 @@ from __future__ import annotations
 import math
 import os
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -137,15 +141,28 @@ class _Capture:
         self.handle.remove()
 
 
+#: reads Q-values ``(B, n_actions)`` from a network's raw outputs (a learner's ``q_values``)
+QValues = Callable[[torch.Tensor], torch.Tensor]
+
+
 class FeatureExtractor:
     """Calls a Q-network and returns its penultimate features too: ``(features (B, F), q (B, A))``.
 
-    The hook is attached once, at construction; call :meth:`close` (or use it
-    as a context manager) to remove it and leave the network as it was.
+    ``q_values`` turns the network's raw outputs into Q-values (the run's
+    learner's ``q_values``; by default the outputs are the Q-values). The hook
+    is attached once, at construction; call :meth:`close` (or use it as a
+    context manager) to remove it and leave the network as it was.
     """
 
-    def __init__(self, net: nn.Module, n_actions: int | None = None, layer: str | None = None) -> None:
+    def __init__(
+        self,
+        net: nn.Module,
+        n_actions: int | None = None,
+        layer: str | None = None,
+        q_values: QValues | None = None,
+    ) -> None:
         self.net = net
+        self.q_values = q_values
         name, module, where = find_layer(net, n_actions, layer)
         self.layer = f"{name} ({where})"
         self._capture = _Capture(module, where)
@@ -154,6 +171,8 @@ class FeatureExtractor:
         self._capture.value = None
         with torch.no_grad():
             q = self.net(obs)
+            if self.q_values is not None:
+                q = self.q_values(q)
         feats = self._capture.value
         if not isinstance(feats, torch.Tensor):
             raise EmbeddingError(
@@ -196,11 +215,14 @@ def embed_states(
     seed: int = 0,
     max_states: int = 5000,
     layer: str | None = None,
+    q_values: QValues | None = None,
 ) -> Embedding:
     """Roll out ``episodes`` greedy episodes of ``net`` on ``env_id`` and embed every visited state.
 
     The network is put in ``eval()`` mode (noisy layers use their mean
-    weights, as in greedy evaluation). Rollouts stop early after
+    weights, as in greedy evaluation). ``q_values`` reads Q-values from its
+    outputs (a learner's ``q_values``, see :func:`load_trained_learner`); by
+    default the outputs are the Q-values. Rollouts stop early after
     ``max_states`` states so a long-lived agent stays cheap to plot.
     """
     import gymnasium
@@ -211,7 +233,7 @@ def embed_states(
     rows: dict[str, list[Any]] = {"features": [], "q": [], "episode": [], "t": []}
     returns: list[float] = []
     try:
-        with FeatureExtractor(net, n_actions, layer) as extract:
+        with FeatureExtractor(net, n_actions, layer, q_values) as extract:
             for ep in range(episodes):
                 if len(rows["q"]) >= max_states:
                     break
@@ -418,29 +440,56 @@ def embedding_gif(
 # --------------------------------------------------------------------------- trained networks from results
 
 
+def load_trained_learner(results: Results, run_id: str, registry: Registry | None = None) -> Any:
+    """The learner of a run, rebuilt from its record's ``config["learner"]`` (``dqn`` for records without one).
+
+    Its ``outputs`` say how the network was built and its ``q_values`` read
+    expected Q-values from the network's outputs.
+    """
+    registry = _registry(registry)
+    record = results.record(run_id)
+    spec = record["config"].get("learner") or {"name": "dqn"}
+    factory = registry.get("learner", spec["name"]).factory
+    return factory(int(record["n_actions"]), **dict(spec.get("params") or {}))
+
+
 def load_trained_network(results: Results, run_id: str, registry: Registry | None = None) -> nn.Module:
     """The trained Q-network of a run, in eval mode.
 
     Rebuilds the network with the registry's factory from the run record's
-    ``config["network"]`` and loads the saved weights (``weights_only=True``).
+    ``config["network"]`` (with ``outputs`` per action when the run's learner
+    asked for several, as the loop built it) and loads the saved weights
+    (``weights_only=True``). Read its Q-values with the run's learner
+    (:func:`load_trained_learner`).
     """
-    if registry is None:
-        from dqnbench.plugin.registry import load_registry
-
-        registry = load_registry()
+    registry = _registry(registry)
     record = results.record(run_id)
     spec = record["config"]["network"]
     factory = registry.get("network", spec["name"]).factory
-    net = factory(int(record["obs_dim"]), int(record["n_actions"]), **dict(spec.get("params") or {}))
+    params = dict(spec.get("params") or {})
+    outputs = load_trained_learner(results, run_id, registry).outputs
+    if outputs != 1:
+        params["outputs"] = outputs
+    net = factory(int(record["obs_dim"]), int(record["n_actions"]), **params)
     net.load_state_dict(results.weights(run_id))
     net.eval()
     return net
 
 
+def _registry(registry: Registry | None) -> Registry:
+    if registry is None:
+        from dqnbench.plugin.registry import load_registry
+
+        registry = load_registry()
+    return registry
+
+
 def representative_runs(runs: pd.DataFrame) -> list[tuple[str, str]]:
     """One ``(run_id, description)`` per (environment, network variant) to draw.
 
-    A network variant is a distinct combination of the ``network.*`` columns.
+    A network variant is a distinct combination of the ``network.*`` columns,
+    and of ``learner.name`` where the runs use several learning rules (a
+    distributional learner shapes the representation too).
     Among its cells the best by IQM final return is taken, and in that cell the
     run whose final return is closest to the cell's median: a typical seed of
     the variant's best configuration, not a lucky one.
@@ -451,6 +500,8 @@ def representative_runs(runs: pd.DataFrame) -> list[tuple[str, str]]:
     if good.empty:
         return []
     keys = [c for c in good.columns if c.startswith("network.")]
+    if "learner.name" in good.columns and good["learner.name"].nunique(dropna=False) > 1:
+        keys.append("learner.name")
     if ENV_COLUMN in good.columns and good[ENV_COLUMN].nunique(dropna=False) > 1:
         keys = [ENV_COLUMN, *keys]
     groups = good.groupby(keys, dropna=False, sort=False) if keys else [((), good)]

@@ -283,6 +283,7 @@ def _write_embeddings(
         embedding_figure,
         embedding_frame,
         embedding_gif,
+        load_trained_learner,
         load_trained_network,
         representative_runs,
     )
@@ -296,8 +297,9 @@ def _write_embeddings(
 
                 registry = load_registry()
             net = load_trained_network(results, run_id, registry)
+            q_values = load_trained_learner(results, run_id, registry).q_values  # expected Q of a distribution
             env_id = results.record(run_id)["env"]
-            frame = embedding_frame(embed_states(net, env_id, episodes=episodes, seed=0))
+            frame = embedding_frame(embed_states(net, env_id, episodes=episodes, seed=0, q_values=q_values))
         except Exception as exc:  # a missing plugin or file must not cost the other plots
             note = f"embedding of {variant} (run {run_id}) skipped: {type(exc).__name__}: {exc}"
             warnings.warn(note, stacklevel=2)

@@ -17,5 +17,6 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "dqnbench.builtin.ray_executor",
     "dqnbench.builtin.envs",
     "dqnbench.builtin.learners",
+    "dqnbench.builtin.distributional",
     "dqnbench.builtin.optimizers",
 )

@@ -170,7 +170,7 @@ def dqnbench_learners() -> dict[str, LearnerFactory]:
       (overwriting what is there: the loop does not zero gradients) and return
       the per-run mean losses ``(…,)`` (detached) and priorities.
       Without it the loop calls :func:`dqnbench.autograd_backward` on ``loss``.
-      It is where a learner keeps a speed path (the built-in ``dqn`` derives the
+      It is where a learner keeps a speed path (the built-in learners derive the
       built-in MLP's gradients by hand).
 
     ``…`` is empty for a single run and ``K`` for K lock-step members: write the

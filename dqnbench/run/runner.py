@@ -99,8 +99,11 @@ def check_cell(config: RunConfig, registry: Registry, path: Path) -> None:
         learner = chosen["learner"].factory(n_actions, **config.learner.params)
         outputs = learner.outputs
     except Exception as exc:
+        # "v_min must be below v_max": the key is the param the message starts with, where it names one
+        first = str(exc).split(" ", 1)[0]
+        key = f"learner.{first}" if first in config.learner.params else "learner"
         raise GridError(
-            path, "learner", f"{chosen['learner'].describe()} could not be built: {type(exc).__name__}: {exc}"
+            path, key, f"{chosen['learner'].describe()} could not be built: {type(exc).__name__}: {exc}"
         ) from None
     if outputs != 1 and not chosen["network"].accepts("outputs"):
         raise GridError(
