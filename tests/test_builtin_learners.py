@@ -3,7 +3,6 @@ every learner with every built-in network, replay and exploration, single and lo
 
 from __future__ import annotations
 
-import copy
 import io
 import re
 
@@ -11,14 +10,11 @@ import pytest
 import torch
 
 import dqnbench
-from dqnbench.agent.learning import autograd_backward
 from dqnbench.agent.nets import QNetworks
 from dqnbench.builtin.distributional import C51Learner, QRLearner, c51, qr_dqn
-from dqnbench.builtin.learners import hand_derivable, munchausen
+from dqnbench.builtin.learners import munchausen
 from dqnbench.builtin.networks import mlp
-from dqnbench.builtin.optimizers import make_adam
-from dqnbench.plugin.obs import ObsSpec
-from tests.test_dqn_learner import gradient_step, random_batch
+from tests.test_dqn_learner import assert_hand_derived_matches_autograd, random_batch, twin_nets
 
 NEW_LEARNERS = ("c51", "qr_dqn", "munchausen")
 LEARNERS = pytest.mark.parametrize(
@@ -35,40 +31,18 @@ LEARNERS = pytest.mark.parametrize(
 )
 
 
-def twin_nets(members: int | None, outputs: int, hidden=(16,), obs_dim: int = 5, n_actions: int = 3):
-    torch.manual_seed(0)
-    modules = [mlp(obs_dim, n_actions, hidden=list(hidden), outputs=outputs) for _ in range(members or 1)]
-    nets = QNetworks.of(modules, ObsSpec(obs_dim), torch.device("cpu"), stacked=members is not None)
-    for value in nets.target.parameters():  # online and target nets differ
-        value.data.add_(0.05 * torch.randn_like(value))
-    return nets, copy.deepcopy(nets)
-
-
 @LEARNERS
 @pytest.mark.parametrize("members", [None, 3], ids=["single", "stacked"])
 @pytest.mark.parametrize("max_grad_norm", [0.0, 0.5], ids=["", "clipped"])
 def test_hand_derived_mlp_step_matches_autograd(make, members, max_grad_norm):
-    learner = make()
-    by_hand, by_autograd = twin_nets(members, learner.outputs)
-    assert hand_derivable(by_hand.online, learner.outputs)
-    hand_opt, auto_opt = make_adam(by_hand.params, 0.01), make_adam(by_autograd.params, 0.01)
-    lead = (16,) if members is None else (members, 16)
-    for _ in range(4):
-        batch = random_batch(lead, 5, 3)
-        hand = gradient_step(learner.backward, by_hand, hand_opt, batch, max_grad_norm)
-        auto = gradient_step(lambda n, b: autograd_backward(learner, n, b), by_autograd, auto_opt, batch, max_grad_norm)
-        assert hand[0].shape == lead[:-1] and hand[1].shape == lead
-        torch.testing.assert_close(hand[0], auto[0], rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(hand[1], auto[1], rtol=1e-5, atol=1e-5)
-    for a, b in zip(by_hand.params, by_autograd.params):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert_hand_derived_matches_autograd(make(), members, max_grad_norm=max_grad_norm, steps=4, atol=1e-5)
 
 
 @LEARNERS
 def test_stacked_members_learn_as_their_own_runs(make):
     """Member k of a stacked step gets exactly the losses and priorities its own run would (autograd path too)."""
     learner = make()
-    stacked, _ = twin_nets(3, learner.outputs)
+    stacked, _ = twin_nets(3, outputs=learner.outputs)
     batch = random_batch((3, 8), 5, 3)
     losses, priorities = learner.loss(stacked, batch)
     for k in range(3):
@@ -84,7 +58,7 @@ def test_c51_reads_expected_q_values_and_prioritises_by_cross_entropy():
     learner = c51(2, atoms=3, v_min=-1.0, v_max=1.0)
     logits = torch.log(torch.tensor([[[0.2, 0.5, 0.3], [1.0, 1e-9, 1e-9]]]))  # (B=1, A=2, N=3)
     torch.testing.assert_close(learner.q_values(logits), torch.tensor([[0.1, -1.0]]))
-    nets, _ = twin_nets(None, 51, obs_dim=4, n_actions=2)
+    nets, _ = twin_nets(None, outputs=51, obs_dim=4, n_actions=2)
     learner = c51(2)
     batch = random_batch((8,), 4, 2)
     losses, priorities = learner.loss(nets, batch)
@@ -97,13 +71,13 @@ def test_qr_dqn_reads_the_mean_of_quantiles_and_prioritises_by_its_loss():
     learner = qr_dqn(2, quantiles=4)
     outputs = torch.tensor([[[0.0, 1.0, 2.0, 5.0], [1.0, 1.0, 1.0, 1.0]]])
     torch.testing.assert_close(learner.q_values(outputs), torch.tensor([[2.0, 1.0]]))
-    nets, _ = twin_nets(None, 4, obs_dim=4, n_actions=2)
+    nets, _ = twin_nets(None, outputs=4, obs_dim=4, n_actions=2)
     losses, priorities = learner.loss(nets, random_batch((8,), 4, 2))
     torch.testing.assert_close(priorities, losses.detach())
 
 
 def test_double_changes_the_target_of_distributional_learners():
-    nets, _ = twin_nets(None, 11)
+    nets, _ = twin_nets(None, outputs=11)
     batch = random_batch((32,), 5, 3)
     for make in (lambda d: c51(3, atoms=11, double=d), lambda d: qr_dqn(3, quantiles=11, double=d)):
         plain, double = make(False).loss(nets, batch).losses, make(True).loss(nets, batch).losses
@@ -111,7 +85,7 @@ def test_double_changes_the_target_of_distributional_learners():
 
 
 def test_terminal_transitions_ignore_the_next_state_even_when_it_is_not_finite():
-    nets, _ = twin_nets(None, 11)
+    nets, _ = twin_nets(None, outputs=11)
     batch = random_batch((8,), 5, 3)._replace(terminated=torch.ones(8, dtype=torch.bool))
     batch = batch._replace(next_obs=torch.full((8, 5), float("nan")))
     for learner in (c51(3, atoms=11), qr_dqn(3, quantiles=11)):

@@ -46,13 +46,33 @@ def gradient_step(backward, nets: QNetworks, optimizer, batch: Batch, max_grad_n
     return losses, priorities
 
 
-def twin_nets(members: int | None, hidden, obs_dim: int = 5, n_actions: int = 3) -> tuple[QNetworks, QNetworks]:
+def twin_nets(
+    members: int | None, hidden=(16,), outputs: int = 1, obs_dim: int = 5, n_actions: int = 3
+) -> tuple[QNetworks, QNetworks]:
     torch.manual_seed(0)
-    modules = [mlp(obs_dim, n_actions, hidden=hidden) for _ in range(members or 1)]
+    modules = [mlp(obs_dim, n_actions, hidden=list(hidden), outputs=outputs) for _ in range(members or 1)]
     nets = QNetworks.of(modules, ObsSpec(obs_dim), torch.device("cpu"), stacked=members is not None)
     for value in nets.target.parameters():  # online and target nets differ
         value.data.add_(0.05 * torch.randn_like(value))
     return nets, copy.deepcopy(nets)
+
+
+def assert_hand_derived_matches_autograd(learner, members, hidden=(16,), max_grad_norm=0.0, steps=5, atol=1e-6):
+    """Steps of the learner's own ``backward`` and of autograd on its ``loss`` give the same losses,
+    priorities and parameters (through the loop's gradient step, Adam included)."""
+    by_hand, by_autograd = twin_nets(members, hidden, learner.outputs)
+    assert hand_derivable(by_hand.online, learner.outputs)
+    hand_opt, auto_opt = make_adam(by_hand.params, 0.01), make_adam(by_autograd.params, 0.01)
+    lead = (16,) if members is None else (members, 16)
+    for _ in range(steps):
+        batch = random_batch(lead, 5, 3)
+        hand = gradient_step(learner.backward, by_hand, hand_opt, batch, max_grad_norm)
+        auto = gradient_step(lambda n, b: autograd_backward(learner, n, b), by_autograd, auto_opt, batch, max_grad_norm)
+        assert hand[0].shape == lead[:-1] and hand[1].shape == lead
+        torch.testing.assert_close(hand[0], auto[0], rtol=1e-5, atol=atol)
+        torch.testing.assert_close(hand[1], auto[1], rtol=1e-5, atol=max(atol, 1e-5))
+    for a, b in zip(by_hand.params, by_autograd.params):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=max(atol, 1e-6))
 
 
 @HIDDEN
@@ -60,19 +80,7 @@ def twin_nets(members: int | None, hidden, obs_dim: int = 5, n_actions: int = 3)
 @pytest.mark.parametrize("members", [None, 3], ids=["single", "stacked"])
 def test_hand_derived_mlp_step_matches_autograd(hidden, loss, double, max_grad_norm, members):
     learner = dqn(3, double=double, loss=loss)
-    by_hand, by_autograd = twin_nets(members, hidden)
-    assert hand_derivable(by_hand.online)
-    hand_opt, auto_opt = make_adam(by_hand.params, 0.01), make_adam(by_autograd.params, 0.01)
-    lead = (16,) if members is None else (members, 16)
-    for _ in range(5):
-        batch = random_batch(lead, 5, 3)
-        hand = gradient_step(learner.backward, by_hand, hand_opt, batch, max_grad_norm)
-        auto = gradient_step(lambda n, b: autograd_backward(learner, n, b), by_autograd, auto_opt, batch, max_grad_norm)
-        assert hand[0].shape == lead[:-1]
-        torch.testing.assert_close(hand[0], auto[0], rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(hand[1], auto[1])
-    for a, b in zip(by_hand.params, by_autograd.params):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    assert_hand_derived_matches_autograd(learner, members, hidden, max_grad_norm)
 
 
 def test_train_takes_the_hand_derived_path_for_the_builtin_mlp(write_grid, registry, monkeypatch):
