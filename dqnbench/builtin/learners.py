@@ -128,8 +128,9 @@ class DQNLearner(HandDerivedLearner):
 
     def targets(self, batch: Batch, target: Forward, online: Forward) -> torch.Tensor:
         """The TD targets ``(…, B)`` from the target (and, for Double DQN, the online) network's outputs."""
+        next_target = target(batch.next_obs)  # before the online net: noisy nets draw in the previous release's order
         next_online = online(batch.next_obs) if self.double else None
-        return dqn_targets(batch.rewards, batch.discounts, batch.terminated, target(batch.next_obs), next_online)
+        return dqn_targets(batch.rewards, batch.discounts, batch.terminated, next_target, next_online)
 
     def loss(self, nets: Networks, batch: Batch) -> LearnerLoss:
         q_taken = taken(nets.online(batch.obs), batch.actions)
