@@ -81,14 +81,16 @@ def mlp_backprop(net: MLP, activations: list[torch.Tensor], delta: torch.Tensor)
     Gradients are written in place where tensors exist (optimizers hold them).
     """
     layers = net.linears
+    mm = torch.mm if delta.dim() == 2 else torch.bmm  # one network's (B, ·) or K members' (K, B, ·)
     for i in range(len(layers) - 1, -1, -1):
-        weight, bias = layers[i].weight, layers[i].bias
+        layer = layers[i]
+        weight, bias = layer.weight, layer.bias
         if weight.grad is None or bias.grad is None:
             weight.grad, bias.grad = torch.empty_like(weight), torch.empty_like(bias)
-        torch.matmul(delta.transpose(-1, -2), activations[i], out=weight.grad)
+        mm(delta.mT, activations[i], out=weight.grad)
         torch.sum(delta, -2, out=bias.grad)
         if i > 0:  # ReLU's backward as one kernel: δ ⊙ [h > 0]
-            delta = _relu_backward(torch.matmul(delta, weight), activations[i], 0.0)
+            delta = _relu_backward(mm(delta, weight), activations[i], 0.0)
 
 
 class HandDerivedLearner(LearnerBase):
