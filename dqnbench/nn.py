@@ -13,7 +13,6 @@ run and falls back to vmap when it does not.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -59,11 +58,6 @@ def as_float_features(obs: torch.Tensor, obs_ndim: int) -> torch.Tensor:
 def obs_shape(obs_dim: int) -> tuple[int, ...]:
     """The observation shape of a factory's ``obs_dim`` (an :class:`dqnbench.ObsSpec`, or a plain int: a vector)."""
     return tuple(getattr(obs_dim, "shape", (int(obs_dim),)))
-
-
-def obs_dtype(obs_dim: int) -> np.dtype:
-    """The observation dtype of a factory's ``obs_dim`` (float32 for a plain int)."""
-    return np.dtype(getattr(obs_dim, "dtype", np.float32))
 
 
 def split_outputs(values: torch.Tensor, n_actions: int, outputs: int) -> torch.Tensor:

@@ -129,21 +129,27 @@ def test_figure_and_rotating_gif(registry, tmp_path):
     assert first.std() > 10 and np.abs(first - second).mean() > 0.5  # not blank, and it turns
 
 
-def test_trained_network_round_trips_through_results(registry, tmp_path):
-    net = registry.get("network", "dueling").factory(4, 2, hidden=[8], stream_hidden=4)
-    record = {
-        "run_id": "r-s0",
-        "cell": "r",
+def dueling_record(cell: str, flat_config: dict, config: dict) -> dict:
+    """The record of a finished run of a small dueling network on CartPole (seed 0), with extra config sections."""
+    network = {"name": "dueling", "params": {"hidden": [8], "stream_hidden": 4}}
+    return {
+        "run_id": f"{cell}-s0",
+        "cell": cell,
         "label": "default",
         "seed": 0,
         "status": "ok",
         "env": "CartPole-v1",
         "obs_dim": 4,
         "n_actions": 2,
-        "flat_config": {"network.name": "dueling"},
+        "flat_config": flat_config,
         "final_return": 1.0,
-        "config": {"network": {"name": "dueling", "params": {"hidden": [8], "stream_hidden": 4}}},
+        "config": {"network": network, **config},
     }
+
+
+def test_trained_network_round_trips_through_results(registry, tmp_path):
+    net = registry.get("network", "dueling").factory(4, 2, hidden=[8], stream_hidden=4)
+    record = dueling_record("r", {"network.name": "dueling"}, {})
     write_run(tmp_path, RunOutput(record, weights=net.state_dict()))
     loaded = emb.load_trained_network(load_results(tmp_path), "r-s0", registry)
     obs = torch.randn(4, 4)
@@ -164,22 +170,8 @@ def test_representative_run_is_the_median_seed_of_the_best_cell():
 
 
 def c51_record(atoms: int) -> dict:
-    return {
-        "run_id": "c-s0",
-        "cell": "c",
-        "label": "default",
-        "seed": 0,
-        "status": "ok",
-        "env": "CartPole-v1",
-        "obs_dim": 4,
-        "n_actions": 2,
-        "flat_config": {"network.name": "dueling", "learner.name": "c51"},
-        "final_return": 1.0,
-        "config": {
-            "network": {"name": "dueling", "params": {"hidden": [8], "stream_hidden": 4}},
-            "learner": {"name": "c51", "params": {"atoms": atoms, "v_min": -5.0, "v_max": 5.0, "double": False}},
-        },
-    }
+    learner = {"name": "c51", "params": {"atoms": atoms, "v_min": -5.0, "v_max": 5.0, "double": False}}
+    return dueling_record("c", {"network.name": "dueling", "learner.name": "c51"}, {"learner": learner})
 
 
 def test_a_distributional_run_is_rebuilt_with_its_outputs_and_embedded_by_expected_q(registry, tmp_path):

@@ -267,7 +267,9 @@ def train_runs(
     start = time.perf_counter()
     for step in range(exp.total_steps):
         # Act, step the env(s), store, learn when due: one DQN step for every row (Agent.step).
-        next_obs, rewards, terminated, truncated, step_losses, *spent = agent.step(envs, obs, step, clock)
+        next_obs, rewards, terminated, truncated, step_losses, t_act, t_env, t_learn = agent.step(
+            envs, obs, step, clock
+        )
         if step_losses is not None:
             losses[step] = step_losses
             if not math.isfinite(step_losses.sum()):
@@ -276,7 +278,7 @@ def train_runs(
                 for k in np.flatnonzero(~np.isfinite(step_losses)):
                     diverged.setdefault(int(k), step)
         rewards_log[step] = rewards
-        times[0, step], times[1, step], times[2, step] = spent
+        times[0, step], times[1, step], times[2, step] = t_act, t_env, t_learn
 
         episode_return += rewards
         obs = next_obs

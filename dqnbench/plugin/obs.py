@@ -34,11 +34,6 @@ class ObsSpec(int):
         return self
 
     @property
-    def is_vector(self) -> bool:
-        """A flat float32 vector: what v1 components were written for."""
-        return len(self.shape) == 1 and self.dtype == np.float32
-
-    @property
     def nbytes(self) -> int:
         """Bytes of one observation in its own dtype."""
         return int(self) * self.dtype.itemsize

@@ -459,7 +459,7 @@ def bind_components(config: RunConfig, chosen: dict[str, Component]) -> Componen
     """Bind each factory to its resolved grid params (the replay's members-factory too, where it has one)."""
     members_replay = getattr(chosen["replay"].factory, "lockstep", None)
     return Components(
-        network=functools.partial(chosen["network"].factory, **config.network.params),
+        network=bind_network(config, chosen),
         replay=functools.partial(chosen["replay"].factory, **config.replay.params),
         exploration=functools.partial(chosen["exploration"].factory, **config.exploration.params),
         learner=functools.partial(chosen["learner"].factory, **config.learner.params),
