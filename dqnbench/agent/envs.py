@@ -85,4 +85,16 @@ def env_spaces(env: Any, env_id: str) -> tuple[ObsSpec, int]:
         )
     if not isinstance(obs_space, gym.spaces.Box):
         raise DqnbenchError(f"environment {env_id} has {type(obs_space).__name__} observations; dqnbench needs Box")
-    return ObsSpec(obs_space.shape, obs_space.dtype), int(action_space.n)
+    frames = getattr(env, "dqnbench_frames", None) or getattr(getattr(env, "env", None), "dqnbench_frames", 1)
+    try:
+        spec = ObsSpec(obs_space.shape, obs_space.dtype, frames)
+    except ValueError as exc:
+        raise DqnbenchError(f"environment {env_id}: {exc}") from None
+    return spec, int(action_space.n)
+
+
+def learning_reward(env: Any) -> Callable[[np.ndarray], np.ndarray] | None:
+    """The env component's reward transform for learning (``dqnbench_learning_reward``), or None."""
+    return getattr(env, "dqnbench_learning_reward", None) or getattr(
+        getattr(env, "env", None), "dqnbench_learning_reward", None
+    )

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dqnbench.agent.envs import env_spaces, make_envs, terminal_next_obs
+from dqnbench.agent.envs import env_spaces, learning_reward, make_envs, terminal_next_obs
 from dqnbench.agent.learning import autograd_backward
 from dqnbench.agent.nets import QNetworks, probe_observations
 from dqnbench.agent.numerics import flush_denormals
@@ -104,9 +104,12 @@ class Agent:
         obs: ObsSpec,
         n_actions: int,
         device: torch.device,
+        reward_for_learning: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
         self.nets, self.learner, self.optimizer, self.replay, self.explorer = nets, learner, optimizer, replay, explorer
         self.config, self.obs_spec, self.n_actions, self.device = agent, obs, n_actions, device
+        #: the env component's reward transform (Atari's clipping); returns and evaluations keep the game score
+        self.reward_for_learning = reward_for_learning
         self.on_cpu = device.type == "cpu"
         backward = getattr(learner, "backward", None)
         self.backward = (
@@ -141,7 +144,9 @@ class Agent:
         return actions.cpu().numpy()
 
     def store(self, obs, actions, rewards, next_obs, terminated, truncated) -> None:
-        """One transition per row into the replay."""
+        """One transition per row into the replay (rewards as the env component says to learn from them)."""
+        if self.reward_for_learning is not None:
+            rewards = self.reward_for_learning(rewards)
         self.replay.add(obs, actions, rewards, next_obs, terminated, truncated)
 
     def learn_due(self, step: int) -> bool:
@@ -354,7 +359,10 @@ def build(config: RunConfig, seeds: Sequence[int], components: Components, stack
     explorer = components.exploration(n_actions, exp.total_steps)
     optimizer = components.optimizer(nets.params, agent_config.lr)
     explorer = CheckedExplorer(explorer, n_actions)
-    return Agent(nets, learner, optimizer, replay, explorer, agent_config, obs_spec, n_actions, device), envs, eval_envs
+    agent = Agent(
+        nets, learner, optimizer, replay, explorer, agent_config, obs_spec, n_actions, device, learning_reward(envs)
+    )
+    return agent, envs, eval_envs
 
 
 class OneReplay:

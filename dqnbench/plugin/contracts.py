@@ -105,6 +105,16 @@ class EnvFactory(Protocol):
 
     Optional attribute ``vector(env_id, num_envs, **params) -> gymnasium.vector.VectorEnv``
     with same-step autoreset, for lock-step training.
+
+    The env (or vector env) it returns may carry two optional attributes, read
+    with ``getattr`` on the returned object itself:
+
+    - ``dqnbench_frames: int``: the observation's leading axis stacks this many
+      consecutive frames (see :class:`ObsSpec`), so replays store each frame once;
+    - ``dqnbench_learning_reward: Callable[[np.ndarray], np.ndarray]``: what the
+      agent stores and learns from, given the env's rewards (e.g. ``np.sign`` for
+      Atari's reward clipping). Recorded returns and evaluations stay the env's
+      own rewards, the game score.
     """
 
     def __call__(self, env_id: str, **params: Any) -> Any: ...

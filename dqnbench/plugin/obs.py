@@ -26,12 +26,22 @@ class ObsSpec(int):
 
     shape: tuple[int, ...]
     dtype: np.dtype
+    #: frames stacked on the leading axis (1: no frame stack)
+    frames: int
 
-    def __new__(cls, shape: tuple[int, ...] | int, dtype: Any = np.float32) -> ObsSpec:
+    def __new__(cls, shape: tuple[int, ...] | int, dtype: Any = np.float32, frames: int = 1) -> ObsSpec:
         shape = (int(shape),) if isinstance(shape, int | np.integer) else tuple(int(s) for s in shape)
+        frames = int(frames)
+        if frames < 1 or (frames > 1 and (len(shape) < 2 or shape[0] != frames)):
+            raise ValueError(f"frames={frames} must be 1, or the length of the leading axis of shape {shape}")
         self = super().__new__(cls, math.prod(shape))
-        self.shape, self.dtype = shape, np.dtype(dtype)
+        self.shape, self.dtype, self.frames = shape, np.dtype(dtype), frames
         return self
+
+    @property
+    def frame_shape(self) -> tuple[int, ...]:
+        """Shape of one stored frame: the observation without its stack axis (the whole shape when unstacked)."""
+        return self.shape[1:] if self.frames > 1 else self.shape
 
     @property
     def nbytes(self) -> int:
@@ -39,9 +49,10 @@ class ObsSpec(int):
         return int(self) * self.dtype.itemsize
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return ObsSpec, (self.shape, self.dtype.str)
+        return ObsSpec, (self.shape, self.dtype.str, self.frames)
 
     def __repr__(self) -> str:
-        return f"ObsSpec(shape={self.shape}, dtype={self.dtype.name})"
+        frames = f", frames={self.frames}" if self.frames > 1 else ""
+        return f"ObsSpec(shape={self.shape}, dtype={self.dtype.name}{frames})"
 
     __str__ = __repr__
