@@ -25,7 +25,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -35,6 +35,7 @@ from torch import nn
 from dqnbench.agent.envs import env_spaces, learning_reward, make_envs, terminal_next_obs
 from dqnbench.agent.learning import autograd_backward
 from dqnbench.agent.nets import QNetworks, probe_observations
+from dqnbench.agent.records import StepRecords, TrainLog, steps_window
 from dqnbench.agent.numerics import flush_denormals
 from dqnbench.config.schema import AgentConfig, RunConfig
 from dqnbench.plugin.checks import check_actions, check_batch, check_learner, check_network_outputs
@@ -43,6 +44,8 @@ from dqnbench.plugin.obs import ObsSpec
 
 #: the evaluation env is seeded apart from the training env
 EVAL_SEED_OFFSET = 1_000_003
+#: seconds between progress reports from inside a run
+PROGRESS_EVERY_S = 2.0
 #: greedy evaluation episodes stop here when the env has no time limit of its own
 MAX_EVAL_EPISODE_STEPS = 100_000
 
@@ -141,7 +144,14 @@ class Agent:
         with torch.inference_mode():
             q_values = self.learner.q_values(self.nets.rows(torch.as_tensor(obs, device=self.device)))
             actions = self.explorer.select(q_values, step)
+        self.last_q_values = q_values  # kept for the loop's occasional probe of max Q (no work here)
         return actions.cpu().numpy()
+
+    def probe(self, step: int) -> tuple[np.ndarray, float]:
+        """Each row's max Q-value at the last act, and the explorer's value (ε) at ``step``: what curves plot."""
+        q_max = self.last_q_values.max(dim=-1).values.float().cpu().numpy()
+        value = getattr(self.explorer.explorer, "value", None)
+        return q_max, float(value(step)) if callable(value) else math.nan
 
     def store(self, obs, actions, rewards, next_obs, terminated, truncated) -> None:
         """One transition per row into the replay (rewards as the env component says to learn from them)."""
@@ -186,67 +196,22 @@ class Agent:
         return LearnerLoss(losses, priorities)
 
 
-@dataclass
-class TrainLog:
-    """What one run produced: per-step arrays (preallocated), episodes, evaluations, weights."""
-
-    total_steps: int
-    obs_dim: int = 0
-    n_actions: int = 0
-    reward: np.ndarray = field(init=False)
-    episode: np.ndarray = field(init=False)
-    t_act: np.ndarray = field(init=False)
-    t_env: np.ndarray = field(init=False)
-    t_learn: np.ndarray = field(init=False)
-    loss: np.ndarray = field(init=False)
-    episodes: dict[str, list[Any]] = field(
-        default_factory=lambda: {"episode": [], "step": [], "return": [], "length": []}
-    )
-    evals: dict[str, list[Any]] = field(
-        default_factory=lambda: {"step": [], "mean_return": [], "std_return": [], "returns": []}
-    )
-    train_s: float = 0.0
-    weights: dict[str, torch.Tensor] | None = None
-    #: env step at which the loss became non-finite (lock-step members keep a record instead of raising)
-    diverged_step: int | None = None
-    #: the observation shape and dtype the run trained on
-    obs_shape: tuple[int, ...] = ()
-    obs_dtype: str = "float32"
-
-    def __post_init__(self) -> None:
-        n = self.total_steps
-        self.reward = np.zeros(n, dtype=np.float32)
-        self.episode = np.zeros(n, dtype=np.int64)
-        self.t_act = np.zeros(n, dtype=np.float64)
-        self.t_env = np.zeros(n, dtype=np.float64)
-        self.t_learn = np.zeros(n, dtype=np.float64)
-        self.loss = np.full(n, np.nan, dtype=np.float32)
-
-    @property
-    def final_return(self) -> float:
-        return float(self.evals["mean_return"][-1])
-
-    def steps_table(self) -> dict[str, np.ndarray]:
-        return {
-            "step": np.arange(self.total_steps, dtype=np.int64),
-            "episode": self.episode,
-            "reward": self.reward,
-            "t_act": self.t_act,
-            "t_env": self.t_env,
-            "t_learn": self.t_learn,
-            "loss": self.loss,
-        }
-
-
 @flush_denormals
 def train_runs(
-    config: RunConfig, seeds: Sequence[int], components: Components, stacked: bool, timing: bool = True
+    config: RunConfig,
+    seeds: Sequence[int],
+    components: Components,
+    stacked: bool,
+    timing: bool = True,
+    progress: Callable[[int], None] | None = None,
 ) -> list[TrainLog]:
     """Train one DQN per seed, as one run (``stacked=False``, one seed) or K lock-step members; a log each.
 
     Runs with CPU denormals flushed to zero (:mod:`dqnbench.agent.numerics` says why).
     A single run raises :class:`Diverged` when its loss turns non-finite; a
     lock-step member records the step instead and the others train on.
+    ``progress``, if given, is called with the env steps done (per run) every
+    :data:`PROGRESS_EVERY_S` seconds or so, and at the end.
     """
     exp = config.experiment
     members = len(seeds) if stacked else None
@@ -258,10 +223,8 @@ def train_runs(
     obs_spec, n_actions = agent.obs_spec, agent.n_actions
     logs = [TrainLog(exp.total_steps, int(obs_spec), n_actions, obs_shape=obs_spec.shape, obs_dtype=obs_spec.dtype.name)
             for _ in seeds]  # fmt: skip
-    # Per-step records, one row of R values per step (written once a step, split per run at the end).
-    losses = np.full((exp.total_steps, rows), np.nan, dtype=np.float32)
-    rewards_log = np.zeros((exp.total_steps, rows), dtype=np.float32)
-    times = np.zeros((3, exp.total_steps))
+    # Step records, one row of R values per step or window (split per run at the end).
+    records = StepRecords(exp.total_steps, rows, steps_window(exp.total_steps, exp.steps_window))
 
     obs, _ = envs.reset(seed=seeds[0])
     eval_envs.reset(seed=seeds[0] + EVAL_SEED_OFFSET)
@@ -269,21 +232,24 @@ def train_runs(
     episode_return, episode_start = np.zeros(rows), np.zeros(rows, dtype=np.int64)
     diverged: dict[int, int] = {}
     eval_s = 0.0
-    start = time.perf_counter()
+    start = last_report = time.perf_counter()
     for step in range(exp.total_steps):
+        # Evaluate greedily every eval_every steps, from step 0 (the untrained agent) to the end.
+        if exp.eval_every and step % exp.eval_every == 0:
+            eval_s += _evaluate_into(logs, agent, eval_envs, exp.eval_episodes, device, step)
+
         # Act, step the env(s), store, learn when due: one DQN step for every row (Agent.step).
         next_obs, rewards, terminated, truncated, step_losses, t_act, t_env, t_learn = agent.step(
             envs, obs, step, clock
         )
-        if step_losses is not None:
-            losses[step] = step_losses
-            if not math.isfinite(step_losses.sum()):
-                if members is None:
-                    raise Diverged(step, float(step_losses))
-                for k in np.flatnonzero(~np.isfinite(step_losses)):
-                    diverged.setdefault(int(k), step)
-        rewards_log[step] = rewards
-        times[0, step], times[1, step], times[2, step] = t_act, t_env, t_learn
+        if step_losses is not None and not math.isfinite(step_losses.sum()):
+            if members is None:
+                raise Diverged(step, float(step_losses))
+            for k in np.flatnonzero(~np.isfinite(step_losses)):
+                diverged.setdefault(int(k), step)
+        records.record(step, rewards, step_losses, t_act, t_env, t_learn)
+        if records.probe_due(step):
+            records.probe(step, *agent.probe(step))
 
         episode_return += rewards
         obs = next_obs
@@ -294,28 +260,35 @@ def train_runs(
                 for key, value in zip(logs[k].episodes, record):
                     logs[k].episodes[key].append(value)
                 episode[k], episode_return[k], episode_start[k] = episode[k] + 1, 0.0, step + 1
+        if progress is not None and step % 256 == 0 and time.perf_counter() - last_report > PROGRESS_EVERY_S:
+            last_report = time.perf_counter()
+            progress(step + 1)
 
-        done_steps = step + 1
-        if done_steps == exp.total_steps or (exp.eval_every and done_steps % exp.eval_every == 0):
-            eval_start = time.perf_counter()
-            returns = evaluate(agent, eval_envs, exp.eval_episodes, device)
-            eval_s += time.perf_counter() - eval_start
-            for log, run_returns in zip(logs, returns):
-                for key, value in zip(log.evals, (done_steps, np.mean(run_returns), np.std(run_returns), run_returns)):
-                    log.evals[key].append(value)
-
+    # One evaluation always ends training.
+    eval_s += _evaluate_into(logs, agent, eval_envs, exp.eval_episodes, device, exp.total_steps)
     train_s = time.perf_counter() - start - eval_s
     envs.close()
     eval_envs.close()
-    times /= rows  # each row's share of the batched step
-    steps = np.arange(exp.total_steps)
     for k, (log, weights) in enumerate(zip(logs, agent.nets.state_dicts())):
-        log.reward, log.loss = np.ascontiguousarray(rewards_log[:, k]), np.ascontiguousarray(losses[:, k])
-        # a step's episode: how many of the run's episodes had ended before it
-        log.episode = np.searchsorted(np.asarray(log.episodes["step"], dtype=np.int64), steps, side="right")
-        log.t_act, log.t_env, log.t_learn = times[0], times[1], times[2]
+        log.steps = records.table(k, np.asarray(log.episodes["step"], dtype=np.int64), rows)
         log.train_s, log.weights, log.diverged_step = train_s / rows, weights, diverged.get(k)
+        if log.diverged_step is not None:
+            log.diverged_loss = records.loss_at(log.diverged_step, k)
+    if progress is not None:
+        progress(exp.total_steps)
     return logs
+
+
+def _evaluate_into(
+    logs: list[TrainLog], agent: Agent, envs: Any, episodes: int, device: torch.device, step: int
+) -> float:
+    """Evaluate every row greedily and append to its log's evals at ``step``; the seconds it took."""
+    started = time.perf_counter()
+    returns = evaluate(agent, envs, episodes, device)
+    for log, run_returns in zip(logs, returns):
+        for key, value in zip(log.evals, (step, np.mean(run_returns), np.std(run_returns), run_returns)):
+            log.evals[key].append(value)
+    return time.perf_counter() - started
 
 
 def train(config: RunConfig, seed: int, components: Components, timing: bool = True) -> TrainLog:

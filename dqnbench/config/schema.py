@@ -36,6 +36,9 @@ class ExperimentConfig:
     #: train a cell's seeds as one batched program where its components allow (how runs
     #: execute, like the executor: not part of the run ids)
     lockstep: bool = True
+    #: env steps per row of the ``steps`` table; 0 = one row per step up to 100k steps, windows beyond
+    #: (how results are stored, not what is trained: not part of the run ids)
+    steps_window: int = 0
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,7 @@ class RunConfig:
             for key, value in values.items():
                 if key == "params":
                     flat.update({f"{section}.{k}": v for k, v in value.items()})
-                elif not (section == "experiment" and key in ("name", "lockstep")):
+                elif not (section == "experiment" and key in ("name", "lockstep", "steps_window")):
                     flat[f"{section}.{key}"] = value
         return flat
 

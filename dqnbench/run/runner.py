@@ -409,7 +409,7 @@ def execute_task(task: RunTask) -> list[RunOutput]:
             record["lockstep"] = {"members": len(specs), "seeds": seeds}
         if log.diverged_step is not None:
             record["diverged_step"] = log.diverged_step
-            diverged = Diverged(log.diverged_step, float(log.loss[log.diverged_step]))
+            diverged = Diverged(log.diverged_step, log.diverged_loss)
         outputs.append(finish_record(spec, record, log, chosen, wall, diverged=diverged))
     return outputs
 
