@@ -5,6 +5,8 @@ Public API::
     import dqnbench
     res = dqnbench.run_grid("grid.toml", out="results")
     res = dqnbench.load_results("results/replay-study")
+    print(dqnbench.report("results/replay-study"))   # what ``dqnbench report`` prints
+    dqnbench.plot("results/replay-study")             # what ``dqnbench plot`` writes
 
 Plugin authors need :data:`hookimpl` and :class:`Batch`; see ``hookspecs.py``.
 Everything but ``hookimpl`` is imported on first use, so that importing
@@ -29,11 +31,14 @@ _LAZY = {
     "GridError": "dqnbench.errors",
     "Results": "dqnbench.run.results",
     "load_results": "dqnbench.run.results",
+    "plot": "dqnbench.analysis.api",
+    "report": "dqnbench.analysis.api",
     "run_grid": "dqnbench.run.runner",
 }
 
 if TYPE_CHECKING:
     from dqnbench.agent.learning import LearnerBase, autograd_backward
+    from dqnbench.analysis.api import plot, report
     from dqnbench.errors import DqnbenchError, GridError
     from dqnbench.plugin.batch import Batch
     from dqnbench.plugin.contracts import LearnerLoss
@@ -62,5 +67,7 @@ __all__ = [
     "autograd_backward",
     "hookimpl",
     "load_results",
+    "plot",
+    "report",
     "run_grid",
 ]

@@ -47,12 +47,17 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("dir", metavar="DIR", help="an experiment directory, e.g. results/default-grid")
     report.add_argument("--format", choices=("table", "markdown", "csv"), default="table")
     report.add_argument("--all-runs", action="store_true", help="include runs of earlier versions of the grid")
+    report.add_argument("--sort", choices=("grid", "score"), default="grid",
+                        help="row order: the grid's (default) or best IQM first")  # fmt: skip
+    report.add_argument("--failures", action="store_true", help="list the runs that failed, with their errors")
     report.set_defaults(handler=cmd_report)
 
     plot = sub.add_parser("plot", help="comparison plots of a results directory")
     plot.add_argument("dir", metavar="DIR", help="an experiment directory")
     plot.add_argument("--out", metavar="DIR", help="where to write the plots (default: DIR/plots)")
     plot.add_argument("--all-runs", action="store_true", help="include runs of earlier versions of the grid")
+    plot.add_argument("--sort", choices=("grid", "score"), default="grid",
+                      help="order of cells in legends and panels: the grid's (default) or best IQM first")  # fmt: skip
     plot.set_defaults(handler=cmd_plot)
 
     compare = sub.add_parser("compare", help="exit 1 when the candidate regressed against the baseline")
@@ -62,7 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--tolerance", type=float, default=0.05, help="allowed relative drop of IQM final return (default 0.05)"
     )
     compare.add_argument(
-        "--speed-tolerance", type=float, default=0.10, help="allowed relative drop of steps per second (default 0.10)"
+        "--min-speed-effect",
+        "--speed-tolerance",
+        dest="speed_tolerance",
+        type=float,
+        default=0.15,
+        help="slowdown per env step a cell must confidently exceed to regress (default 0.15); speed is judged "
+        "only with 2+ independent samples a side (a lock-step cell is one)",
     )
     compare.add_argument("--confidence", type=float, default=0.95, help="confidence of the intervals (default 0.95)")
     compare.add_argument("--format", choices=("table", "markdown", "csv"), default="table")
@@ -124,7 +135,7 @@ def _positive_int(text: str) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from dqnbench.run.runner import plan_failed, prepare, run_plan
+    from dqnbench.run.runner import plan_failed, prepare, run_plan, write_grid_plots
 
     plan, registry = prepare(args.grid)
     executor = registry.get("executor", args.executor)  # unknown executors and options fail before any run
@@ -142,17 +153,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         lockstep=not args.no_lockstep,
     )
-    if not args.no_plots and (results.runs.status == "ok").any():
-        from dqnbench.analysis.plots import write_plots
-
-        written = write_plots(results, registry=registry)
-        print(f"plots: {written[-1]}")
+    if not args.no_plots:
+        write_grid_plots(results, plan, registry, sys.stdout)
     failed = plan_failed(results, plan)
     if failed:
+        runs = "run" if len(plan.runs) == 1 else "runs"
         print(
-            f"dqnbench: {len(failed)} of {len(plan.runs)} runs did not succeed: {', '.join(failed[:10])}"
-            f"{' …' if len(failed) > 10 else ''} (see the error column of the runs table; rerun the same "
-            f"command to retry failed runs)",
+            f"dqnbench: {len(failed)} of {len(plan.runs)} {runs} did not succeed: {', '.join(failed[:10])}"
+            f"{' …' if len(failed) > 10 else ''} (their errors: dqnbench report {results.path} --failures; "
+            f"rerun the same command to retry them)",
             file=sys.stderr,
         )
         return EXIT_FAILED_RUNS
@@ -179,7 +188,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from dqnbench.analysis.report import report
     from dqnbench.run.results import load_results
 
-    print(report(load_results(args.dir, all_runs=args.all_runs), args.format), end="")
+    results = load_results(args.dir, all_runs=args.all_runs)
+    print(report(results, args.format, sort=args.sort, failures=args.failures), end="")
     return EXIT_OK
 
 
@@ -188,7 +198,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from dqnbench.plugin.registry import load_registry
     from dqnbench.run.results import load_results
 
-    for path in write_plots(load_results(args.dir, all_runs=args.all_runs), out_dir=args.out, registry=load_registry()):
+    results = load_results(args.dir, all_runs=args.all_runs)
+    for path in write_plots(results, out_dir=args.out, registry=load_registry(), sort=args.sort):
         print(path)
     return EXIT_OK
 

@@ -6,16 +6,30 @@ these pieces runs stacked parameters natively, with batched matmuls, instead
 of through ``torch.func.vmap`` (which costs a few hundred µs of Python per
 call): :func:`linear` picks ``addmm`` or ``baddbmm`` from the weight's rank, and
 :class:`Linear` is ``torch.nn.Linear`` (same initialisation, same ``state_dict``)
-with that forward. Write the rest of ``forward`` over the last dimensions
-(``dim=-1``) and the network stacks; ``dqnbench.agent.nets`` checks it once per
-run and falls back to vmap when it does not.
+with that forward. :func:`conv2d` and :class:`Conv2d` do the same for
+convolutions over images ``(…, C, H, W)``: K stacked members run as one grouped
+convolution. Write the rest of ``forward`` over the last dimensions (``dim=-1``;
+``flatten(-3)`` for images) and the network stacks; ``dqnbench.agent.nets``
+checks it once per run and falls back to vmap when it does not.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from dqnbench.errors import DqnbenchError
+
+
+class UnsupportedObservations(DqnbenchError, ValueError):
+    """A network factory given observations it is not built for (a conv net on vectors, an MLP on big frames).
+
+    A user error naming what would fit; ``dqnbench plugins --check`` skips the
+    network on such an environment instead of reporting it broken.
+    """
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -34,6 +48,71 @@ class Linear(nn.Linear):
         return linear(x, self.weight, self.bias)
 
 
+def conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] | str = 0,
+    dilation: int | tuple[int, int] = 1,
+) -> torch.Tensor:
+    """A 2D convolution: ``weight (out, in, kh, kw)`` on ``x (…, in, H, W)``, or K stacked members.
+
+    Stacked, ``weight (K, out, in, kh, kw)`` on ``x (K, B, in, H, W)`` runs as one
+    convolution with ``groups=K`` over ``(B, K·in, H, W)``: group ``k`` sees only
+    member ``k``'s channels and filters, so it is K independent convolutions in
+    one kernel call (the same trick ``torch.func.vmap``'s batching rule for
+    convolutions uses, without its per-call Python). The result is returned as
+    ``(K, B, out, H', W')``, a view of the ``(B, K, …)`` memory the convolution
+    wrote: the next stacked layer takes it back without a copy.
+    """
+    if weight.dim() == 4:
+        if x.dim() <= 4:
+            return F.conv2d(x, weight, bias, stride, padding, dilation)
+        y = F.conv2d(x.reshape(-1, *x.shape[-3:]), weight, bias, stride, padding, dilation)
+        return y.reshape(*x.shape[:-3], *y.shape[-3:])
+    members, out_channels = weight.shape[:2]
+    if x.dim() != 5 or x.shape[0] != members:
+        raise ValueError(f"{members} stacked conv members need input (K={members}, B, C, H, W), got {tuple(x.shape)}")
+    batch = x.shape[1]
+    grouped = x.transpose(0, 1).reshape(batch, members * x.shape[2], *x.shape[-2:])
+    y = F.conv2d(
+        grouped,
+        weight.reshape(members * out_channels, *weight.shape[2:]),
+        None if bias is None else bias.reshape(-1),
+        stride,
+        padding,
+        dilation,
+        groups=members,
+    )
+    return y.view(batch, members, out_channels, *y.shape[-2:]).transpose(0, 1)
+
+
+class Conv2d(nn.Conv2d):
+    """``torch.nn.Conv2d`` (same initialisation, same ``state_dict``) that also runs K stacked members.
+
+    See :func:`conv2d`. Grouped convolutions and padding modes other than zeros
+    are refused: stacking uses the groups itself.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.groups != 1 or self.padding_mode != "zeros":
+            raise ValueError(
+                f"Conv2d stacks only groups=1, padding_mode='zeros' (got {self.groups}, {self.padding_mode!r})"
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation)
+
+
+def conv_output_shape(
+    shape: tuple[int, int], kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1
+) -> tuple[int, int]:
+    """``(H', W')`` of a convolution on ``(H, W)`` (non-positive when the image is too small for the kernel)."""
+    return tuple((n + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1 for n in shape)  # type: ignore[return-value]
+
+
 def relu_mlp(widths: list[int] | tuple[int, ...]) -> nn.Sequential:
     """``Linear → ReLU`` for each consecutive pair of ``widths`` (shape-generic)."""
     layers: list[nn.Module] = []
@@ -42,16 +121,20 @@ def relu_mlp(widths: list[int] | tuple[int, ...]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def as_float_features(obs: torch.Tensor, obs_ndim: int) -> torch.Tensor:
-    """Observations ``(…, *shape)`` as float32 features ``(…, prod(shape))`` for a flat network.
+def as_float(obs: torch.Tensor) -> torch.Tensor:
+    """Observations as float32 in their own shape: uint8 (pixels) scaled by 1/255 to [0, 1], bools as 0/1.
 
-    uint8 observations (pixels) are scaled to [0, 1]; bools become 0/1. Flat
-    float32 vectors pass through untouched, so classic control pays nothing.
+    The 1/255 scaling is Mnih et al. (2015)'s input scaling of Atari frames.
+    float32 passes through untouched, so classic control pays nothing.
     """
     if obs.dtype == torch.uint8:
-        obs = obs.float().mul_(1.0 / 255.0)
-    elif obs.dtype != torch.float32:
-        obs = obs.float()
+        return obs.float().mul_(1.0 / 255.0)
+    return obs if obs.dtype == torch.float32 else obs.float()
+
+
+def as_float_features(obs: torch.Tensor, obs_ndim: int) -> torch.Tensor:
+    """Observations ``(…, *shape)`` as float32 features ``(…, prod(shape))`` for a flat network (:func:`as_float`)."""
+    obs = as_float(obs)
     return obs.flatten(-obs_ndim) if obs_ndim > 1 else obs
 
 

@@ -20,7 +20,7 @@ def test_run_writes_results_prints_progress_and_summary(write_grid, tmp_path):
     grid = write_grid(steps=200, seeds=2)
     proc = dqnbench("run", "--grid", grid, "--out", tmp_path / "out", "--workers", "2")
     assert proc.returncode == 0, proc.stderr
-    assert "[2/2]" in proc.stdout and "steps/s" in proc.stdout and "ETA" in proc.stdout
+    assert "[2/2 runs] steps 400/400" in proc.stdout and "steps/s" in proc.stdout and "ETA" in proc.stdout
     assert "final return" in proc.stdout and "tiny: 2 runs" in proc.stdout
     assert len(list((tmp_path / "out" / "tiny" / "runs").iterdir())) == 2
     again = dqnbench("run", "--grid", grid, "--out", tmp_path / "out", "--quiet")

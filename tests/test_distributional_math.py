@@ -227,3 +227,50 @@ def test_munchausen_target_checks_shapes():
     with pytest.raises(ValueError, match="next_q_target"):
         munchausen_targets(torch.zeros(4), torch.ones(4), torch.zeros(4), torch.zeros(4), torch.zeros(4, 2),
                            torch.zeros(4, 3))  # fmt: skip
+
+
+def test_merged_sort_counts_equal_a_binary_search_with_ties_and_non_finite_values():
+    from dqnbench.agent.distributional import _counts_below
+
+    generator = torch.Generator().manual_seed(2)
+    targets = (torch.randn(2, 5, 40, generator=generator, dtype=torch.float64) * 1e3).round()  # many exact ties
+    targets[0, 0, :5] = 0.0
+    targets, _ = targets.sort(dim=-1)
+    bounds = torch.cat([targets[..., ::3] + 0.5, (torch.randn(2, 5, 90, generator=generator) * 1e3).double()], -1)
+    expected = torch.searchsorted(targets, bounds)
+    counts = _counts_below(targets, bounds)
+    tied = (bounds.unsqueeze(-1) == targets.unsqueeze(-2)).sum(-1)  # a bound equal to targets may count them or not
+    assert ((counts >= expected) & (counts <= expected + tied)).all()
+    assert (counts[tied == 0] == expected[tied == 0]).all()
+    bounds[0, 0, 0], bounds[0, 0, 1], targets[1, 1, -1] = float("nan"), float("-inf"), float("inf")
+    counts = _counts_below(targets, bounds)  # no error, and counts stay in range
+    assert counts.min() >= 0 and counts.max() <= targets.shape[-1] and counts[0, 0, 1] == 0
+
+
+@pytest.mark.parametrize("lead", [(7,), (3, 5)])
+def test_quantile_loss_at_the_papers_200_quantiles_equals_the_pairwise_definition(lead):
+    generator = torch.Generator().manual_seed(3)
+    theta = (torch.randn(*lead, 200, generator=generator) * 5).requires_grad_()
+    targets = torch.randn(*lead, 200, generator=generator) * 5 + 2.0
+    taus = quantile_midpoints(200)
+    expected = quantile_huber_loss_pairwise(theta, targets, taus)
+    (expected_grad,) = torch.autograd.grad(expected.sum(), theta)
+    for _ in range(2):  # the second call reads the cached coefficients
+        losses, grad = quantile_huber_loss_and_grad(theta.detach(), targets, taus)
+        torch.testing.assert_close(losses, expected.detach(), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(grad, expected_grad, rtol=1e-5, atol=1e-6)
+    other = quantile_midpoints(200) * 0.5  # another taus tensor: its own coefficients
+    torch.testing.assert_close(
+        quantile_huber_loss_and_grad(theta.detach(), targets, other)[0],
+        quantile_huber_loss_pairwise(theta.detach(), targets, other),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+
+
+def test_a_non_finite_target_gives_a_non_finite_loss_not_an_error():
+    taus = quantile_midpoints(3)
+    for bad in (float("nan"), float("inf")):
+        targets = torch.tensor([[0.0, bad, 1.0], [0.0, 1.0, 2.0]])
+        losses = quantile_huber_loss(torch.zeros(2, 3), targets, taus)
+        assert not torch.isfinite(losses[0]) and torch.isfinite(losses[1])

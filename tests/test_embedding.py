@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -11,8 +12,11 @@ from torch import nn
 import dqnbench.plugin.hookspecs
 from dqnbench.analysis import embedding as emb
 from dqnbench.errors import DqnbenchError
+from dqnbench.nn import UnsupportedObservations
+from dqnbench.plugin.obs import ObsSpec
 from dqnbench.plugin.registry import load_registry
 from dqnbench.run.results import RunOutput, load_results, write_run
+from tests.image_envs import FRAMES_ID, register_image_envs
 
 
 class EncoderHead(nn.Module):
@@ -51,13 +55,24 @@ def network_names():
     return load_registry(load_entrypoints=False, extra_plugins=(ThirdPartyPlugin(),)).names("network")
 
 
+@pytest.fixture(scope="module")
+def frames_id():
+    register_image_envs()
+    return FRAMES_ID
+
+
 @pytest.mark.parametrize("name", network_names())
-def test_every_registered_network_embeds(plugin_registry, name):
+def test_every_registered_network_embeds(plugin_registry, name, frames_id):
+    """On CartPole, or on tiny uint8 frames for the networks that take images only (the conv networks)."""
     torch.manual_seed(0)
-    net = plugin_registry.get("network", name).factory(4, 2)
-    embedding = emb.embed_states(net, "CartPole-v1", episodes=2, seed=0)
+    factory = plugin_registry.get("network", name).factory
+    try:
+        net, env_id, n_actions = factory(ObsSpec(4), 2), "CartPole-v1", 2
+    except UnsupportedObservations:
+        net, env_id, n_actions = factory(ObsSpec((2, 36, 36), "uint8"), 3), frames_id, 3
+    embedding = emb.embed_states(net, env_id, episodes=2, seed=0)
     n = len(embedding.actions)
-    assert n > 0 and embedding.features.shape[0] == n and embedding.q_values.shape == (n, 2)
+    assert n > 0 and embedding.features.shape[0] == n and embedding.q_values.shape == (n, n_actions)
     np.testing.assert_array_equal(embedding.actions, embedding.q_values.argmax(axis=1))
     assert len(embedding.returns) == 2 and embedding.episode.max() == 1
     frame = emb.embedding_frame(embedding)
@@ -75,6 +90,41 @@ def test_builtin_networks_are_hooked_at_their_body(registry):
     assert extract.layer == "body (output)"
     torch.testing.assert_close(feats, net.body(obs).detach())
     torch.testing.assert_close(q, net(obs).detach())
+
+
+@pytest.mark.parametrize("name", ["minatar_cnn", "nature_cnn"])
+@pytest.mark.parametrize("head", [{}, {"dueling": True}, {"noisy": True, "dueling": True}])
+def test_conv_networks_are_hooked_at_their_penultimate_layer(registry, name, head):
+    """The output of the hidden layer after the convolutions (``head.body``), one row of 512 or 128 per state."""
+    net = registry.get("network", name).factory(ObsSpec((2, 36, 36), "uint8"), 3, **head).eval()
+    obs = torch.randint(0, 256, (5, 2, 36, 36), dtype=torch.uint8)
+    with emb.FeatureExtractor(net, 3) as extract:
+        feats, q = extract(obs)
+    assert extract.layer == "head.body (output)" and feats.shape == (5, 512 if name == "nature_cnn" else 128)
+    expected = net.head.body(net.convs(obs.float() / 255).flatten(1))
+    torch.testing.assert_close(feats, expected.detach())
+    torch.testing.assert_close(q, net(obs).detach())
+
+
+def test_a_conv_network_embeds_image_states_of_the_runs_env_component(frames_id):
+    """Frames reach the network as uint8 ``(1, C, H, W)``, through the ``make_env`` given."""
+    seen = []
+
+    def make_env(env_id):
+        seen.append(env_id)
+        return gym.make(env_id)
+
+    net = (
+        load_registry(load_entrypoints=False)
+        .get("network", "nature_cnn")
+        .factory(ObsSpec((2, 36, 36), "uint8"), 3, hidden=[6])
+    )
+    calls = []
+    net.register_forward_pre_hook(lambda module, args: calls.append((args[0].dtype, tuple(args[0].shape))))
+    embedding = emb.embed_states(net, frames_id, episodes=2, max_states=15, make_env=make_env)
+    assert seen == [frames_id] and embedding.features.shape == (15, 6)
+    assert set(calls) == {(torch.uint8, (1, 2, 36, 36))}
+    assert emb.pca_3d(embedding.features)[1][0] > 0  # the states differ
 
 
 def test_a_plugin_network_is_hooked_at_the_input_of_its_q_head(plugin_registry):
@@ -200,9 +250,33 @@ def test_a_c51_grid_gets_its_embedding_plot(write_grid, tmp_path):
     from dqnbench.analysis.plots import write_plots
 
     grid = write_grid('[learner]\nname = "c51"\natoms = 11\n', steps=200)
-    res = dqnbench.run_grid(grid, tmp_path / "out", executor="serial", load_entrypoints=False, stream=io.StringIO())
+    res = dqnbench.run_grid(
+        grid, tmp_path / "out", executor="serial", load_entrypoints=False, stream=io.StringIO(), plots=False
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a skipped embedding warns
         written = write_plots(res, tmp_path / "plots", gif=False, episodes=1)
     assert (tmp_path / "plots" / "embedding_0.png") in written
     assert "skipped" not in (tmp_path / "plots" / "index.md").read_text(encoding="utf-8")
+
+
+def test_a_conv_run_is_rebuilt_for_its_recorded_observations_and_env(registry, tmp_path, frames_id):
+    """The record's obs_shape/obs_dtype rebuild a conv network; its [env] section makes the env it saw."""
+    net = registry.get("network", "minatar_cnn").factory(ObsSpec((2, 36, 36), "uint8"), 3, dueling=True)
+    record = {
+        **dueling_record("v", {"network.name": "minatar_cnn"}, {"env": {"name": "gymnasium", "params": {}}}),
+        "env": frames_id,
+        "obs_dim": 2 * 36 * 36,
+        "obs_shape": [2, 36, 36],
+        "obs_dtype": "uint8",
+        "n_actions": 3,
+    }
+    record["config"]["network"] = {"name": "minatar_cnn", "params": {"dueling": True}}
+    write_run(tmp_path, RunOutput(record, weights=net.state_dict()))
+    results = load_results(tmp_path)
+    loaded = emb.load_trained_network(results, "v-s0", registry)
+    obs = torch.randint(0, 256, (4, 2, 36, 36), dtype=torch.uint8)
+    torch.testing.assert_close(loaded(obs), net.eval()(obs))
+    make_env = emb.load_trained_env(results, "v-s0", registry)
+    embedding = emb.embed_states(loaded, frames_id, episodes=1, make_env=make_env)
+    assert embedding.features.shape == (12, 128) and embedding.q_values.shape == (12, 3)

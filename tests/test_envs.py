@@ -90,7 +90,7 @@ def test_minatar_ids_run_in_local_worker_processes(tmp_path, lockstep):
     )
     assert set(res.runs.status) == {"ok"}, res.runs.error.tolist()
     record = res.record(res.runs.run_id[0])
-    assert record["obs_shape"] == [10, 10, 4] and record["obs_dtype"] == "bool"
+    assert record["obs_shape"] == [4, 10, 10] and record["obs_dtype"] == "bool"  # auto → minatar: channels first
     assert ("lockstep" in record) == lockstep
     assert set(res.runs["env.name"]) == {"auto"}
 

@@ -96,7 +96,9 @@ def test_a_grid_names_their_components_next_to_the_builtins(tmp_path):
         ),
         encoding="utf-8",
     )
-    results = dqnbench.run_grid(grid, tmp_path / "out", executor="serial", quiet=True, stream=io.StringIO())
+    results = dqnbench.run_grid(
+        grid, tmp_path / "out", executor="serial", quiet=True, stream=io.StringIO(), plots=False
+    )
     runs = results.runs
     assert len(runs) == 12 and set(runs.status) == {"ok"}, runs.error.tolist()
     assert set(runs["network.name"]) == {"mlp", "layernorm_mlp", "residual_mlp"}

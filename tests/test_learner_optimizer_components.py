@@ -22,7 +22,14 @@ def plugin(name: str, **hooks):
 
 def run(grid, out, plugins=(), **kwargs):
     return dqnbench.run_grid(
-        grid, out, executor="serial", load_entrypoints=False, plugins=list(plugins), stream=io.StringIO(), **kwargs
+        grid,
+        out,
+        executor="serial",
+        load_entrypoints=False,
+        plugins=list(plugins),
+        stream=io.StringIO(),
+        **kwargs,
+        plots=False,
     )
 
 
@@ -100,7 +107,7 @@ def test_v1_agent_keys_are_the_dqn_learners_params_and_the_learner_table_wins(wr
             'unknown learner "c52" (allowed: c51, dqn, munchausen, qr_dqn; did you mean "c51"?)',
         ),
         ('[optimizer]\nname = "adma"\n', "optimizer.name", 'did you mean "adam"?'),
-        ('[env]\nname = "gymnasim"\n', "env.name", "allowed: auto, gymnasium"),
+        ('[env]\nname = "gymnasim"\n', "env.name", "allowed: atari, auto, gymnasium, minatar"),
         ("[optimizer]\nmomentum = 0.9\n", "optimizer.momentum", "has no parameter 'momentum'"),
     ],
 )
@@ -113,7 +120,7 @@ def test_unknown_components_and_params_name_key_and_allowed_values(write_grid, r
 def test_agent_double_with_a_learner_that_has_no_double_is_a_grid_error(write_grid):
     grid = with_agent_keys(write_grid('[learner]\nname = "mean_of_outputs"\n'), "double = true\n")
     with pytest.raises(GridError, match=r"agent\.double: .*mean_of_outputs.* has no parameter 'double'"):
-        dqnbench.run_grid(grid, "unused", load_entrypoints=False, plugins=[LEARNER_PLUGIN])
+        dqnbench.run_grid(grid, "unused", load_entrypoints=False, plugins=[LEARNER_PLUGIN], plots=False)
 
 
 def test_a_learner_needing_several_outputs_and_a_v1_network_exit_2_naming_both(write_grid, tmp_path):
@@ -178,6 +185,7 @@ def test_an_optimizer_without_lockstep_support_runs_its_cell_independently_with_
         load_entrypoints=False,
         plugins=[plugin("sgd_plugin", dqnbench_optimizers=lambda: {"sgd": sgd})],
         stream=stream,
+        plots=False,
     )
     assert set(res.runs.status) == {"ok"} and set(res.runs["optimizer.momentum"]) == {0.5}
     assert 'optimizer "sgd"' in stream.getvalue() and "runs its seeds independently" in stream.getvalue()

@@ -35,7 +35,7 @@ def test_default_agent_learns_cartpole(tmp_path):
     grid = tmp_path / "grid.toml"
     grid.write_text(DEFAULT_AGENT)
     start = time.perf_counter()
-    res = dqnbench.run_grid(grid, tmp_path / "out", workers=2, stream=io.StringIO())
+    res = dqnbench.run_grid(grid, tmp_path / "out", workers=2, stream=io.StringIO(), plots=False)
     elapsed = time.perf_counter() - start
     assert set(res.runs.status) == {"ok"}
     best = res.evals.groupby("run_id").mean_return.max()
@@ -65,7 +65,9 @@ def test_distributional_and_munchausen_learners_learn_cartpole(tmp_path, learner
     grid = tmp_path / "grid.toml"
     grid.write_text(DEFAULT_AGENT.replace("[0, 1]", "[0, 1, 2]") + f"\n[learner]\n{LEARNERS[learner]}")
     start = time.perf_counter()
-    res = dqnbench.run_grid(grid, tmp_path / "out", executor="serial", load_entrypoints=False, stream=io.StringIO())
+    res = dqnbench.run_grid(
+        grid, tmp_path / "out", executor="serial", load_entrypoints=False, stream=io.StringIO(), plots=False
+    )
     elapsed = time.perf_counter() - start
     assert set(res.runs.status) == {"ok"}, res.runs.error.tolist()
     assert all("lockstep" in res.record(r) for r in res.runs.run_id)

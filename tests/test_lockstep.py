@@ -23,7 +23,9 @@ from dqnbench.plugin.obs import ObsSpec
 
 
 def run(grid, out, **kwargs):
-    return dqnbench.run_grid(grid, out, executor="serial", load_entrypoints=False, stream=io.StringIO(), **kwargs)
+    return dqnbench.run_grid(
+        grid, out, executor="serial", load_entrypoints=False, stream=io.StringIO(), **kwargs, plots=False
+    )
 
 
 def test_members_land_in_the_same_tables_as_independent_runs(write_grid, tmp_path):
@@ -131,7 +133,7 @@ def test_cells_that_cannot_run_in_lockstep_fall_back_with_a_notice(write_grid, t
     grid.write_text(grid.read_text().replace("[network]\nhidden = [16]\n", ""))
     stream = io.StringIO()
     res = dqnbench.run_grid(
-        grid, tmp_path / "out", executor="serial", load_entrypoints=False, plugins=[plugin], stream=stream
+        grid, tmp_path / "out", executor="serial", load_entrypoints=False, plugins=[plugin], stream=stream, plots=False
     )
     notes = [line for line in stream.getvalue().splitlines() if line.startswith("note:")]
     assert len(notes) == 1 and "network.name=bn" in notes[0] and "runs its seeds independently" in notes[0]
@@ -174,8 +176,8 @@ def test_lockstep_learns_like_independent_runs(tmp_path):
     """
     grid = tmp_path / "grid.toml"
     grid.write_text('[experiment]\nname = "equiv"\ntotal_steps = 15_000\nseeds = 8\neval_every = 2_500\n')
-    lock = dqnbench.run_grid(grid, tmp_path / "lock", workers=2, stream=io.StringIO())
-    solo = dqnbench.run_grid(grid, tmp_path / "solo", workers=2, stream=io.StringIO(), lockstep=False)
+    lock = dqnbench.run_grid(grid, tmp_path / "lock", workers=2, stream=io.StringIO(), plots=False)
+    solo = dqnbench.run_grid(grid, tmp_path / "solo", workers=2, stream=io.StringIO(), lockstep=False, plots=False)
     for res in (lock, solo):
         assert set(res.runs.status) == {"ok"}
         assert res.evals.groupby("run_id").mean_return.max().ge(150).all()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from dqnbench.plugin.registry import load_registry
 from dqnbench.run.results import RunOutput, load_results, write_run
 from tests.test_stats import in_memory_results, make_runs
 
-PNGS = ("learning_curves.png", "final_scores.png", "improvement.png", "timing.png")
+PNGS = ("learning_curves.png", "training_curves.png", "final_scores.png", "improvement.png", "timing.png")
 
 
 def write_synthetic_results(path: Path, cells: dict[str, dict], seeds: int = 3, total_steps: int = 400,
@@ -130,8 +131,13 @@ def test_end_to_end_tiny_grid_is_plotted_and_compares_equal_to_itself(write_grid
     import dqnbench
 
     grid = write_grid('[grid]\n"network.name" = ["mlp", "dueling"]\n', steps=300, seeds=2, eval_every=150)
-    results = dqnbench.run_grid(grid, out=tmp_path / "out", executor="serial", quiet=True, load_entrypoints=False)
+    stream = io.StringIO()
+    results = dqnbench.run_grid(  # plots by default, as the CLI
+        grid, out=tmp_path / "out", executor="serial", quiet=True, load_entrypoints=False, stream=stream
+    )
     assert (results.runs["status"] == "ok").all()
+    assert (results.path / "plots" / "index.md").is_file() and "plots: " in stream.getvalue()
+    assert "note: 2 seeds per cell" in stream.getvalue()  # statistics of fewer than 5 seeds: warned once
     written = plots.write_plots(results, gif_frames=2, episodes=1)
     for path in written:
         if path.suffix == ".png":

@@ -135,7 +135,13 @@ class InProcessPlugin:
 def run_one(write_grid, tmp_path, plugin, grid="", executor="serial", seeds=1):
     path = write_grid(grid, steps=200, seeds=seeds, eval_every=0)
     results = dqnbench.run_grid(
-        path, tmp_path / "out", executor=executor, plugins=(plugin,), load_entrypoints=False, stream=io.StringIO()
+        path,
+        tmp_path / "out",
+        executor=executor,
+        plugins=(plugin,),
+        load_entrypoints=False,
+        stream=io.StringIO(),
+        plots=False,
     )
     assert set(results.runs.status) == {"ok"}, results.runs.error.tolist()
     return results
@@ -150,7 +156,8 @@ def test_hook_dqnbench_networks_factories_build_the_q_network(write_grid, tmp_pa
 
     plugin = InProcessPlugin(dqnbench_networks={"tracked_net": tracked})
     results = run_one(write_grid, tmp_path, plugin, '[grid]\n"network.name" = ["tracked_net"]\n')
-    assert calls == [(4, 2, [16])]  # CartPole's dims, the grid's [network] hidden = [16]
+    # CartPole's dims, the grid's [network] hidden = [16]: once by the pre-flight check, once by the run
+    assert calls == [(4, 2, [16])] * 2
     record = results.record(results.runs.run_id[0])
     assert record["versions"]["components"]["network"]["name"] == "tracked_net"
 

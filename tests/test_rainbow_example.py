@@ -96,7 +96,7 @@ def test_the_files_pass_a_dry_run_and_the_rainbow_and_dqn_cells_train_on_minatar
         grid.write_text(text, encoding="utf-8")
         for lockstep in (True, False):
             res = dqnbench.run_grid(grid, tmp_path / f"out-{lockstep}", executor="serial", stream=io.StringIO(),
-                                    load_entrypoints=False, lockstep=lockstep)  # fmt: skip
+                                    load_entrypoints=False, lockstep=lockstep, plots=False)  # fmt: skip
             assert set(res.runs.status) == {"ok"}, res.runs.error.tolist()
     everything = dqnbench.load_results(tmp_path / "out-True" / "rainbow-minatar", all_runs=True)
     assert len(everything.runs) == 4  # both files' runs, read together as one experiment

@@ -163,7 +163,9 @@ def write(path: Path, name: str, steps: int = 300, seeds: int = 2, eval_every: i
 
 
 def run(grid: Path, out: Path, executor: str, **kwargs) -> dqnbench.Results:
-    return dqnbench.run_grid(grid, out, executor=executor, load_entrypoints=False, stream=io.StringIO(), **kwargs)
+    return dqnbench.run_grid(
+        grid, out, executor=executor, load_entrypoints=False, stream=io.StringIO(), **kwargs, plots=False
+    )
 
 
 def assert_same_results(got: dqnbench.Results, want: dqnbench.Results) -> None:
@@ -388,7 +390,13 @@ def test_a_killed_worker_does_not_stop_the_grid(cluster, tmp_path, max_retries):
     ]  # what `dqnbench run` turns into exit status 1
     stream = io.StringIO()
     again = dqnbench.run_grid(
-        grid, out, executor="ray", executor_options={"address": cluster.address}, load_entrypoints=False, stream=stream
+        grid,
+        out,
+        executor="ray",
+        executor_options={"address": cluster.address},
+        load_entrypoints=False,
+        stream=stream,
+        plots=False,
     )
     assert "2 of 3 runs already finished" in stream.getvalue()
     assert set(again.runs.status) == {"ok"} and again.steps.groupby("run_id").size().eq(LONG_STEPS).all()

@@ -99,7 +99,7 @@ def reference(tmp_path_factory):
     root = tmp_path_factory.mktemp("reference")
     grid = root / "grid.toml"
     grid.write_text(GRID)
-    return dqnbench.run_grid(grid, root / "out", workers=2, stream=io.StringIO())
+    return dqnbench.run_grid(grid, root / "out", workers=2, stream=io.StringIO(), plots=False)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
@@ -168,11 +168,13 @@ def test_second_run_on_the_same_directory_is_refused_and_a_stale_lock_is_taken_o
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(ResultsError, match=rf"in use by another dqnbench run \(pid {holder.pid}"):
-            dqnbench.run_grid(grid, tmp_path / "out", executor="serial", stream=io.StringIO())
+            dqnbench.run_grid(grid, tmp_path / "out", executor="serial", stream=io.StringIO(), plots=False)
     finally:
         holder.kill()
         holder.wait()
-    res = dqnbench.run_grid(grid, tmp_path / "out", executor="serial", stream=io.StringIO())  # lock taken over
+    res = dqnbench.run_grid(
+        grid, tmp_path / "out", executor="serial", stream=io.StringIO(), plots=False
+    )  # lock taken over
     assert res.runs.status.tolist() == ["ok"]
 
 
@@ -201,7 +203,9 @@ def test_write_failure_fails_clearly_and_keeps_earlier_results(tmp_path, write_g
 
 
 def test_saved_weights_are_never_unpickled(tmp_path, write_grid):
-    res = dqnbench.run_grid(write_grid(steps=150, seeds=1), tmp_path / "out", executor="serial", stream=io.StringIO())
+    res = dqnbench.run_grid(
+        write_grid(steps=150, seeds=1), tmp_path / "out", executor="serial", stream=io.StringIO(), plots=False
+    )
     run_id = res.runs.run_id[0]
 
     class Exploit:
@@ -217,9 +221,13 @@ def test_saved_weights_are_never_unpickled(tmp_path, write_grid):
 
 def test_a_changed_grid_does_not_mix_old_runs_into_the_current_ones(tmp_path, write_grid):
     out = tmp_path / "out"
-    old = dqnbench.run_grid(write_grid(steps=150, seeds=1), out, executor="serial", stream=io.StringIO())
+    old = dqnbench.run_grid(write_grid(steps=150, seeds=1), out, executor="serial", stream=io.StringIO(), plots=False)
     new = dqnbench.run_grid(
-        write_grid('[grid]\n"agent.lr" = [0.01]\n', steps=150, seeds=1), out, executor="serial", stream=io.StringIO()
+        write_grid('[grid]\n"agent.lr" = [0.01]\n', steps=150, seeds=1),
+        out,
+        executor="serial",
+        stream=io.StringIO(),
+        plots=False,
     )
     assert set(new.runs.run_id).isdisjoint(old.runs.run_id)
     assert len(dqnbench.load_results(out / "tiny").runs) == 1

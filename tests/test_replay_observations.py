@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from dqnbench.builtin.frames import FrameStorage
 from dqnbench.builtin.nstep import nstep
 from dqnbench.builtin.prioritized import prioritized
+from dqnbench.builtin.replay_memory import builtin_replay_bytes, initial_reset_slots
 from dqnbench.builtin.replays import ACTION_DTYPE, as_obs_spec, uniform
 from dqnbench.plugin.obs import ObsSpec
 
@@ -24,6 +26,14 @@ BUFFERS = {
     "prioritized": (prioritized, {}),
     "nstep": (nstep, {"n": 3}),
     "nstep-prioritized": (nstep, {"n": 3, "prioritized": True}),
+}
+
+#: buffer → (name, params) of the registered replay, for the planned bytes
+BUILTIN = {
+    "uniform": ("uniform", {}),
+    "prioritized": ("prioritized", {}),
+    "nstep": ("nstep", {"n": 3}),
+    "nstep-prioritized": ("nstep", {"n": 3, "prioritized": True}),
 }
 
 SPECS = {
@@ -93,12 +103,14 @@ def test_observations_are_stored_and_sampled_in_their_own_shape_and_dtype(
     buffer = build(name, spec, members)
     rows = members or 1
     storage = buffer.storage
-    for field in ("obs", "next_obs"):
-        array = getattr(storage, field)
-        assert array.dtype == spec.dtype, field
-        assert array.nbytes == CAPACITY * rows * math.prod(spec.shape) * spec.dtype.itemsize, field
-    # everything else is a few bytes a slot, next to the two observations
-    assert storage.nbytes() <= CAPACITY * rows * (2 * spec.nbytes + 16)
+    # images are kept one frame (here, unstacked, one observation) per transition, in their own dtype: no next_obs
+    assert isinstance(storage, FrameStorage) and not hasattr(storage, "next_obs")
+    assert storage.frame.dtype == spec.dtype
+    assert storage.frame.nbytes == (CAPACITY + spec.frames) * rows * math.prod(spec.shape) * spec.dtype.itemsize
+    # beside them: a few bytes a slot, the side store of reset observations and the last next_obs
+    side = (initial_reset_slots(CAPACITY, spec.frames) + 1) * rows * spec.nbytes
+    assert storage.nbytes() <= storage.frame.nbytes + side + CAPACITY * rows * 32
+    assert buffer.nbytes() == builtin_replay_bytes(*BUILTIN[name], CAPACITY, spec, members)
 
     fill(buffer, spec, members)
     batch = buffer.sample(16)
@@ -174,15 +186,21 @@ def test_stored_actions_stay_narrow_for_images_too() -> None:
 
 
 def test_single_run_nstep_cuts_episodes_on_image_observations() -> None:
-    """The single-run n-step buffer finds episode ends by comparing observations: uint8 frames too."""
+    """The single-run n-step buffer finds episode ends by comparing observations: uint8 frames too.
+
+    Over frame storage it keeps one-step rows and forms the windows when sampled: the truncation is flagged on
+    the first episode's last step when the reset observation arrives.
+    """
     spec = SPECS["atari-uint8"]
     buffer = nstep(CAPACITY, spec, GAMMA, n=3)
     buffer.add(encode(0, spec), 0, 1.0, encode(1, spec), False)
     buffer.add(encode(1, spec), 0, 2.0, encode(2, spec), False)
     buffer.add(encode(50, spec), 0, 4.0, encode(51, spec), True)  # a reset frame: the first episode was truncated
-    s = buffer.storage
+    assert len(buffer) == 1  # the newest n − 1 windows are still open
+    obs, _, rewards, next_obs, terminated, discounts = buffer.nstep(np.arange(3))
     rows = [
-        (decode(s.obs[i], spec), float(s.rewards[i]), decode(s.next_obs[i], spec), bool(s.terminated[i]))
-        for i in range(s.size)
+        (decode(obs[i].numpy(), spec), float(rewards[i]), decode(next_obs[i].numpy(), spec), bool(terminated[i]))
+        for i in range(3)
     ]
     assert rows == [(0, 1 + 0.5 * 2, 2, False), (1, 2.0, 2, False), (50, 4.0, 51, True)]
+    assert discounts.tolist() == [0.25, 0.5, 0.5]

@@ -32,7 +32,7 @@ def test_table_shows_every_cell_and_how_the_numbers_were_made(results):
     assert "IQM [95% CI]" in text and "Agarwal et al. 2021" in text
     assert "1/2 (1 failed)" in text  # failed runs are counted, not hidden
     assert "no CI: 1 run" in text  # one successful seed: no interval, said so
-    assert "steps to ≥ 475" in text and "1,000 (3/4)" in text and "not reached (0/1)" in text
+    assert "steps to ≥ 475" in text and "1.0k (3/4)" in text and "never (0/1)" in text
     assert "1 failed" in text and "\x1b[" not in text  # no colour codes in the text
 
 
@@ -56,3 +56,42 @@ def test_unknown_format_is_a_user_error(results):
     with pytest.raises(DqnbenchError, match="table, markdown, csv"):
         render_report(stats.summarize(results), "html")
     assert FORMATS == ("table", "markdown", "csv")
+
+
+def _multi_env_results():
+    runs = make_runs({
+        "experiment.env=CartPole-v1, network.name=mlp": {"final": [480, 490, 500, 300, 200], "sps": 1200.0},
+        "experiment.env=CartPole-v1, network.name=dueling-with-a-long-variant-name": {
+            "final": [20.0, None, 30.0], "sps": 800.0, "network": "dueling"},
+        "experiment.env=Acrobot-v1, network.name=mlp": {"final": [-90, -100, -120], "env": "Acrobot-v1"},
+        "experiment.env=Acrobot-v1, network.name=dueling-with-a-long-variant-name": {
+            "final": [-400, -300, -200], "env": "Acrobot-v1", "network": "dueling"},
+    })  # fmt: skip
+    return in_memory_results(runs)
+
+
+def test_report_fits_100_columns_with_aggregates_and_small_n_marks():
+    text = report(_multi_env_results(), "table", width=100)
+    assert max(len(line) for line in text.splitlines()) <= 100
+    assert "across environments: normalized scores" in text and "optimality gap" in text
+    assert "†" in text and "n too small" in text  # 3 seeds: marked, not a collapsed [x, x]
+    assert "probability of improvement across environments" in text
+    # nothing cut: every cell's variant and every CI appears whole
+    assert text.count("dueling-with-a-long-variant-name") >= 2 and "Acrobot-v1" in text
+    assert text.index("CartPole-v1") < text.index("Acrobot-v1")  # grid order
+
+
+def test_failures_lists_each_failed_run_with_its_error():
+    text = report(_multi_env_results(), failures=True, width=100)
+    assert "c1-s1" in text and "boom" in text and "1 run did not succeed" in text
+    assert report(in_memory_results(make_runs({"a": {"final": [1.0]}})), failures=True) == "no failed runs\n"
+
+
+def test_python_api_returns_what_the_cli_prints(tmp_path, capsys):
+    import dqnbench
+    from dqnbench.cli import main
+    from tests.test_plots import write_synthetic_results
+
+    write_synthetic_results(tmp_path / "r", {"default": {}}, seeds=2, weights=False)
+    assert main(["report", str(tmp_path / "r"), "--format", "markdown"]) == 0
+    assert capsys.readouterr().out == dqnbench.report(tmp_path / "r", "markdown")

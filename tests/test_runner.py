@@ -15,7 +15,7 @@ from tests import plugin_fixtures
 
 def run(grid, out, **kwargs):
     kwargs.setdefault("executor", "serial")
-    return dqnbench.run_grid(grid, out, load_entrypoints=False, stream=io.StringIO(), **kwargs)
+    return dqnbench.run_grid(grid, out, load_entrypoints=False, stream=io.StringIO(), **kwargs, plots=False)
 
 
 def test_results_tables_match_the_contract(write_grid, tmp_path):
@@ -37,9 +37,12 @@ def test_results_tables_match_the_contract(write_grid, tmp_path):
         "wall_s",
         "steps_per_s",
         "final_return",
+        "lockstep_members",
     ):
         assert column in res.runs.columns
-    assert list(res.steps.columns) == ["run_id", "step", "episode", "reward", "t_act", "t_env", "t_learn", "loss"]
+    assert list(res.steps.columns) == [
+        "run_id", "step", "episode", "reward", "t_act", "t_env", "t_learn", "loss", "q_max", "epsilon"
+    ]  # fmt: skip
     assert list(res.episodes.columns)[:5] == ["run_id", "episode", "step", "return", "length"]
     assert {"run_id", "step", "mean_return", "returns"} <= set(res.evals.columns)
     assert len(res.steps) == 4 * 300
@@ -95,7 +98,9 @@ def test_rerun_skips_finished_runs_and_retries_failed_ones(write_grid, tmp_path)
     first = run(grid, tmp_path / "out")
     files = {p: p.stat().st_mtime_ns for p in runs_dir(first.path).rglob("*.parquet")}
     stream = io.StringIO()
-    second = dqnbench.run_grid(grid, tmp_path / "out", executor="serial", load_entrypoints=False, stream=stream)
+    second = dqnbench.run_grid(
+        grid, tmp_path / "out", executor="serial", load_entrypoints=False, stream=stream, plots=False
+    )
     assert "2 of 2 runs already finished" in stream.getvalue()
     assert {p: p.stat().st_mtime_ns for p in runs_dir(first.path).rglob("*.parquet")} == files
     pd.testing.assert_frame_equal(first.steps, second.steps)

@@ -12,6 +12,7 @@ import pytest
 from scipy import stats as sps
 
 from dqnbench.analysis import stats
+from dqnbench.errors import DqnbenchError
 from dqnbench.run.results import Results
 
 
@@ -78,9 +79,21 @@ def test_one_run_has_no_confidence_interval():
     assert est.value == 42.0 and math.isnan(est.low) and math.isnan(est.high) and not est.has_ci
 
 
-def test_two_runs_get_an_interval_between_them():
+def test_two_runs_get_a_t_interval_wider_than_their_range_flagged_small():
     est = stats.estimate([10.0, 20.0], stats.mean)
-    assert 10.0 <= est.low <= est.value <= est.high <= 20.0
+    half = sps.t.ppf(0.975, 1) * np.std([10.0, 20.0], ddof=1) / math.sqrt(2)  # 12.71 * 7.07 / 1.41
+    assert (est.low, est.high) == pytest.approx((15.0 - half, 15.0 + half))
+    assert est.small and est.low < 10.0 and est.high > 20.0
+
+
+def test_five_runs_use_the_bootstrap_and_are_not_small():
+    est = stats.estimate([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert not est.small and 1.0 <= est.low <= est.value <= est.high <= 5.0
+
+
+def test_few_seeds_warning():
+    assert stats.few_seeds_warning(5) is None and stats.few_seeds_warning(10) is None
+    assert "3 seeds per cell" in stats.few_seeds_warning(3) and "5 or more" in stats.few_seeds_warning(3)
 
 
 def test_identical_scores_give_a_zero_width_interval():
@@ -113,7 +126,11 @@ def test_iqm_interval_covers_the_centre_of_a_symmetric_distribution():
 
 def test_difference_and_ratio_hand_computed():
     d = stats.difference([1, 2, 3, 4], [11, 12, 13, 14], stats.mean)
-    assert d.value == pytest.approx(10.0) and d.low <= 10.0 <= d.high and d.high - d.low < 4.0
+    welch = sps.ttest_ind([11, 12, 13, 14], [1, 2, 3, 4], equal_var=False).confidence_interval(0.95)
+    assert d.value == pytest.approx(10.0) and d.small
+    assert (d.low, d.high) == pytest.approx((welch.low, welch.high))  # Welch's t interval at n = 4
+    big = stats.difference(np.arange(8.0), np.arange(8.0) + 10, stats.mean)
+    assert not big.small and big.low <= 10.0 <= big.high and big.high - big.low < 6.0
     r = stats.ratio([100.0, 100.0], [50.0, 50.0])
     assert (r.value, r.low, r.high) == (0.5, 0.5, 0.5)
 
@@ -129,7 +146,11 @@ def test_probability_of_improvement_hand_computed():
 
 def test_probability_of_improvement_extremes():
     better = stats.probability_of_improvement([10, 11, 12], [1, 2, 3])
-    assert (better.value, better.low, better.high) == (1.0, 1.0, 1.0)
+    # three seeds: the bootstrap would say [1.00, 1.00]; Wilson's interval over 3 pairs does not collapse
+    assert better.value == 1.0 and better.small and better.high == 1.0
+    assert better.low == pytest.approx(stats.wilson_interval(1.0, 3)[0]) and 0.3 < better.low < 0.6
+    many = stats.probability_of_improvement(np.arange(10.0) + 20, np.arange(10.0), n_resamples=300)
+    assert (many.value, many.low, many.high, many.small) == (1.0, 1.0, 1.0, False)
     same = stats.probability_of_improvement([5, 5, 5], [5, 5, 5])
     assert same.value == 0.5 and same.pvalue == 1.0
 
@@ -251,7 +272,57 @@ def test_improvement_matrix_compares_cells_of_one_environment_only():
     assert ("a", "c") not in pairs and pairs[("c", "c")] == 0.5
 
 
+def test_wilson_interval_known_value():
+    low, high = stats.wilson_interval(0.5, 10)  # textbook: 5/10 -> [0.237, 0.763]
+    assert (low, high) == pytest.approx((0.2366, 0.7634), abs=1e-3)
+
+
+def test_order_runs_by_grid_then_by_score():
+    runs = make_runs({"a": {"final": [1, 2]}, "b": {"final": [5, 6]}, "c": {"final": [3, 4], "env": "Acrobot-v1"}})
+    shuffled = runs.iloc[[5, 2, 0, 4, 1, 3]]
+    plan = runs["run_id"].tolist()
+    assert stats.cell_order(stats.order_runs(shuffled, plan)) == ["c0", "c1", "c2"]
+    assert stats.cell_order(stats.order_runs(runs, plan, sort="score")) == ["c1", "c0", "c2"]
+    with pytest.raises(DqnbenchError, match="unknown sort"):
+        stats.order_runs(runs, plan, sort="alpha")
+
+
+def test_variant_drops_the_environment():
+    assert stats.variant_label("experiment.env=Acrobot-v1, network.name=mlp") == "network.name=mlp"
+    assert stats.variant_label("experiment.env=Acrobot-v1") == "default"
+
+
+def test_binned_curves_weight_windows_and_skip_nan():
+    runs = make_runs({"A": {"final": [1, 2]}})
+    per_step = pd.DataFrame({"run_id": ["c0-s0"] * 4 + ["c0-s1"] * 4, "step": [0, 1, 2, 3] * 2,
+                             "loss": [np.nan, 2.0, 4.0, 6.0, np.nan, 4.0, 6.0, 8.0]})  # fmt: skip
+    curve = stats.binned_curves(runs, per_step, "loss", bins=1)
+    assert curve["iqm"].tolist() == pytest.approx([5.0])  # runs: 4 and 6 (NaN ignored)
+    windowed = pd.DataFrame({"run_id": ["c0-s0", "c0-s0"], "step": [0, 10], "steps_n": [10, 30],
+                             "loss": [1.0, 2.0]})  # fmt: skip
+    assert stats.binned_curves(runs, windowed, "loss", bins=1)["iqm"].tolist() == pytest.approx([1.75])
+    assert stats.binned_curves(runs, per_step, "q_max").empty  # an older results directory: no column
+
+
+def test_timing_per_run_divides_windows_by_their_steps():
+    steps = pd.DataFrame({"run_id": ["r", "r"], "step": [0, 10], "steps_n": [10, 30],
+                          "t_act": [1.0, 3.0], "t_env": [0.0, 0.0], "t_learn": [0.0, 0.0]})  # fmt: skip
+    assert stats.timing_per_run(steps)["t_act"].tolist() == pytest.approx([0.1])
+
+
 def test_summarize_reads_a_results_object():
     runs = make_runs({"A": {"final": [1, 2, 3]}})
     summary = stats.summarize(in_memory_results(runs))
     assert summary["iqm"].iloc[0] == 2.0
+
+
+def test_builtin_reference_scores():
+    from dqnbench.analysis.scores import ATARI_RANDOM_HUMAN, builtin_scores
+
+    assert len(ATARI_RANDOM_HUMAN) == 57
+    pong = builtin_scores("ALE/Pong-v5")
+    assert (pong.random, pong.reference) == (-20.7, 14.6) and builtin_scores("PongNoFrameskip-v4") == pong
+    assert pong.normalize(14.6) == pytest.approx(1.0) and pong.normalize(-20.7) == 0.0
+    cart = builtin_scores("CartPole-v1")
+    assert cart.reference == 475.0 and 15 < cart.random < 30  # gymnasium's threshold; measured random policy
+    assert builtin_scores("MinAtar/Breakout-v1").reference is None and builtin_scores("Unknown-v0") is None

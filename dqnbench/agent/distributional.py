@@ -15,6 +15,8 @@ samples in Python.
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -77,8 +79,9 @@ def categorical_projection(
     upper_share = position - lower  # in [0, 1]: 1 when T z sits on atom lower + 1
     index = lower.long()
     projected = torch.zeros_like(probs)
-    projected.scatter_add_(-1, index, probs - probs * upper_share)
-    projected.scatter_add_(-1, index + 1, probs * upper_share)
+    upper = probs * upper_share
+    projected.scatter_add_(-1, index, probs - upper)
+    projected.scatter_add_(-1, index + 1, upper)
     return projected
 
 
@@ -124,14 +127,79 @@ def quantile_huber_loss_pairwise(
     return (weight * huber / kappa).mean(dim=-1).sum(dim=-1)
 
 
-def _sorted_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(x sorted along the last axis, the sorting order)``; NumPy's sort on the CPU (an order of magnitude
-    faster than torch's on rows of a few hundred), torch's elsewhere."""
+def _sorted_values(x: torch.Tensor) -> torch.Tensor:
+    """``x`` sorted along the last axis (values only); NumPy's vectorised sort on the CPU (~20× torch's on rows
+    of a few hundred), torch's elsewhere."""
     if x.device.type == "cpu":
-        order = torch.from_numpy(np.argsort(x.numpy(), axis=-1))
-        return x.gather(-1, order), order
-    values, order = x.sort(dim=-1)
-    return values, order
+        return torch.from_numpy(np.sort(x.numpy(), axis=-1))
+    return x.sort(dim=-1).values
+
+
+_LARGEST = torch.finfo(torch.float64).max
+
+
+def _counts_below(targets: torch.Tensor, bounds: torch.Tensor) -> torch.Tensor:
+    """How many of each row's ``targets (…, M)`` lie below each of its ``bounds (…, Q)``: ``(…, Q)`` int64.
+
+    One sort merges both: each float64 value carries a code in its lowest
+    ``⌈log2(Q + 1)⌉`` mantissa bits (0 for a target, ``1 + k`` for bound k), so
+    after sorting, the number of targets before a bound is a running count and
+    its code says where it goes. Overwriting those bits moves a value by under
+    2⁻⁴⁰ of itself for Q < 4096, far below float32's resolution, so only values
+    that tie to that precision may count on either side (the quantile loss is
+    continuous there). A vectorised sort of the merged rows is several times
+    faster than a binary search per bound (``torch.searchsorted``) on the CPU.
+    Non-finite values count as ±the largest float64 (a sort may not keep a NaN's bits);
+    the loss they enter is non-finite anyway.
+    """
+    size, count = targets.shape[-1], bounds.shape[-1]
+    bits = count.bit_length()
+    low = (1 << bits) - 1
+    merged = torch.cat([targets, bounds], dim=-1).nan_to_num_(nan=_LARGEST, posinf=_LARGEST, neginf=-_LARGEST)
+    keys = merged.view(torch.int64).bitwise_and_(~low)
+    codes = torch.cat([torch.zeros(size, dtype=torch.int64), torch.arange(1, count + 1)]).to(keys.device)
+    merged = _sorted_values(keys.bitwise_or_(codes).view(torch.float64)).view(torch.int64)
+    code = merged.bitwise_and_(low)
+    below = (code == 0).cumsum(dim=-1)
+    counts = torch.empty((*below.shape[:-1], count + 1), dtype=torch.int64, device=below.device)
+    return counts.scatter_(-1, code, below)[..., 1:]
+
+
+#: constants of :func:`quantile_huber_loss_and_grad` by ``id(taus)``: ``(weak reference to taus, key, constants)``;
+#: a learner passes the same ``taus`` tensor at every step
+_COEFFICIENTS: dict[int, tuple[weakref.ref, tuple, tuple[torch.Tensor, torch.Tensor]]] = {}
+
+
+def _quantile_coefficients(taus: torch.Tensor, kappa: float, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The constants of :func:`quantile_huber_loss_and_grad` for ``taus``, κ and ``M = count`` targets, in float64.
+
+    ``(table, levels)``: ``table (5, 3, N)`` holds the loss's coefficients of ``L``,
+    ``n`` and ``Q`` and the slope's of ``n`` and ``L`` at the boundaries ``θ − κ, θ, θ + κ``,
+    divided by ``M``; ``levels (N,)`` is ``τ``. Made once per ``taus`` tensor (and κ, M):
+    rebuilding them costs a tenth of the loss.
+    """
+    key = (kappa, count, taus._version, taus.device)
+    cached = _COEFFICIENTS.get(id(taus))
+    if cached is not None and cached[0]() is taus and cached[1] == key:
+        return cached[2]
+    tau = taus.detach().double()
+    low, mid, high, zero = 1 - tau, 1 - 2 * tau, tau, torch.zeros_like(tau)
+    table = (
+        torch.stack(
+            [
+                torch.stack([low, zero, high]),  # loss, L
+                torch.stack([-0.5 * kappa * low, zero, 0.5 * kappa * high]),  # loss, n
+                torch.stack([-low, mid, high]) / (2 * kappa),  # loss, Q
+                torch.stack([low, zero, high]),  # slope, n
+                torch.stack([-low, mid, high]) / kappa,  # slope, L
+            ]
+        )
+        / count
+    )
+    if len(_COEFFICIENTS) >= 16:  # tests make many taus; a run one or two
+        _COEFFICIENTS.clear()
+    _COEFFICIENTS[id(taus)] = (weakref.ref(taus), key, (table, tau))
+    return table, tau
 
 
 def quantile_huber_loss_and_grad(
@@ -144,45 +212,47 @@ def quantile_huber_loss_and_grad(
     step. For a fixed predicted ``θ_i`` the loss over the targets is piecewise in
     ``T θ_j`` (linear below ``θ_i − κ``, quadratic in between, linear above
     ``θ_i + κ``, weighted ``1 − τ̂_i`` below ``θ_i`` and ``τ̂_i`` above), so
-    sorting each sample's targets once and reading the counts, sums and sums of
-    squares of each piece from prefix sums gives the same loss and gradient in
-    O((N + M) log M). The pieces meet continuously (values and slopes), so a
-    target tied with a boundary may fall on either side. Targets are centred per
-    sample and prefix sums accumulated in float64, so the expansion
-    ``Σ(T − θ)² = ΣT² − 2θΣT + nθ²`` keeps float32 precision; the predicted
-    quantiles are searched in sorted order, which makes the searches several
-    times faster. About 40× faster than the pairwise definition at 200 quantiles.
+    sorting each sample's targets once and reading, at the three boundaries
+    ``x ∈ {θ_i − κ, θ_i, θ_i + κ}``, the count ``n(x)`` of targets below ``x``
+    and from prefix sums ``L(x) = Σ_{T<x} (θ_i − T)`` and
+    ``Q(x) = Σ_{T<x} (T − θ_i)²`` gives the same loss and gradient in
+    O((N + M) log M). With ``a, b, c`` the three boundaries and ``S`` the sum of the targets,
+    ``M · loss_i = (1 − τ)(L_a − κ n_a/2 − Q_a/2κ) + (1 − 2τ) Q_b/2κ + τ (L_c + κ n_c/2 + Q_c/2κ)
+    + τ (S − M θ_i − κM/2)`` and
+    ``M · ∂loss_i/∂θ_i = (1 − τ)(n_a − L_a/κ) + (1 − 2τ) L_b/κ + τ (n_c + L_c/κ) − τM``:
+    fixed coefficients (:func:`_quantile_coefficients`) times nine gathered
+    numbers per quantile, a few whole-batch operations. The pieces meet
+    continuously (values and slopes), so a target tied with a boundary may fall on
+    either side. Targets are centred per sample and everything after the sort is
+    float64, so the expansion ``Q = Σ T² − 2θ Σ T + n θ²`` keeps float32 precision.
+    The counts come from one merged sort (:func:`_counts_below`), in the quantiles'
+    own order. At 64 × 200 quantiles on one CPU thread: ~0.8 ms, against ~1.4 ms for
+    the previous binary-search form and tens of ms for the pairwise definition.
     """
     _check_quantiles(quantiles, targets, taus, kappa)
     dtype, size, count = quantiles.dtype, quantiles.shape[-1], targets.shape[-1]
     with torch.no_grad():
+        targets = targets.to(torch.float64)
         centre = targets.mean(dim=-1, keepdim=True)
-        sorted_targets, _ = _sorted_rows((targets - centre).float())
-        theta, order = _sorted_rows((quantiles.detach() - centre).float())
-        # how many targets lie below θ − κ, below θ and below θ + κ (u < −κ, u < 0, u < κ), in one search
-        counts = torch.searchsorted(sorted_targets, torch.cat([theta - kappa, theta, theta + kappa], dim=-1))
-        # prefix sums of the targets and their squares (sums[k]: of the k smallest), accumulated in float64
-        sums = F.pad(sorted_targets.cumsum(-1, dtype=torch.float64), (1, 0)).float().gather(-1, counts)
-        squares = F.pad((sorted_targets * sorted_targets).cumsum(-1, dtype=torch.float64), (1, 0)).float()
-        n_below, n_negative, n_within = counts.float().split(size, dim=-1)
-        s_below, s_negative, s_within = sums.split(size, dim=-1)
-        q_below, q_negative, q_within = squares.gather(-1, counts).split(size, dim=-1)
-        n_above, s_above = count - n_within, sorted_targets.sum(dim=-1, keepdim=True) - s_within
-        n_low, s_low, q_low = n_negative - n_below, s_negative - s_below, q_negative - q_below  # −κ ≤ u < 0
-        n_high, s_high, q_high = n_within - n_negative, s_within - s_negative, q_within - q_negative  # 0 ≤ u < κ
-        tau = taus.float().take(order)  # the levels of the quantiles in their sorted order
-        # Σ over a piece of (T − θ)²/2κ, and the linear pieces' Σ |u| − κ/2, weighted 1 − τ below θ and τ above
-        low_sq = (q_low - 2 * theta * s_low + n_low * theta * theta) / (2 * kappa)
-        high_sq = (q_high - 2 * theta * s_high + n_high * theta * theta) / (2 * kappa)
-        lin_below = n_below * (theta - 0.5 * kappa) - s_below
-        lin_above = s_above - n_above * (theta + 0.5 * kappa)
-        losses = ((1 - tau) * (lin_below + low_sq) + tau * (high_sq + lin_above)).sum(dim=-1) / count
-        # d/dθ_i: 1 per target below θ−κ, (θ − T)/κ in the quadratic pieces, −1 per target above θ+κ
-        slope = (1 - tau) * (n_below + (n_low * theta - s_low) / kappa)
-        slope += tau * ((n_high * theta - s_high) / kappa - n_above)
-        grad = torch.empty(quantiles.shape, dtype=dtype, device=quantiles.device)
-        grad.scatter_(-1, order, slope.div_(count).to(dtype))  # back to the quantiles' own order
-    return losses.to(dtype), grad
+        sorted_targets = _sorted_values(targets - centre)
+        theta = quantiles.detach().to(torch.float64) - centre
+        # how many targets lie below θ − κ, θ and θ + κ (u < −κ, u < 0, u < κ), counted at once
+        offsets = torch.tensor([[-kappa], [0.0], [kappa]], dtype=torch.float64, device=theta.device)
+        counts = _counts_below(sorted_targets, (theta.unsqueeze(-2) + offsets).flatten(-2))
+        # prefix sums of the targets and their squares (sums[k]: of the k smallest)
+        padded = F.pad(sorted_targets, (1, 0))
+        s = padded.cumsum(-1).gather(-1, counts).unflatten(-1, (3, size))
+        q = padded.square_().cumsum(-1).gather(-1, counts).unflatten(-1, (3, size))
+        n = counts.to(torch.float64).unflatten(-1, (3, size))
+        at = theta.unsqueeze(-2)
+        below = torch.mul(at, n).sub_(s)  # L(x) = n θ − Σ T
+        squares = torch.addcmul(q, at, below - s)  # Q(x) = Σ T² − 2θ Σ T + n θ²
+        table, levels = _quantile_coefficients(taus, kappa, count)
+        loss = (below * table[0]).addcmul_(n, table[1]).addcmul_(squares, table[2]).sum(dim=(-2, -1))
+        # + Σ_i τ_i (S − M θ_i − κM/2) / M, S ≈ 0 after centring but kept exact
+        loss += (sorted_targets.sum(dim=-1) - 0.5 * kappa * count) * (levels.sum() / count) - theta @ levels
+        slope = (n * table[3]).addcmul_(below, table[4]).sum(dim=-2).sub_(levels)
+    return loss.to(dtype), slope.to(dtype)
 
 
 class _QuantileHuberLoss(torch.autograd.Function):

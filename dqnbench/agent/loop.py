@@ -35,8 +35,8 @@ from torch import nn
 from dqnbench.agent.envs import env_spaces, learning_reward, make_envs, terminal_next_obs
 from dqnbench.agent.learning import autograd_backward
 from dqnbench.agent.nets import QNetworks, probe_observations
-from dqnbench.agent.records import StepRecords, TrainLog, steps_window
 from dqnbench.agent.numerics import flush_denormals
+from dqnbench.agent.records import StepRecords, TrainLog, steps_window
 from dqnbench.config.schema import AgentConfig, RunConfig
 from dqnbench.plugin.checks import check_actions, check_batch, check_learner, check_network_outputs
 from dqnbench.plugin.contracts import Explorer, Learner, LearnerLoss, Optimizer

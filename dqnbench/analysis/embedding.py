@@ -17,12 +17,20 @@ it. The layer is found as follows (see :func:`find_layer`):
 
 1. ``layer="name"``: the *output* of that submodule (a name from
    ``net.named_modules()``);
-2. a submodule called ``body``: its output. dqnbench's built-in networks (mlp,
-   dueling, noisy) end ``body`` at the representation their heads share;
+2. a submodule called ``body`` (the shallowest, e.g. ``head.body``): its
+   output. dqnbench's built-in networks (mlp, dueling, noisy) end ``body`` at
+   the representation their heads share; the conv networks (nature_cnn,
+   minatar_cnn) put one of those as ``head`` on their convolutions, so
+   ``head.body`` is their penultimate layer;
 3. otherwise the *input* of the last linear layer in ``net.modules()`` order:
    an ``nn.Linear`` or any module with ``in_features`` / ``out_features``
    (NoisyNet layers), preferring the last one whose ``out_features`` is the
    number of actions (the Q head).
+
+States are visited with the run's own environment component (its ``[env]``
+section, see :func:`load_trained_env`), so image observations reach the
+network in the shape and dtype it was trained on (MinAtar's channels-first
+bools, Atari's uint8 frame stacks).
 
 Matplotlib is imported inside the figure functions only.
 """
@@ -108,8 +116,10 @@ def find_layer(net: nn.Module, n_actions: int | None = None, layer: str | None =
                 f"network {kind} has no submodule {layer!r} (has: {', '.join(n for n in modules if n) or 'none'})"
             )
         return layer, modules[layer], "output"
-    if isinstance(modules.get("body"), nn.Module):
-        return "body", modules["body"], "output"
+    bodies = [n for n in modules if n == "body" or n.endswith(".body")]
+    if bodies:
+        name = min(bodies, key=lambda n: n.count("."))  # the shallowest: a head's body inside a conv network
+        return name, modules[name], "output"
     linears = [(n, m) for n, m in modules.items() if _is_linear(m)]
     if not linears:
         raise EmbeddingError(
@@ -216,18 +226,24 @@ def embed_states(
     max_states: int = 5000,
     layer: str | None = None,
     q_values: QValues | None = None,
+    make_env: Callable[[str], Any] | None = None,
 ) -> Embedding:
     """Roll out ``episodes`` greedy episodes of ``net`` on ``env_id`` and embed every visited state.
 
     The network is put in ``eval()`` mode (noisy layers use their mean
     weights, as in greedy evaluation). ``q_values`` reads Q-values from its
     outputs (a learner's ``q_values``, see :func:`load_trained_learner`); by
-    default the outputs are the Q-values. Rollouts stop early after
-    ``max_states`` states so a long-lived agent stays cheap to plot.
+    default the outputs are the Q-values. ``make_env`` makes the env from its
+    id as the run did (:func:`load_trained_env`); by default the ``auto`` env
+    component. Observations reach the network in their own shape and dtype.
+    Rollouts stop early after ``max_states`` states so a long-lived agent
+    stays cheap to plot.
     """
-    import gymnasium
+    if make_env is None:
+        from dqnbench.plugin.registry import load_registry
 
-    env = gymnasium.make(env_id)
+        make_env = load_registry(load_entrypoints=False).get("env", "auto").factory  # a built-in
+    env = make_env(env_id)
     n_actions = int(env.action_space.n)
     net.eval()
     rows: dict[str, list[Any]] = {"features": [], "q": [], "episode": [], "t": []}
@@ -260,7 +276,7 @@ def _rollout(env: Any, extract: FeatureExtractor, seed: int, budget: int, ep: in
     obs, _ = env.reset(seed=seed)
     total, t, done = 0.0, 0, False
     while not done and t < budget:
-        feats, q = extract(torch.as_tensor(np.asarray(obs, dtype=np.float32).reshape(1, -1)))
+        feats, q = extract(torch.as_tensor(np.asarray(obs)).unsqueeze(0))
         rows["features"].append(feats[0].numpy())
         rows["q"].append(q[0].numpy())
         rows["episode"].append(ep)
@@ -453,6 +469,15 @@ def load_trained_learner(results: Results, run_id: str, registry: Registry | Non
     return factory(int(record["n_actions"]), **dict(spec.get("params") or {}))
 
 
+def load_trained_env(results: Results, run_id: str, registry: Registry | None = None) -> Callable[[str], Any]:
+    """The env factory of a run: its record's ``config["env"]`` component bound to its params (``auto`` if none)."""
+    registry = _registry(registry)
+    spec = results.record(run_id)["config"].get("env") or {"name": "auto"}
+    factory = registry.get("env", spec["name"]).factory
+    params = dict(spec.get("params") or {})
+    return lambda env_id: factory(env_id, **params)
+
+
 def load_trained_network(results: Results, run_id: str, registry: Registry | None = None) -> nn.Module:
     """The trained Q-network of a run, in eval mode.
 
@@ -470,10 +495,19 @@ def load_trained_network(results: Results, run_id: str, registry: Registry | Non
     outputs = load_trained_learner(results, run_id, registry).outputs
     if outputs != 1:
         params["outputs"] = outputs
-    net = factory(int(record["obs_dim"]), int(record["n_actions"]), **params)
+    net = factory(recorded_obs(record), int(record["n_actions"]), **params)
     net.load_state_dict(results.weights(run_id))
     net.eval()
     return net
+
+
+def recorded_obs(record: dict[str, Any]) -> int:
+    """The :class:`dqnbench.ObsSpec` a run's network was built for, from its record (a flat size for old records)."""
+    from dqnbench.plugin.obs import ObsSpec
+
+    if record.get("obs_shape") is None:
+        return int(record["obs_dim"])
+    return ObsSpec(tuple(record["obs_shape"]), record.get("obs_dtype") or "float32")
 
 
 def _registry(registry: Registry | None) -> Registry:

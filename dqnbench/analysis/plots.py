@@ -52,8 +52,26 @@ PLOTS_DIR = "plots"
 
 
 def _style(i: int) -> dict[str, Any]:
-    """Colour and line style of the i-th cell: 8 colours, then the next line style."""
+    """Colour and line style of the i-th variant: 8 colours, then the next line style."""
     return {"color": OKABE_ITO[i % len(OKABE_ITO)], "linestyle": LINESTYLES[(i // len(OKABE_ITO)) % len(LINESTYLES)]}
+
+
+def variant_styles(runs: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """variant → its style: one colour per variant in every panel and figure, in grid order."""
+    return {v: _style(i) for i, v in enumerate(stats.variant_order(runs))}
+
+
+def cell_styles(runs: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """cell → the style of its variant (the same variant on two environments looks the same)."""
+    styles, variants = variant_styles(runs), stats.cell_variants(runs)
+    return {c: styles[variants[c]] for c in stats.cell_order(runs)}
+
+
+SMALL_NOTE = f"† n too small (< {stats.SMALL_N} runs): t-interval band"
+
+
+def _curve_label(label: str, n: int, small: bool) -> str:
+    return f"{stats.short_label(stats.variant_label(label))} (n={n}{' †' if small else ''})"
 
 
 def _envs(runs: pd.DataFrame) -> list[str | None]:
@@ -99,15 +117,18 @@ def learning_curves_figure(
     if not envs:
         return _no_data(Figure(figsize=(6, 4)), "no evaluations of successful runs")
     fig, axes = _panels(len(envs))
-    order = stats.cell_order(stats.ok_runs(runs))
+    styles = cell_styles(runs)
+    small_any = False
     for ax, env in zip(axes, envs):
         mine = curves[curves["env"].fillna("") == (env or "")]
         for cell, group in mine.groupby("cell", sort=False):
-            style = _style(order.index(cell))
-            n = int(group["n"].max())
-            label = f"{stats.short_label(group['label'].iloc[0])} (n={n})"
+            style = styles[cell]
+            small = bool(group["small"].any())
+            small_any |= small
+            label = _curve_label(group["label"].iloc[0], int(group["n"].max()), small)
             ax.plot(group["step"], group["iqm"], marker="o", markersize=3, label=label, **style)
-            ax.fill_between(group["step"], group["lo"], group["hi"], color=style["color"], alpha=0.2, linewidth=0)
+            ax.fill_between(group["step"], group["lo"], group["hi"], color=style["color"], alpha=0.2, linewidth=0,
+                            hatch="//" if small else None)  # fmt: skip
         goal = stats.env_threshold(env) if threshold else None
         if goal is not None:
             ax.axhline(goal, color="0.3", linestyle=":", linewidth=1, label=f"reward threshold {goal:g}")
@@ -116,6 +137,119 @@ def learning_curves_figure(
         ax.set_ylabel("evaluation return (mean over episodes)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
+    if small_any:
+        fig.text(0.01, 0.0, SMALL_NOTE, fontsize=7, ha="left", va="bottom")
+    return fig
+
+
+# --------------------------------------------------------------------------- training signals
+
+SIGNAL_TITLES = {
+    "episode_return": "training-episode return",
+    "loss": "TD loss",
+    "q_max": "mean max-Q",
+    "epsilon": "ε (exploration)",
+}
+
+
+def training_curves_figure(
+    runs: pd.DataFrame,
+    steps: pd.DataFrame,
+    episodes: pd.DataFrame,
+    *,
+    bins: int = 30,
+    confidence: float = stats.CONFIDENCE,
+) -> Figure:
+    """Training signals over env steps, one row per signal and one column per environment.
+
+    Training-episode returns (``episodes``), TD loss, mean max-Q and ε
+    (``steps``; per-window means when the table is windowed): per step bin the
+    IQM over seeds of each run's bin mean, with a CI band
+    (:func:`dqnbench.analysis.stats.binned_curves`). Signals an older results
+    directory lacks are left out.
+    """
+    tables = {"steps": steps, "episodes": episodes}
+    curves = {}
+    for name, (table, column) in stats.TRAINING_SIGNALS.items():
+        curve = stats.binned_curves(runs, tables[table], column, bins=bins, confidence=confidence)
+        if len(curve):
+            curves[name] = curve
+    envs = _envs(runs)
+    if not curves or not envs:
+        return _no_data(Figure(figsize=(6, 4)), "no training signals recorded")
+    styles = cell_styles(runs)
+    fig = Figure(figsize=(5.2 * len(envs), 3.0 * len(curves)), layout="constrained")
+    axes = fig.subplots(len(curves), len(envs), squeeze=False)
+    small_any = False
+    for i, (name, curve) in enumerate(curves.items()):
+        for j, env in enumerate(envs):
+            ax = axes[i][j]
+            mine = curve[curve["env"].fillna("") == (env or "")]
+            for cell, group in mine.groupby("cell", sort=False):
+                style = styles[cell]
+                small = bool(group["small"].any())
+                small_any |= small
+                label = _curve_label(group["label"].iloc[0], int(group["n"].max()), small)
+                ax.plot(group["step"], group["iqm"], label=label, linewidth=1.4, **style)
+                ax.fill_between(group["step"], group["lo"], group["hi"], color=style["color"], alpha=0.18,
+                                linewidth=0)  # fmt: skip
+            if name == "loss" and len(mine) and (mine["iqm"] > 0).all():
+                ax.set_yscale("log")
+            ax.set_title(f"{_env_title(env)}: {SIGNAL_TITLES[name]}", fontsize=9)
+            ax.set_xlabel("environment steps", fontsize=8)
+            ax.grid(alpha=0.3)
+            ax.tick_params(labelsize=7)
+            if i == 0 and j == 0:
+                ax.legend(fontsize=7, loc="best")
+    fig.suptitle(f"Training signals: IQM over seeds per step bin, {confidence:.0%} CI", fontsize=10)
+    if small_any:
+        fig.text(0.01, 0.0, SMALL_NOTE, fontsize=7, ha="left", va="bottom")
+    return fig
+
+
+# --------------------------------------------------------------------------- across environments
+
+
+def aggregate_figure(agg: Any, *, confidence: float = stats.CONFIDENCE) -> Figure:
+    """Cross-environment aggregates: IQM / median / mean / optimality gap intervals and performance profiles.
+
+    Normalized scores (0 = random, 1 = reference) with stratified-bootstrap CIs,
+    after Agarwal et al. (2021, Fig. 9 and §4.2); one colour per variant, as in every other figure.
+    """
+    from dqnbench.analysis.aggregate import METRICS, performance_profile
+
+    table = agg.table
+    if table.empty:
+        return _no_data(Figure(figsize=(6, 4)), "no environment has a reference score")
+    colours = {v: _style(i)["color"] for i, v in enumerate(table["variant"])}
+    fig = Figure(figsize=(15, 2.2 + 0.45 * len(table) + 3.5), layout="constrained")
+    grid = fig.add_gridspec(2, len(METRICS), height_ratios=[0.6 + 0.3 * len(table), 3.5])
+    names = {"iqm": "IQM", "median": "median", "mean": "mean", "optimality_gap": "optimality gap (lower = better)"}
+    y = np.arange(len(table))[::-1]
+    for k, metric in enumerate(METRICS):
+        ax = fig.add_subplot(grid[0, k])
+        for yi, (_, r) in zip(y, table.iterrows()):
+            ax.plot([r[f"{metric}_lo"], r[f"{metric}_hi"]], [yi, yi], color=colours[r["variant"]], linewidth=6,
+                    alpha=0.6, solid_capstyle="butt")  # fmt: skip
+            ax.plot([r[metric]], [yi], "|", color="black", markersize=12)
+        ax.set_yticks(y, [stats.short_label(v) + (" †" if s else "") for v, s in zip(table["variant"], table["small"])]
+                      if k == 0 else [], fontsize=8)  # fmt: skip
+        ax.set_title(names[metric], fontsize=9)
+        ax.set_xlabel("normalized score", fontsize=8)
+        ax.grid(axis="x", alpha=0.3)
+    profile = performance_profile(agg.normalized, confidence=confidence)
+    ax = fig.add_subplot(grid[1, :])
+    for variant, group in profile.groupby("variant", sort=False):
+        ax.plot(group["tau"], group["fraction"], color=colours[variant], label=stats.short_label(variant))
+        ax.fill_between(group["tau"], group["lo"], group["hi"], color=colours[variant], alpha=0.18, linewidth=0)
+    ax.axvline(1.0, color="0.3", linestyle=":", linewidth=1, label="reference score")
+    ax.set_xlabel("normalized score τ (0 = random policy, 1 = reference)")
+    ax.set_ylabel("fraction of runs with score > τ")
+    ax.set_title(f"Performance profiles over {len(agg.anchors)} environments ({confidence:.0%} CI bands)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.suptitle("Across environments: normalized final scores, stratified-bootstrap CIs (Agarwal et al. 2021)"
+                 + ("; † fewer than 5 runs on an env" if table["small"].any() else ""), fontsize=10)  # fmt: skip
     return fig
 
 
@@ -137,21 +271,22 @@ def final_scores_figure(
     height = 1.2 + 0.45 * summary.groupby("env", dropna=False).size().max()
     fig, axes = _panels(len(envs), width=6.5, height=height)
     scores = stats.final_scores(runs)
+    styles = cell_styles(runs)
     for ax, env in zip(axes, envs):
         mine = summary[summary["env"].isna()] if env is None else summary[summary["env"] == env]
-        mine = mine.sort_values("iqm")
-        y = np.arange(len(mine))
-        low = (mine["iqm"] - mine["iqm_lo"]).fillna(0).clip(lower=0)
-        high = (mine["iqm_hi"] - mine["iqm"]).fillna(0).clip(lower=0)
-        ax.errorbar(mine["iqm"], y, xerr=[low, high], fmt="o", color=OKABE_ITO[0], ecolor=OKABE_ITO[0],
-                    capsize=4, markersize=7, label=f"IQM, {confidence:.0%} CI", zorder=3)  # fmt: skip
-        for yi, cell in zip(y, mine["cell"]):
-            points = scores[cell]
+        y = np.arange(len(mine))[::-1]  # the report's order, top to bottom
+        for yi, (_, r) in zip(y, mine.iterrows()):
+            colour = styles[r["cell"]]["color"]
+            low = max(r["iqm"] - r["iqm_lo"], 0) if not math.isnan(r["iqm_lo"]) else 0
+            high = max(r["iqm_hi"] - r["iqm"], 0) if not math.isnan(r["iqm_hi"]) else 0
+            ax.errorbar([r["iqm"]], [yi], xerr=[[low], [high]], fmt="o", color=colour, ecolor=colour, capsize=4,
+                        markersize=7, zorder=3, label=f"IQM, {confidence:.0%} CI" if yi == y[0] else None)  # fmt: skip
+            points = scores[r["cell"]]
             jitter = np.linspace(-0.15, 0.15, len(points)) if len(points) > 1 else np.zeros(1)
-            ax.scatter(points, yi + jitter, s=10, color=OKABE_ITO[1], alpha=0.8, zorder=2,
-                       label="single run" if yi == 0 else None)  # fmt: skip
-        ax.set_yticks(y, [f"{stats.short_label(lbl)} (n={n})" for lbl, n in zip(mine["label"], mine["n_ok"])],
-                      fontsize=8)  # fmt: skip
+            ax.scatter(points, yi + jitter, s=10, color="0.35", alpha=0.8, zorder=2,
+                       label="single run" if yi == y[0] else None)  # fmt: skip
+        ax.set_yticks(y, [_curve_label(lbl, n, bool(sm)) for lbl, n, sm in
+                          zip(mine["label"], mine["n_ok"], mine["small_n"])], fontsize=8)  # fmt: skip
         ax.set_xlabel("final greedy evaluation return")
         ax.set_title(f"{_env_title(env)}: final return by cell")
         ax.grid(axis="x", alpha=0.3)
@@ -187,15 +322,20 @@ def improvement_figure(
             text = f"{row.p:.2f}"
             if not math.isnan(row.lo):
                 text += f"\n[{row.lo:.2f}, {row.hi:.2f}]"
+            if row.small and row.x != row.y:
+                text += " †"
             shade = "white" if abs(row.p - 0.5) > 0.3 else "black"
             ax.text(j, i, text, ha="center", va="center", fontsize=7, color=shade)
-        names = [stats.short_label(labels[c]) for c in cells]
+        names = [stats.short_label(stats.variant_label(labels[c])) for c in cells]
         ax.set_xticks(range(len(cells)), names, rotation=35, ha="right", fontsize=7)
         ax.set_yticks(range(len(cells)), names, fontsize=7)
         ax.set_xlabel("cell Y")
         ax.set_ylabel("cell X")
         ax.set_title(f"{_env_title(env)}: P(X > Y), final return", fontsize=10)
     fig.colorbar(image, ax=axes, shrink=0.8, label="probability of improvement P(X > Y)")
+    if matrix["small"].any():
+        fig.text(0.01, 0.0, f"† n too small (< {stats.SMALL_N} runs): Wilson interval over min(n_x, n_y) pairs",
+                 fontsize=7, ha="left", va="bottom")  # fmt: skip
     return fig
 
 
@@ -246,6 +386,7 @@ def write_plots(
     gif: bool = True,
     gif_frames: int = 30,
     episodes: int = 5,
+    sort: str = "grid",
 ) -> list[Path]:
     """Write every plot of ``results`` and ``index.md`` into ``out_dir`` (default ``<results>/plots``).
 
@@ -254,6 +395,9 @@ def write_plots(
     and a note in ``index.md``; the other plots are still written. Raises
     :class:`~dqnbench.errors.ResultsError` when no run succeeded.
     """
+    from dqnbench.analysis.aggregate import aggregates
+
+    results = stats.in_order(results, sort)
     runs = results.runs
     if runs.empty or stats.ok_runs(runs).empty:
         raise ResultsError(f"no successful runs in {results.path}: nothing to plot")
@@ -261,16 +405,20 @@ def write_plots(
     out.mkdir(parents=True, exist_ok=True)
     written = [
         _save(learning_curves_figure(runs, results.evals), out / "learning_curves.png"),
+        _save(training_curves_figure(runs, results.steps, results.episodes), out / "training_curves.png"),
         _save(final_scores_figure(runs), out / "final_scores.png"),
         _save(improvement_figure(runs), out / "improvement.png"),
         _save(timing_figure(runs, results.steps), out / "timing.png"),
     ]
+    agg = aggregates(runs)
+    if agg is not None:
+        written.append(_save(aggregate_figure(agg), out / "aggregates.png"))
     notes: list[str] = []
     embeddings: list[tuple[str, Path, Path | None]] = []
     if embedding:
         embeddings, notes = _write_embeddings(results, out, registry, gif=gif, gif_frames=gif_frames, episodes=episodes)
         written += [p for _, png, anim in embeddings for p in (png, anim) if p is not None]
-    written.append(_write_index(results, out, embeddings, notes))
+    written.append(_write_index(results, out, embeddings, notes, agg))
     return written
 
 
@@ -283,6 +431,7 @@ def _write_embeddings(
         embedding_figure,
         embedding_frame,
         embedding_gif,
+        load_trained_env,
         load_trained_learner,
         load_trained_network,
         representative_runs,
@@ -299,7 +448,10 @@ def _write_embeddings(
             net = load_trained_network(results, run_id, registry)
             q_values = load_trained_learner(results, run_id, registry).q_values  # expected Q of a distribution
             env_id = results.record(run_id)["env"]
-            frame = embedding_frame(embed_states(net, env_id, episodes=episodes, seed=0, q_values=q_values))
+            make_env = load_trained_env(results, run_id, registry)
+            frame = embedding_frame(
+                embed_states(net, env_id, episodes=episodes, seed=0, q_values=q_values, make_env=make_env)
+            )
         except Exception as exc:  # a missing plugin or file must not cost the other plots
             note = f"embedding of {variant} (run {run_id}) skipped: {type(exc).__name__}: {exc}"
             warnings.warn(note, stacklevel=2)
@@ -314,12 +466,12 @@ def _write_embeddings(
 
 
 def _write_index(
-    results: Results, out: Path, embeddings: list[tuple[str, Path, Path | None]], notes: list[str]
+    results: Results, out: Path, embeddings: list[tuple[str, Path, Path | None]], notes: list[str], agg: Any = None
 ) -> Path:
     """``index.md``: the report table, then every figure with a sentence on how to read it."""
     from dqnbench.analysis.report import render_report
 
-    table = render_report(stats.summarize(results), "markdown")
+    table = render_report(stats.summarize(results), "markdown", aggregates=agg)
     lines = [
         f"# dqnbench results: {Path(results.path).name}",
         "",
@@ -329,8 +481,14 @@ def _write_index(
         "",
         "![learning curves](learning_curves.png)",
         "",
+        "## Training signals",
+        "Training-episode return, TD loss, mean max-Q and ε over environment steps: IQM over seeds per step "
+        "bin, shaded 95% CI.",
+        "",
+        "![training signals](training_curves.png)",
+        "",
         "## Final scores",
-        "IQM of the final greedy return with 95% CI (dots: single runs), best on top.",
+        "IQM of the final greedy return with 95% CI (dots: single runs), in the report's order.",
         "",
         "![final scores](final_scores.png)",
         "",
@@ -345,6 +503,10 @@ def _write_index(
         "![timing](timing.png)",
         "",
     ]
+    if agg is not None:
+        lines += ["## Across environments", "Normalized scores (0 = random, 1 = reference): aggregate IQM, median, "
+                  "mean and optimality gap with stratified-bootstrap 95% CIs, and performance profiles.", "",
+                  "![aggregates](aggregates.png)", ""]  # fmt: skip
     if embeddings or notes:
         lines += ["## Q-network embeddings", "Penultimate-layer activations of states visited by greedy "
                   "episodes, PCA to 3D; colour = greedy action, shade = max Q.", ""]  # fmt: skip

@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import math
 import shutil
+import textwrap
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -29,30 +30,52 @@ if TYPE_CHECKING:
 FORMATS = ("table", "markdown", "csv")
 
 
+SMALL_MARK = "†"
+
+
 def _num(value: float, digits: int = 1) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     return f"{value:,.{digits}f}"
 
 
+def _short(value: float) -> str:
+    """A number in at most ~6 characters: 12.3k, 187, 42.5, 0.87, −499."""
+    if value is None or math.isnan(value):
+        return "–"
+    if math.isinf(value):
+        return "∞" if value > 0 else "−∞"
+    magnitude = abs(value)
+    if magnitude >= 10_000:
+        return f"{value / 1e3:.0f}k"
+    if magnitude >= 1_000:
+        return f"{value / 1e3:.1f}k"
+    if magnitude >= 100:
+        return f"{value:.0f}"
+    if magnitude >= 1:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
 def _ci(row: pd.Series, name: str) -> str:
-    """``"187.3 [150.2, 230.1]"``; ``"187.3 (1 run: no CI)"`` when the CI cannot be estimated."""
+    """``"187 [150, 230]"``; ``"187 [90, 260]†"`` below 5 runs; ``"187 (1 run)"`` without a CI."""
     value, low, high = row[name], row[f"{name}_lo"], row[f"{name}_hi"]
     if math.isnan(value):
         return "–"
     if math.isnan(low) or math.isnan(high):
-        return f"{_num(value)} (no CI: {int(row['n_ok'])} run)"
-    return f"{_num(value)} [{_num(low)}, {_num(high)}]"
+        return f"{_short(value)} (no CI: {int(row['n_ok'])} run)"
+    mark = SMALL_MARK if bool(row.get("small_n", False)) else ""
+    return f"{_short(value)} [{_short(low)}, {_short(high)}]{mark}"
 
 
 def _to_threshold(row: pd.Series) -> str:
-    """``"12,000 (5/5)"``, ``"not reached (1/5)"`` or ``"–"`` without a threshold."""
+    """``"12.0k (5/5)"``, ``"never (1/5)"`` or ``"–"`` without a threshold."""
     if math.isnan(row["threshold"]) or row["n_ok"] == 0:
         return "–"
     counts = f"({int(row['n_reached'])}/{int(row['n_ok'])})"
     if math.isinf(row["steps_to_threshold"]):
-        return f"not reached {counts}"
-    return f"{row['steps_to_threshold']:,.0f} {counts}"
+        return f"never {counts}"
+    return f"{_short(row['steps_to_threshold'])} {counts}"
 
 
 def _ok(row: pd.Series) -> str:
@@ -67,18 +90,21 @@ def _ms(seconds: float) -> str:
 
 
 def display_frame(summary: pd.DataFrame) -> pd.DataFrame:
-    """The summary rounded and labelled for people: strings, units in the headers."""
+    """The summary rounded and labelled for people: strings, units in the headers.
+
+    ``cell`` is the variant (the label without the environment, which has its own column).
+    """
     rows = []
     for _, row in summary.iterrows():
         rows.append(
             {
-                "cell": row["label"],
+                "cell": stats.variant_label(row["label"]),
                 "env": row["env"] or "–",
                 "ok": _ok(row),
                 "IQM [95% CI]": _ci(row, "iqm"),
-                "mean": _num(row["mean"]),
-                "median": _num(row["median"]),
-                "AUC": _num(row["auc"]),
+                "median": _short(row["median"]),
+                "mean": _short(row["mean"]),
+                "AUC": _short(row["auc"]),
                 _threshold_header(summary): _to_threshold(row),
                 "steps/s": _num(row["steps_per_s"], 0),
                 "act ms": _ms(row["t_act"]),
@@ -92,7 +118,7 @@ def display_frame(summary: pd.DataFrame) -> pd.DataFrame:
 def _threshold_header(summary: pd.DataFrame) -> str:
     values = {float(v) for v in summary["threshold"] if not math.isnan(v)}
     if len(values) == 1:
-        return f"steps to ≥ {_num(values.pop(), 0)}"
+        return f"steps to ≥ {_short(values.pop())}"
     return "steps to threshold"
 
 
@@ -104,21 +130,38 @@ def footnote(summary: pd.DataFrame, confidence: float = stats.CONFIDENCE, n_resa
         "AUC: area under the evaluation-return curve divided by its step span (mean return over training), "
         "IQM over runs. Steps to ≥ threshold (the env's reward_threshold): median over runs, a run that "
         "never got there counting as never; (reached/runs). act / env / learn ms: mean milliseconds per env "
-        "step choosing actions, in env.step and learning. ok: successful/all runs."
+        "step choosing actions, in env.step and learning. ok: successful/all runs. Rows in grid order."
     )
-    with_ci = summary.loc[summary["n_ok"] >= 2, "n_ok"]
-    if len(with_ci) and with_ci.min() < 5:
-        text += (" With fewer than 5 runs a CI is rough (with 2 it is about the range of the two): "
-                 "use more seeds for a confident comparison.")  # fmt: skip
+    if bool(summary.get("small_n", pd.Series(dtype=bool)).any()):
+        text += (f" {SMALL_MARK} n too small: fewer than {stats.SMALL_N} runs, the CI is Student's t interval "
+                 "(a bootstrap of so few runs collapses); use more seeds for a confident comparison.")  # fmt: skip
     failed = int(summary["n_failed"].sum()) if len(summary) else 0
     diverged = int(summary["n_diverged"].sum()) if len(summary) else 0
     if failed or diverged:
-        text += f" Excluded from every statistic: {failed} failed and {diverged} diverged run(s)."
+        text += (f" Excluded from every statistic: {failed} failed and {diverged} diverged run(s); "
+                 "`dqnbench report DIR --failures` shows their errors.")  # fmt: skip
     return text
 
 
-def render_report(summary: pd.DataFrame, fmt: str = "table", *, width: int | None = None) -> str:
-    """Render a :func:`dqnbench.analysis.stats.cell_summary` as ``table`` (rich), ``markdown`` or ``csv``."""
+SCORE_COLUMNS = ("cell", "env", "ok", "IQM [95% CI]", "median", "mean", "AUC")
+SPEED_COLUMNS = ("cell", "env", "steps/s", "act ms", "env ms", "learn ms")
+
+
+def render_report(
+    summary: pd.DataFrame,
+    fmt: str = "table",
+    *,
+    width: int | None = None,
+    aggregates: Any = None,
+) -> str:
+    """Render a :func:`dqnbench.analysis.stats.cell_summary` as ``table`` (rich), ``markdown`` or ``csv``.
+
+    ``table`` fits ``width`` columns (default: the terminal's, at least 100):
+    scores and speed are separate tables, a table that would still be too
+    wide is split further, and the footnote is wrapped, so no row wraps and
+    nothing is cut. ``aggregates`` (:class:`~dqnbench.analysis.aggregate.Aggregates`)
+    adds the cross-environment section.
+    """
     if fmt not in FORMATS:
         raise DqnbenchError(f"unknown report format {fmt!r} (allowed: {', '.join(FORMATS)})")
     if fmt == "csv":
@@ -127,13 +170,150 @@ def render_report(summary: pd.DataFrame, fmt: str = "table", *, width: int | Non
         return "no runs to report\n"
     frame = display_frame(summary)
     if fmt == "markdown":
-        return markdown_table(frame) + "\n\n" + footnote(summary) + "\n"
-    return rich_text(frame, title="dqnbench report", caption=footnote(summary), width=width)
+        text = markdown_table(frame) + "\n\n" + footnote(summary) + "\n"
+        if aggregates is not None:
+            text += "\n" + aggregate_section(aggregates, "markdown")
+        return text
+    env = None
+    if len({str(e) for e in frame["env"]}) == 1:  # one environment: say it once, in the title
+        env = frame["env"].iloc[0]
+        frame = frame.drop(columns="env")
+    title = "dqnbench report" + (f": {env}" if env else "")
+    width = width or max(100, shutil.get_terminal_size((160, 24)).columns)
+    speed = [c for c in SPEED_COLUMNS if c in frame.columns]
+    score = [c for c in frame.columns if c not in speed or c in ("cell", "env")]
+    parts = [fit_tables(frame[score], title, width), fit_tables(frame[speed], "speed per env step", width)]
+    text = "\n".join(parts) + wrap(footnote(summary), width)
+    if aggregates is not None:
+        text += "\n" + aggregate_section(aggregates, "table", width=width)
+    return text
 
 
-def report(results: Results, fmt: str = "table", *, width: int | None = None, **stats_kwargs: Any) -> str:
-    """Summarise ``results`` per cell and render it: what ``dqnbench report DIR`` prints."""
-    return render_report(stats.summarize(results, **stats_kwargs), fmt, width=width)
+def wrap(text: str, width: int) -> str:
+    """``text`` wrapped to ``width`` columns, paragraph by paragraph."""
+    return "".join(textwrap.fill(p, width) + "\n" for p in text.split("\n"))
+
+
+def fit_tables(frame: pd.DataFrame, title: str | None, width: int, keys: int | None = None) -> str:
+    """``frame`` as rich tables no wider than ``width``: key columns repeated, the others packed greedily.
+
+    ``keys``: how many leading columns identify a row (default: ``cell`` and ``env`` if present).
+    """
+    if keys is None:
+        keys = 2 if len(frame.columns) > 1 and frame.columns[1] == "env" else 1
+    key_cols, rest = list(frame.columns[:keys]), list(frame.columns[keys:])
+    chunks: list[list[str]] = []
+    for column in rest:
+        if chunks and _table_width(frame[key_cols + chunks[-1] + [column]]) <= width:
+            chunks[-1].append(column)
+        else:
+            chunks.append([column])
+    out = []
+    for i, chunk in enumerate(chunks or [[]]):
+        name = title if i == 0 else f"{title} (continued)" if title else None
+        out.append(rich_text(frame[key_cols + chunk], title=name, width=width))
+    return "".join(out)
+
+
+def _table_width(frame: pd.DataFrame) -> int:
+    from rich.console import Console
+
+    console = Console(width=10_000, color_system=None)
+    return console.measure(rich_table(frame)).maximum
+
+
+def aggregate_section(agg: Any, fmt: str = "table", *, width: int = 100) -> str:
+    """The cross-environment aggregates: per-variant table, P(X > Y) across tasks, and the anchors used."""
+    rows = []
+    for _, r in agg.table.iterrows():
+        mark = SMALL_MARK if r["small"] else ""
+
+        def ci(m: str) -> str:
+            return f"{r[m]:.2f} [{r[m + '_lo']:.2f}, {r[m + '_hi']:.2f}]{mark}"  # noqa: B023
+
+        rows.append({"variant": r["variant"], "envs": str(r["n_envs"]), "runs": str(r["n_runs"]),
+                     "IQM": ci("iqm"), "median": ci("median"), "mean": ci("mean"),
+                     "optimality gap": ci("optimality_gap")})  # fmt: skip
+    frame = pd.DataFrame(rows)
+    poi = pd.DataFrame(
+        [
+            {
+                "X": r.x,
+                "Y": r.y,
+                "envs": str(r.n_envs),
+                "P(X > Y) [95% CI]": f"{r.p:.2f} [{r.lo:.2f}, {r.hi:.2f}]{SMALL_MARK if r.small else ''}",
+            }
+            for r in agg.improvement.itertuples()
+        ]  # fmt: skip
+    )
+    from dqnbench.analysis.aggregate import anchors_text
+
+    note = ("Normalized score = (return − random) / (reference − random), per environment; aggregates over "
+            "all runs of a variant with stratified-bootstrap 95% CIs (runs resampled within each environment; "
+            "Agarwal et al. 2021). Optimality gap: mean of max(1 − score, 0), lower is better. "
+            f"{SMALL_MARK} fewer than {stats.SMALL_N} runs on an environment: rough. Anchors: "
+            + "; ".join(anchors_text(agg.anchors)) + ". " + " ".join(agg.notes))  # fmt: skip
+    if fmt == "markdown":
+        text = "## Across environments (normalized scores)\n\n"
+        if len(frame):
+            text += markdown_table(frame) + "\n\n"
+        if len(poi):
+            text += markdown_table(poi) + "\n\n"
+        return text + note + "\n"
+    text = ""
+    if len(frame):
+        text += fit_tables(frame, "across environments: normalized scores", width, keys=1)
+    if len(poi):
+        text += fit_tables(poi, "probability of improvement across environments", width, keys=2)
+    return text + wrap(note, width)
+
+
+def report(
+    results: Results,
+    fmt: str = "table",
+    *,
+    width: int | None = None,
+    sort: str = "grid",
+    failures: bool = False,
+    **stats_kwargs: Any,
+) -> str:
+    """Summarise ``results`` per cell and render it: what ``dqnbench report DIR`` prints.
+
+    Cells in grid order (``plan.json``) or best IQM first (``sort="score"``);
+    grids of several environments add the cross-environment aggregates;
+    ``failures=True`` returns the failed runs and their errors instead.
+    """
+    from dqnbench.analysis.aggregate import aggregates
+
+    results = stats.in_order(results, sort)
+    if failures:
+        return failures_text(results, fmt, width=width or max(100, shutil.get_terminal_size((160, 24)).columns))
+    agg = aggregates(results.runs) if fmt != "csv" else None
+    return render_report(stats.summarize(results, **stats_kwargs), fmt, width=width, aggregates=agg)
+
+
+def failures_text(results: Results, fmt: str = "table", *, width: int = 100) -> str:
+    """Every run that did not succeed: its id, cell, seed, status and the last line of its error."""
+    runs = results.runs
+    bad = runs[runs["status"] != "ok"] if "status" in runs.columns else runs.iloc[0:0]
+    if fmt == "csv":
+        return bad.to_csv(index=False)
+    if bad.empty:
+        return "no failed runs\n"
+    lines = []
+    for _, r in bad.iterrows():
+        error = str(r.get("error") or "").strip().splitlines()
+        head = f"{r['run_id']} ({r['label']}, seed {r['seed']}): {r['status']}"
+        last = error[-1] if error else "no error recorded"
+        if fmt == "markdown":
+            lines.append(f"- **{head}**: `{last}`")
+        else:
+            lines.append(textwrap.fill(head, width))
+            lines.append(textwrap.fill(last, width, initial_indent="    ", subsequent_indent="    "))
+    n = len(bad)
+    plural = "s" if n != 1 else ""
+    lines.append(f"{n} run{plural} did not succeed; rerun the same `dqnbench run` command to retry them.")
+    return "\n".join(lines) + "\n"
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
@@ -154,9 +334,7 @@ def rich_table(frame: pd.DataFrame, title: str | None = None, caption: str | Non
 
     table = Table(title=title, caption=caption, caption_justify="left")
     for i, column in enumerate(frame.columns):
-        table.add_column(
-            str(column), justify="left" if i < 2 else "right", overflow="fold", min_width=(20 if i == 0 else None)
-        )
+        table.add_column(str(column), justify="left" if i < 2 else "right", no_wrap=True)
     for row in frame.itertuples(index=False):
         table.add_row(*(escape(str(v)) for v in row))
     return table

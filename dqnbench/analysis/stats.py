@@ -19,6 +19,21 @@ Only runs with ``status == "ok"`` carry scores; summaries say how many failed
 (crashed) or diverged (the loss became NaN) and were left out.
 Bootstraps use a fixed seed so a report is reproducible. A cell with one
 successful run gets NaN confidence bounds: one seed gives no evidence of spread.
+
+**Few runs.** A percentile bootstrap of 2–4 runs collapses: every resample of
+three seeds that all beat three others still beats them, so P(X > Y) reads
+``1.00 [1.00, 1.00]``, and the bootstrap interval of a mean can never be wider
+than the range of the runs. Below :data:`SMALL_N` runs an interval therefore
+comes from small-sample theory instead, and the estimate is flagged ``small``
+so reports and plots mark it "n too small":
+
+- a statistic of one sample (IQM, mean, median): Student's t interval of the
+  mean, ``value ± t(n−1) · s / √n`` (for n ≤ 3 the IQM *is* the mean);
+- a difference or ratio of two samples: Welch's t interval (Welch 1947), for a
+  ratio on the log scale (delta method);
+- P(X > Y): Wilson's score interval (Wilson 1927) for a proportion observed
+  over ``min(n_x, n_y)`` independent pairs, which stays wide when no pair
+  disagrees (3 vs 3, all better: [0.44, 1.00]).
 """
 
 from __future__ import annotations
@@ -27,6 +42,7 @@ import math
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -42,6 +58,8 @@ CONFIDENCE = 0.95
 N_RESAMPLES = 2000
 #: Seed of the bootstrap resampling, so the same results always give the same report.
 SEED = 0
+#: Fewer successful runs than this on a side: small-sample intervals and an "n too small" mark.
+SMALL_N = 5
 #: Column of ``runs`` that names the gymnasium environment.
 ENV_COLUMN = "experiment.env"
 
@@ -126,10 +144,42 @@ class Estimate:
     value: float
     low: float
     high: float
+    #: fewer than :data:`SMALL_N` runs: the interval is a small-sample fallback, shown as "n too small"
+    small: bool = False
 
     @property
     def has_ci(self) -> bool:
         return not (math.isnan(self.low) or math.isnan(self.high))
+
+
+def few_seeds_warning(n_seeds: int) -> str | None:
+    """The warning ``run`` prints once when a grid asks for statistics of fewer than :data:`SMALL_N` seeds.
+
+    None when there are enough seeds. Agarwal et al. (2021, §3) show that
+    with 3–5 runs point estimates of a cell vary as much as the differences
+    papers claim; the intervals dqnbench draws then are small-sample fallbacks.
+    """
+    if n_seeds >= SMALL_N:
+        return None
+    return (f"{n_seeds} seed{'s' if n_seeds != 1 else ''} per cell: intervals from fewer than {SMALL_N} runs "
+            "are rough (marked 'n too small' in reports and plots); use 5 or more seeds for a confident "
+            "comparison")  # fmt: skip
+
+
+def t_interval(scores: Any, statistic: Statistic = mean, confidence: float = CONFIDENCE) -> Estimate:
+    """``statistic`` ± Student's t half-width of the mean, ``t(n−1) · s / √n``: the small-n fallback.
+
+    Unlike a bootstrap of 2–4 values it widens as n shrinks (t(1) = 12.7 at
+    95 %); with identical scores it is honestly zero-width. Flagged ``small``.
+    """
+    scores = np.asarray(scores, dtype=float)
+    if scores.size == 0:
+        return Estimate(math.nan, math.nan, math.nan, small=True)
+    value = float(statistic(scores))
+    if scores.size < 2:
+        return Estimate(value, math.nan, math.nan, small=True)
+    half = float(sps.t.ppf(0.5 + confidence / 2, scores.size - 1) * scores.std(ddof=1) / math.sqrt(scores.size))
+    return Estimate(value, value - half, value + half, small=True)
 
 
 def estimate(
@@ -139,12 +189,29 @@ def estimate(
     n_resamples: int = N_RESAMPLES,
     seed: int = SEED,
 ) -> Estimate:
-    """``statistic`` of one cell's per-run scores with its bootstrap CI (NaN for no runs)."""
+    """``statistic`` of one cell's per-run scores with its CI (NaN for no runs).
+
+    A percentile bootstrap from :data:`SMALL_N` runs on; below, :func:`t_interval`, flagged ``small``.
+    """
     scores = np.asarray(scores, dtype=float)
     if scores.size == 0:
         return Estimate(math.nan, math.nan, math.nan)
+    if scores.size < SMALL_N:
+        return t_interval(scores, statistic, confidence)
     low, high = bootstrap_ci((scores,), statistic, confidence, n_resamples, seed)
     return Estimate(float(statistic(scores)), low, high)
+
+
+def _welch(a: np.ndarray, b: np.ndarray, confidence: float) -> float:
+    """Welch's t half-width of ``mean(b) − mean(a)`` (Welch 1947); NaN when either has < 2 values."""
+    if a.size < 2 or b.size < 2:
+        return math.nan
+    va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
+    se2 = va + vb
+    if se2 == 0:
+        return 0.0
+    df = se2**2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1))
+    return float(sps.t.ppf(0.5 + confidence / 2, df) * math.sqrt(se2))
 
 
 def difference(
@@ -155,12 +222,20 @@ def difference(
     n_resamples: int = N_RESAMPLES,
     seed: int = SEED,
 ) -> Estimate:
-    """``statistic(candidate) − statistic(baseline)`` with a CI resampling both sides independently."""
+    """``statistic(candidate) − statistic(baseline)`` with a CI resampling both sides independently.
+
+    Below :data:`SMALL_N` runs on a side: Welch's t interval around the difference, flagged ``small``.
+    """
 
     def diff(a: np.ndarray, b: np.ndarray, axis: int = -1) -> Any:
         return statistic(b, axis=axis) - statistic(a, axis=axis)
 
-    return _two_sample(baseline, candidate, diff, confidence, n_resamples, seed)
+    x, y = np.asarray(baseline, dtype=float), np.asarray(candidate, dtype=float)
+    if x.size and y.size and min(x.size, y.size) < SMALL_N:
+        value = float(diff(x, y))
+        half = _welch(x, y, confidence)
+        return Estimate(value, value - half, value + half, small=True)
+    return _two_sample(x, y, diff, confidence, n_resamples, seed)
 
 
 def ratio(
@@ -171,13 +246,24 @@ def ratio(
     n_resamples: int = N_RESAMPLES,
     seed: int = SEED,
 ) -> Estimate:
-    """``statistic(candidate) / statistic(baseline)`` (e.g. of steps per second) with its CI."""
+    """``statistic(candidate) / statistic(baseline)`` (e.g. of steps per second) with its CI.
+
+    Below :data:`SMALL_N` values on a side: Welch's t interval of the difference of
+    the log values, exponentiated (the ratio of geometric means; positive data only), flagged ``small``.
+    """
 
     def quotient(a: np.ndarray, b: np.ndarray, axis: int = -1) -> Any:
         with np.errstate(divide="ignore", invalid="ignore"):
             return statistic(b, axis=axis) / statistic(a, axis=axis)
 
-    return _two_sample(baseline, candidate, quotient, confidence, n_resamples, seed)
+    x, y = np.asarray(baseline, dtype=float), np.asarray(candidate, dtype=float)
+    if x.size and y.size and min(x.size, y.size) < SMALL_N:
+        value = float(quotient(x, y))
+        if (x <= 0).any() or (y <= 0).any():
+            return Estimate(value, math.nan, math.nan, small=True)
+        half = _welch(np.log(x), np.log(y), confidence)
+        return Estimate(value, value * math.exp(-half), value * math.exp(half), small=True)
+    return _two_sample(x, y, quotient, confidence, n_resamples, seed)
 
 
 def _two_sample(
@@ -189,6 +275,21 @@ def _two_sample(
         return Estimate(math.nan, math.nan, math.nan)
     low, high = bootstrap_ci((x, y), compare, confidence, n_resamples, seed)
     return Estimate(float(compare(x, y)), low, high)
+
+
+def wilson_interval(p: float, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Wilson's (1927) score interval of a proportion ``p`` observed over ``n`` trials.
+
+    Unlike the normal approximation it stays inside [0, 1] and keeps a width
+    when p is 0 or 1: three trials that all succeeded give [0.44, 1.00] at 95 %.
+    """
+    if n <= 0 or math.isnan(p):
+        return math.nan, math.nan
+    z = float(sps.norm.ppf(0.5 + confidence / 2))
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 @dataclass(frozen=True)
@@ -211,6 +312,9 @@ def probability_of_improvement(
     about *how much* better, only how often, which is what a practitioner
     choosing between two configurations bets on. 0.5 means no difference. The
     point estimate is :func:`scipy.stats.mannwhitneyu`'s U over ``n_x n_y``.
+    Below :data:`SMALL_N` runs on a side the bootstrap collapses (all resamples
+    of 3 runs that beat 3 others still beat them), so the CI is
+    :func:`wilson_interval` over ``min(n_x, n_y)`` pairs, flagged ``small``.
     """
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     if x.size == 0 or y.size == 0:
@@ -218,8 +322,11 @@ def probability_of_improvement(
     test = sps.mannwhitneyu(x, y, alternative="two-sided", method="asymptotic")
     value = float(test.statistic) / (x.size * y.size)
     pvalue = float(test.pvalue) if not np.all(np.concatenate([x, y]) == x[0]) else 1.0
+    if min(x.size, y.size) < SMALL_N:
+        low, high = wilson_interval(value, min(x.size, y.size), confidence)
+        return Improvement(value, low, high, small=True, pvalue=pvalue)
     low, high = bootstrap_ci((x, y), _u_fraction, confidence, n_resamples, seed)
-    return Improvement(value, low, high, pvalue)
+    return Improvement(value, low, high, pvalue=pvalue)
 
 
 # --------------------------------------------------------------------------- per-run curve statistics
@@ -284,8 +391,69 @@ def ok_runs(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def cell_order(runs: pd.DataFrame) -> list[str]:
-    """Cells in the order they first appear in ``runs`` (the grid's order)."""
+    """Cells in the order they first appear in ``runs``: the grid's, once :func:`order_runs` sorted the rows."""
     return list(dict.fromkeys(runs["cell"].tolist()))
+
+
+#: How reports and plots order cells: the grid's expansion order, or best score first.
+SORTS = ("grid", "score")
+
+
+def order_runs(runs: pd.DataFrame, run_ids: list[str] | None = None, sort: str = "grid") -> pd.DataFrame:
+    """``runs`` with its rows reordered so that :func:`cell_order` is the one order of every view.
+
+    ``grid``: the order of ``run_ids`` (the grid's expansion, ``plan.json``), runs
+    it does not list after them in their current order. ``score``: environments
+    in grid order, within each the cells by IQM final return, best first. Every
+    table, legend and panel reads cells in first-appearance order, so sorting
+    the rows once gives one order everywhere.
+    """
+    if sort not in SORTS:
+        from dqnbench.errors import DqnbenchError
+
+        raise DqnbenchError(f"unknown sort {sort!r} (allowed: {', '.join(SORTS)})")
+    if runs.empty:
+        return runs
+    if run_ids:
+        rank = {rid: i for i, rid in enumerate(run_ids)}
+        key = runs["run_id"].map(lambda r: rank.get(r, len(rank))).to_numpy()
+        runs = runs.iloc[np.argsort(key, kind="stable")]
+    cells = cell_order(runs)
+    if sort == "score":
+        envs = cell_env(runs)
+        env_rank = {e: i for i, e in enumerate(dict.fromkeys(envs.values()))}
+        scores = final_scores(runs)
+        score = {c: (float(iqm(v)) if v.size else -math.inf) for c, v in scores.items()}
+        cells = sorted(cells, key=lambda c: (env_rank[envs[c]], -score[c]))
+    rank_cell = {c: i for i, c in enumerate(cells)}
+    key = runs["cell"].map(rank_cell).to_numpy()
+    return runs.iloc[np.argsort(key, kind="stable")].reset_index(drop=True)
+
+
+def in_order(results: Results, sort: str = "grid") -> Results:
+    """``results`` with :func:`order_runs` applied, grid order read from the directory's ``plan.json``."""
+    import dataclasses
+
+    from dqnbench.run.results import current_run_ids
+
+    run_ids = current_run_ids(results.path) if Path(results.path).is_dir() else None
+    return dataclasses.replace(results, runs=order_runs(results.runs, run_ids, sort))
+
+
+def variant_label(label: str) -> str:
+    """A label without its environment: the same variant on every environment of a grid gets one colour."""
+    parts = [p for p in str(label).split(", ") if not p.startswith(f"{ENV_COLUMN}=")]
+    return ", ".join(parts) or "default"
+
+
+def cell_variants(runs: pd.DataFrame) -> dict[str, str]:
+    """cell → its variant (label without the environment), in cell order."""
+    return {c: variant_label(lbl) for c, lbl in cell_labels(runs).items()}
+
+
+def variant_order(runs: pd.DataFrame) -> list[str]:
+    """Variants in the order their first cell appears: one colour index per variant."""
+    return list(dict.fromkeys(cell_variants(runs)[c] for c in cell_order(runs)))
 
 
 def cell_env(runs: pd.DataFrame) -> dict[str, str | None]:
@@ -344,12 +512,32 @@ def _run_curve_stats(
     return pd.DataFrame(rows, columns=["run_id", "cell", "auc", "to_threshold"])
 
 
+def steps_per_row(steps: pd.DataFrame) -> pd.Series:
+    """Env steps each ``steps`` row stands for: its ``steps_n`` column (a window of a long run), else 1."""
+    if "steps_n" in steps.columns:
+        return steps["steps_n"].fillna(1).astype(float)
+    return pd.Series(1.0, index=steps.index)
+
+
 def timing_per_run(steps: pd.DataFrame) -> pd.DataFrame:
-    """Per run: mean seconds per env step spent acting, stepping the env and learning."""
+    """Per run: mean seconds per env step spent acting, stepping the env and learning.
+
+    A windowed row (``steps_n`` > 1) holds the sum of its steps' times, so the
+    mean per step is Σ time / Σ steps_n over the run.
+    """
     columns = ["t_act", "t_env", "t_learn"]
-    if steps is None or steps.empty:
+    if steps is None or steps.empty or not set(columns) <= set(steps.columns):
         return pd.DataFrame(columns=["run_id", *columns])
-    return steps.groupby("run_id", sort=False)[columns].mean().reset_index()
+    frame = steps[["run_id", *columns]].copy()
+    frame["_n"] = steps_per_row(steps)
+    sums = frame.groupby("run_id", sort=False)[[*columns, "_n"]].sum()
+    return sums[columns].div(sums["_n"], axis=0).reset_index()
+
+
+def step_cost(steps: pd.DataFrame) -> pd.Series:
+    """Per row: seconds per env step spent in act + env + learn (a window's total over its ``steps_n``)."""
+    total = steps["t_act"] + steps["t_env"] + steps["t_learn"]
+    return total / steps_per_row(steps)
 
 
 def timing_summary(runs: pd.DataFrame, steps: pd.DataFrame | None) -> pd.DataFrame:
@@ -430,6 +618,7 @@ def cell_summary(
         }
         row["n_diverged"] = int(((runs["cell"] == cell) & (runs.get("status") == "diverged")).sum())
         row["n_failed"] = row["n_runs"] - row["n_ok"] - row["n_diverged"]
+        row["small_n"] = bool(0 < row["n_ok"] < SMALL_N)
         for name, fn in (("iqm", iqm), ("mean", mean), ("median", median)):
             est = estimate(scores, fn, **kw)
             row.update({name: est.value, f"{name}_lo": est.low, f"{name}_hi": est.high})
@@ -443,7 +632,7 @@ SUMMARY_COLUMNS = [
     "cell", "label", "env", "n_runs", "n_ok", "n_failed", "n_diverged",
     "iqm", "iqm_lo", "iqm_hi", "mean", "mean_lo", "mean_hi", "median", "median_lo", "median_hi",
     "auc", "auc_lo", "auc_hi", "threshold", "steps_to_threshold", "n_reached",
-    "steps_per_s", "t_act", "t_env", "t_learn",
+    "steps_per_s", "t_act", "t_env", "t_learn", "small_n",
 ]  # fmt: skip
 
 
@@ -492,8 +681,9 @@ def eval_curves(
 ) -> pd.DataFrame:
     """Learning curves: per cell and evaluation step, the IQM over runs of the mean greedy return.
 
-    Columns ``cell, label, env, step, n, iqm, lo, hi``; ``lo``/``hi`` is the
-    bootstrap CI over the runs evaluated at that step (NaN with one run).
+    Columns ``cell, label, env, step, n, iqm, lo, hi, small``; ``lo``/``hi`` is the
+    CI over the runs evaluated at that step (NaN with one run; ``small``: fewer
+    than :data:`SMALL_N` runs, a t interval).
     """
     good = ok_runs(runs)
     envs, labels = cell_env(runs), cell_labels(runs)
@@ -504,8 +694,70 @@ def eval_curves(
         mine = merged[merged["cell"] == cell]
         for step, group in mine.groupby("step", sort=True):
             est = estimate(group["mean_return"].to_numpy(dtype=float), iqm, **kw)
-            rows.append((cell, labels[cell], envs[cell], float(step), len(group), est.value, est.low, est.high))
-    return pd.DataFrame(rows, columns=["cell", "label", "env", "step", "n", "iqm", "lo", "hi"])
+            rows.append((cell, labels[cell], envs[cell], float(step), len(group), est.value, est.low, est.high,
+                         est.small))  # fmt: skip
+    return pd.DataFrame(rows, columns=CURVE_COLUMNS)
+
+
+CURVE_COLUMNS = ["cell", "label", "env", "step", "n", "iqm", "lo", "hi", "small"]
+#: Training-signal curves :func:`binned_curves` can draw: (table, column, how a window row aggregates).
+TRAINING_SIGNALS = {
+    "episode_return": ("episodes", "return"),
+    "loss": ("steps", "loss"),
+    "q_max": ("steps", "q_max"),
+    "epsilon": ("steps", "epsilon"),
+}
+
+
+def binned_curves(
+    runs: pd.DataFrame,
+    table: pd.DataFrame,
+    column: str,
+    *,
+    bins: int = 30,
+    confidence: float = CONFIDENCE,
+    n_resamples: int = 500,
+    seed: int = SEED,
+) -> pd.DataFrame:
+    """A training signal over env steps: per cell and step bin, the IQM over runs of each run's bin mean.
+
+    ``table`` is ``steps`` (``loss``, ``q_max``, ``epsilon``: per-step values, or
+    per-window means when rows carry ``steps_n``, weighted by it) or
+    ``episodes`` (``return``, placed at the step the episode ended). Bins are
+    equal spans of ``[0, last step]`` per environment; each run contributes the
+    mean of its values in a bin (NaNs, e.g. the loss before learning starts,
+    ignored), and the cell's curve is the IQM of those with its CI
+    (:func:`estimate`). Columns as :func:`eval_curves`; ``step`` is the bin centre.
+    Empty when the column is absent (results of an older dqnbench).
+    """
+    if table is None or table.empty or column not in table.columns:
+        return pd.DataFrame(columns=CURVE_COLUMNS)
+    good = ok_runs(runs)
+    envs, labels = cell_env(runs), cell_labels(runs)
+    frame = table[["run_id", "step", column]].copy()
+    frame["_w"] = steps_per_row(table) if "steps_n" in table.columns else 1.0
+    frame["_x"] = frame["step"].astype(float) + (frame["_w"] - 1) / 2  # a window's centre step
+    frame = frame.merge(good[["run_id", "cell"]], on="run_id", how="inner")
+    frame = frame[np.isfinite(frame[column].astype(float))]
+    if frame.empty:
+        return pd.DataFrame(columns=CURVE_COLUMNS)
+    frame["_env"] = frame["cell"].map(envs).fillna("")
+    frame["_v"] = frame[column].astype(float) * frame["_w"]
+    kw = {"confidence": confidence, "n_resamples": n_resamples, "seed": seed}
+    rows = []
+    for _, mine in frame.groupby("_env", sort=False):
+        edges = np.linspace(0.0, max(float(mine["_x"].max()), 1.0), bins + 1)
+        mine = mine.assign(_bin=np.clip(np.searchsorted(edges, mine["_x"], side="right") - 1, 0, bins - 1))
+        per_run = mine.groupby(["cell", "run_id", "_bin"], sort=False)[["_v", "_w"]].sum()
+        per_run = (per_run["_v"] / per_run["_w"]).rename("value").reset_index()
+        for cell in cell_order(good):
+            cell_rows = per_run[per_run["cell"] == cell]
+            for b, group in cell_rows.groupby("_bin", sort=True):
+                est = estimate(group["value"].to_numpy(dtype=float), iqm, **kw)
+                centre = (edges[b] + edges[b + 1]) / 2
+                rows.append((cell, labels[cell], envs[cell], centre, len(group), est.value, est.low, est.high,
+                             est.small))  # fmt: skip
+    return pd.DataFrame(rows, columns=CURVE_COLUMNS)
 
 
 def improvement_matrix(
@@ -528,10 +780,11 @@ def improvement_matrix(
             if envs[x] != envs[y] or not (sx.size and sy.size):
                 continue
             if x == y:
-                est = Improvement(0.5, math.nan, math.nan, 1.0)
+                est = Improvement(0.5, math.nan, math.nan, pvalue=1.0)
             elif with_ci:
                 est = probability_of_improvement(sx, sy, confidence, n_resamples, seed)
             else:
-                est = Improvement(float(_u_fraction(sx, sy)), math.nan, math.nan)
-            rows.append((envs[x], x, y, labels[x], labels[y], est.value, est.low, est.high, est.pvalue))
-    return pd.DataFrame(rows, columns=["env", "x", "y", "x_label", "y_label", "p", "lo", "hi", "pvalue"])
+                small = min(sx.size, sy.size) < SMALL_N
+                est = Improvement(float(_u_fraction(sx, sy)), math.nan, math.nan, small=small)
+            rows.append((envs[x], x, y, labels[x], labels[y], est.value, est.low, est.high, est.pvalue, est.small))
+    return pd.DataFrame(rows, columns=["env", "x", "y", "x_label", "y_label", "p", "lo", "hi", "pvalue", "small"])

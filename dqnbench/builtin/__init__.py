@@ -11,6 +11,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "dqnbench.builtin.executors",
     "dqnbench.builtin.dueling",
     "dqnbench.builtin.noisy",
+    "dqnbench.builtin.conv",
     "dqnbench.builtin.prioritized",
     "dqnbench.builtin.nstep",
     "dqnbench.builtin.schedules",

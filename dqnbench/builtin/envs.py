@@ -1,4 +1,4 @@
-"""Built-in environments ``gymnasium`` and ``auto``: how ``experiment.env`` becomes a gymnasium env.
+"""Built-in environments ``gymnasium``, ``atari``, ``minatar`` and ``auto``: how ``experiment.env`` becomes an env.
 
 ``gymnasium`` makes the id with ``gym.make`` and keeps Box observations in their
 own shape and dtype (uint8 frames stay uint8, MinAtar's boolean channels stay
@@ -7,9 +7,11 @@ spaces (Discrete, Tuple, Dict) are flattened to float32 vectors. Ids of
 environment packages (``ALE/…`` from ale-py, ``MinAtar/…`` from MinAtar) are
 registered here, in whichever process makes the env, so they work in local
 worker processes and Ray workers alike; a missing package is a user error
-naming the extra to install. ``auto`` picks the component for an id's
-namespace (``atari`` for ``ALE/``, ``minatar`` for ``MinAtar/`` once those
-exist; ``gymnasium`` otherwise).
+naming the extra to install. ``atari`` (:mod:`dqnbench.builtin.atari`) and
+``minatar`` (:mod:`dqnbench.builtin.minatar_env`) preprocess those suites;
+``auto`` picks the component for an id's namespace (``atari`` for ``ALE/``,
+``minatar`` for ``MinAtar/``, ``gymnasium`` otherwise) and hands it the
+``[env]`` params, which must be ones that component takes.
 
 For lock-step training, ``gymnasium.vector`` gives CartPole's native NumPy
 vector env (about 10× faster than K envs in a Python loop at K = 32) with
@@ -18,7 +20,9 @@ same-step autoreset; every other id gets ``SyncVectorEnv`` in that mode.
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import inspect
 from typing import Any
 
 import gymnasium as gym
@@ -26,6 +30,8 @@ import numpy as np
 from gymnasium.envs.classic_control.cartpole import CartPoleVectorEnv
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
+from dqnbench.builtin.atari import atari
+from dqnbench.builtin.minatar_env import minatar
 from dqnbench.errors import DqnbenchError
 from dqnbench.plugin.hookspecs import hookimpl
 
@@ -54,6 +60,28 @@ def register_namespace(env_id: str) -> None:
         gym.register_envs(module)
     else:
         getattr(module, how)()
+
+
+def unknown_id_message(env_id: str) -> str:
+    """The message for an unregistered id: the closest ids, or its namespace's ids when they are few."""
+    namespace = env_id.split("/", 1)[0] + "/" if "/" in env_id else None
+    ids = sorted(key for key in gym.registry if namespace is None or key.startswith(namespace))
+    # Game names compared without the shared "MinAtar/" and "-v1", which make every id of a namespace look close.
+    version = env_id.rsplit("-v", 1)[1] if "-v" in env_id else ""
+    games: dict[str, str] = {}
+    for key in ids:
+        game, _, key_version = key[len(namespace or "") :].rpartition("-v")
+        if game not in games or key_version == version:
+            games[game] = key
+    wanted = env_id[len(namespace or "") :].rpartition("-v")[0] or env_id
+    close = [games[game] for game in difflib.get_close_matches(wanted, games, n=3)]
+    if close:
+        hint = f"; did you mean {', '.join(close)}?"
+    elif namespace and 0 < len(ids) <= 12:
+        hint = f"; {namespace[:-1]} has {', '.join(ids)}"
+    else:
+        hint = ""
+    return f"unknown environment {env_id!r}{hint}"
 
 
 def make_gymnasium(env_id: str) -> gym.Env:
@@ -112,14 +140,48 @@ def gymnasium(env_id: str) -> gym.Env:
 gymnasium.vector = gymnasium_vector
 
 
-def auto(env_id: str) -> gym.Env:
+#: namespace → the env component ``auto`` chooses for its ids
+NAMESPACE_COMPONENTS: dict[str, str] = {"ALE": "atari", "MinAtar": "minatar"}
+#: the components ``auto`` delegates to
+AUTO_COMPONENTS: dict[str, Any] = {"atari": atari, "minatar": minatar, "gymnasium": gymnasium}
+
+
+def auto_component(env_id: str) -> str:
+    """The name of the env component ``auto`` uses for ``env_id``: by namespace, ``gymnasium`` without one."""
+    namespace = env_id.split("/", 1)[0] if "/" in env_id else None
+    return NAMESPACE_COMPONENTS.get(namespace, "gymnasium")
+
+
+def _delegate(env_id: str, params: dict[str, Any]) -> Any:
+    """The component for ``env_id``, once the params are known to be its own (a user error naming the param)."""
+    name = auto_component(env_id)
+    factory = AUTO_COMPONENTS[name]
+    takes = list(inspect.signature(factory).parameters)[1:]
+    for key in params:
+        if key not in takes:
+            allowed = ", ".join(takes) or "none"
+            raise DqnbenchError(
+                f"env param {key!r} does not apply to {env_id!r}: auto chose the {name} env component, "
+                f"which takes {allowed}"
+            )
+    return factory
+
+
+def auto(env_id: str, **params: Any) -> gym.Env:
     """The environment component for the id's namespace (``gymnasium`` for ids without a special one)."""
-    return make_gymnasium(env_id)
+    return _delegate(env_id, params)(env_id, **params)
 
 
-auto.vector = gymnasium_vector
+def auto_vector(env_id: str, num_envs: int, **params: Any) -> gym.vector.VectorEnv:
+    """The chosen component's vector form (see :func:`auto`)."""
+    return _delegate(env_id, params).vector(env_id, num_envs, **params)
+
+
+auto.vector = auto_vector
+#: lets the grid resolve ``auto`` to the component it picks for a cell's env (and that one's ``[env.<name>]`` params)
+auto.delegate = auto_component
 
 
 @hookimpl
 def dqnbench_envs() -> dict:
-    return {"auto": auto, "gymnasium": gymnasium}
+    return {"auto": auto, "gymnasium": gymnasium, "atari": atari, "minatar": minatar}

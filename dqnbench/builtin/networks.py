@@ -14,8 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dqnbench.nn import as_float_features, linear, obs_shape, split_outputs
+from dqnbench.nn import UnsupportedObservations, as_float_features, linear, obs_shape, split_outputs
 from dqnbench.plugin.hookspecs import hookimpl
+
+#: the most values an image observation may have for ``mlp`` to flatten it (MinAtar's 400 are fine,
+#: Atari's 4×84×84 = 28,224 are not: a conv network is what such frames need)
+MAX_FLAT_IMAGE = 4096
 
 
 class MLPBody(nn.Sequential):
@@ -89,9 +93,19 @@ def mlp(
     :param init_std: if set, weights start as N(0, init_std) (the tutorial's
         ``hidden = [10], init_std = 0.1``); otherwise PyTorch's default init.
     :param outputs: outputs per action, set by the loop for distributional learners (not a grid param).
+
+    Image observations of more than ``MAX_FLAT_IMAGE`` values (Atari frames) are
+    refused with an error naming the conv networks: flattened, their first
+    layer alone would hold millions of weights and ignore the pixels' layout.
     """
     if any(not isinstance(w, int) or isinstance(w, bool) or w <= 0 for w in hidden):
         raise ValueError(f"hidden must be a list of positive integers, got {list(hidden)!r}")
+    shape = obs_shape(obs_dim)
+    if len(shape) > 1 and int(obs_dim) > MAX_FLAT_IMAGE:
+        raise UnsupportedObservations(
+            f"mlp would flatten {obs_dim!r} into {int(obs_dim):,} inputs (at most {MAX_FLAT_IMAGE:,}); "
+            "for image observations choose the nature_cnn or minatar_cnn network"
+        )
     return MLP(obs_dim, n_actions, tuple(hidden), init_std, outputs)
 
 

@@ -7,6 +7,13 @@ the learner's target ``R + discount · (1 - terminated) · max_a Q(s', a)`` is t
 n-step target without knowing ``n``. ``k = n`` inside an episode and
 ``k < n`` for the last steps of an episode.
 
+Two ways to store. Over plain rows (vector observations, a single run) the
+buffer accumulates each start state's return as the episode goes and stores
+finished n-step transitions. Over one-step rows (K lock-step members, and image
+observations, whose frame storage keeps one frame per consecutive step and so
+cannot hold a transition whose ``next_obs`` is n steps on) it forms the n-step
+returns at sample time instead (below).
+
 Episode boundaries. A single run's ``add`` receives one transition per env
 step, in order, and usually no truncation flag (the v1 ``add``), so the buffer
 infers boundaries:
@@ -34,7 +41,10 @@ Lock-step (``nstep.lockstep``, see
 :class:`NStepReplay` with ``members=K``: it stores one-step transitions of K
 members in a ring (with ``done = terminated | truncated``, given explicitly
 there) and forms n-step returns at sample time, looking ahead up to n − 1 slots
-for all K·B samples at once (:meth:`NStepReplay.nstep`). The result per sampled
+for all K·B samples at once (:meth:`NStepReplay.nstep`). A single run with image
+observations does the same over its frame storage, whose ``done`` flags are
+inferred as above (the flag of a truncated episode's last step is set when the
+next episode's first ``obs`` arrives, before that step's window is complete). The result per sampled
 start is what the single-run buffer stores for it (the forward view of the
 n-step return, Sutton & Barto 2018, §7.1): rewards summed with γ^i up to n
 steps or the first episode end, ``terminated`` only for a true termination, a
@@ -59,7 +69,8 @@ import numpy as np
 import torch
 
 from dqnbench.builtin.prioritized import ProportionalSampler, check_per_params, to_numpy
-from dqnbench.builtin.replays import RingStorage
+from dqnbench.builtin.replay_memory import stores_frames
+from dqnbench.builtin.replays import make_storage
 from dqnbench.plugin.batch import Batch
 from dqnbench.plugin.hookspecs import hookimpl
 
@@ -75,13 +86,14 @@ def nstep_return(rewards: Sequence[float], gamma: float) -> tuple[float, float]:
 class NStepReplay:
     """n-step transitions, each with its own bootstrap discount ``γ^k``, for one run or K lock-step members.
 
-    A single run (``members=None``) accumulates each start state's return as
-    the episode goes and stores finished n-step transitions in the ring (see
-    the module docstring on episode boundaries). K members (``members=K``)
-    store one-step rows, which keeps ``add`` a single write per env step (no
-    per-member pending queues, which would need a Python loop over members),
-    and form n-step returns when sampled (:meth:`nstep`), cut exactly by the
-    explicit ``truncated`` flags.
+    A single run (``members=None``) with vector observations accumulates each
+    start state's return as the episode goes and stores finished n-step
+    transitions in the ring (see the module docstring on episode boundaries).
+    K members (``members=K``) store one-step rows, which keeps ``add`` a single
+    write per env step (no per-member pending queues, which would need a Python
+    loop over members), and form n-step returns when sampled (:meth:`nstep`),
+    cut exactly by the explicit ``truncated`` flags; so does a single run with
+    image observations (``windowed``), its ``done`` flags inferred.
     """
 
     def __init__(
@@ -93,9 +105,12 @@ class NStepReplay:
         sampler: ProportionalSampler | None = None,
         members: int | None = None,
     ) -> None:
-        if members is not None and capacity < n:
+        #: one-step rows, n-step returns formed at sample time (lock-step, and frame storage)
+        self.windowed = members is not None or stores_frames(obs_dim)
+        if self.windowed and capacity < n:
             raise ValueError(f"capacity must be at least n = {n} to hold one n-step window, got {capacity}")
-        self.storage = RingStorage(capacity, obs_dim, members, done=members is not None)
+        extra = (0 if self.windowed else capacity) + (0 if sampler is None else sampler.tree.nbytes())
+        self.storage = make_storage(capacity, obs_dim, members, done=self.windowed, extra_bytes=extra)
         self.members = members
         self.gamma = float(gamma)
         self.n = n
@@ -104,7 +119,7 @@ class NStepReplay:
         self.discount_of = self.powers.astype(np.float32)  # Batch.discounts for k accumulated steps
         # A single run stores finished transitions: each slot keeps k, the steps accumulated (1 byte for n < 256),
         # and γ^k is looked up when sampled (storing the float32 discount would add 9% to a CartPole transition).
-        self.accumulated = np.zeros(capacity, dtype=np.min_scalar_type(n)) if members is None else None
+        self.accumulated = None if self.windowed else np.zeros(capacity, dtype=np.min_scalar_type(n))
         self.pending: deque[tuple[np.ndarray, int, float]] = deque()
         self.last_next_obs: np.ndarray | None = None
         self.steps = 0  # add calls = env steps, the clock of β's annealing
@@ -118,7 +133,7 @@ class NStepReplay:
     def add(self, obs, action, reward, next_obs, terminated, truncated=None) -> None:
         """Store one transition (per member; a row of K with a leading K dimension for members)."""
         self.steps += 1
-        if self.members is None:
+        if not self.windowed:
             self._accumulate(obs, action, reward, next_obs, terminated, truncated)
             return
         # one one-step row per member: the start n − 1 slots back now has a complete window
@@ -158,7 +173,7 @@ class NStepReplay:
         """A ``Batch`` of ``(*lead, B, …)`` n-step transitions, each member's from its own stream."""
         if self.sampler is None:
             indices = np.random.randint(0, len(self), size=(*self.storage.lead, batch_size))
-            if self.members is not None:  # counted from the oldest slot: the newest n − 1 are not sampleable
+            if self.windowed:  # counted from the oldest slot: the newest n − 1 are not sampleable
                 indices = (self.storage.oldest + indices) % self.storage.capacity
             if self._weights.shape != indices.shape:  # unit weights, allocated once (read-only for the learner)
                 self._weights = torch.ones(indices.shape)
@@ -166,7 +181,7 @@ class NStepReplay:
         else:
             indices, raw_weights = self.sampler.sample(batch_size, len(self), self.steps)
             weights = torch.from_numpy(raw_weights)
-        if self.members is None:
+        if not self.windowed:
             obs, actions, rewards, next_obs, terminated = self.storage.gather(indices)
             discounts = torch.from_numpy(self.discount_of[self.accumulated[indices]])
         else:
@@ -174,7 +189,7 @@ class NStepReplay:
         return Batch(obs, actions, rewards, next_obs, terminated, weights, torch.from_numpy(indices), discounts)
 
     def nstep(self, indices: np.ndarray) -> tuple[torch.Tensor, ...]:
-        """K members: the n-step transitions starting at each member's slots ``indices (K, B)`` (all sampleable).
+        """One-step rows: the n-step transitions starting at slots ``indices (*lead, B)`` (all sampleable).
 
         Walks the window forward one slot at a time for all K·B starts: step j
         adds ``γ^j r_{t+j}`` while the episode is still running, and the last
@@ -187,47 +202,56 @@ class NStepReplay:
         rewards, done = storage.views["rewards"], storage.views["done"]
         start = storage.flat(indices)
         returns = rewards.take(start).astype(np.float64)
-        last = start
+        last = indices  # slot of the window's last step
         steps = np.ones(indices.shape, dtype=np.int64)
         running = ~done.take(start)
         for j in range(1, self.n):
             if not running.any():
                 break
-            position = storage.flat((indices + j) % capacity)
+            slot = (indices + j) % capacity
+            position = storage.flat(slot)
             returns += np.where(running, self.powers[j] * rewards.take(position), 0.0)
-            last = np.where(running, position, last)
+            last = np.where(running, slot, last)
             steps += running
             running &= ~done.take(position)
         return (
-            storage.take("obs", start),
+            storage.obs_at(indices),
             storage.take("actions", start),
             torch.from_numpy(returns.astype(np.float32)),
-            storage.take("next_obs", last),
-            storage.take("terminated", last),
+            storage.next_obs_at(last),
+            storage.take("terminated", storage.flat(last)),
             torch.from_numpy(self.discount_of[steps]),
         )
 
     def update_priorities(self, indices: torch.Tensor, td_errors: torch.Tensor) -> None:
         """Reprioritise when prioritised; uniform n-step replay ignores TD errors.
 
-        For K members, rows that are not finite are skipped, and so are slots
-        that are no longer sampleable (rewritten since they were sampled), so
-        an open window never gets a priority.
+        Over one-step rows, slots that are no longer sampleable (rewritten
+        since they were sampled) are skipped, so an open window never gets a
+        priority; for K members, so are rows that are not finite.
         """
         if self.sampler is None:
             return
-        if self.members is None:
+        if not self.windowed:
             self.sampler.update(indices, td_errors)
             return
         indices = np.asarray(to_numpy(indices), dtype=np.int64)
         age = (self.storage.cursor - 1 - indices) % self.storage.capacity
         keep = (age >= self.n - 1) & (age < self.storage.size)
+        if self.members is None:  # a single run's update takes no mask: drop the entries instead
+            self.sampler.update(indices[keep], to_numpy(td_errors).reshape(indices.shape)[keep])
+            return
         self.sampler.update(indices, td_errors, None if keep.all() else keep)
 
     def __len__(self) -> int:
-        if self.members is None:
+        if not self.windowed:
             return self.storage.size
         return max(0, self.storage.size - (self.n - 1))
+
+    def nbytes(self) -> int:
+        """Bytes held (what :func:`~dqnbench.builtin.replay_memory.replay_bytes` plans)."""
+        accumulated = 0 if self.accumulated is None else self.accumulated.nbytes
+        return self.storage.nbytes() + accumulated + (0 if self.sampler is None else self.sampler.tree.nbytes())
 
 
 def check_nstep_params(n: int, prioritized: bool) -> None:

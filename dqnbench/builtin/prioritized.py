@@ -10,8 +10,8 @@ replayed at least about once before its TD error is known.
 
 The sampling rule lives in :class:`ProportionalSampler` (a :class:`SumTree`
 plus the α/β/ε bookkeeping), apart from the transition storage
-(:class:`~dqnbench.builtin.replays.RingStorage`), so the n-step buffer reuses
-it unchanged.
+(:func:`~dqnbench.builtin.replays.make_storage`: rows for vectors, one frame
+per transition for images), so the n-step buffer reuses it unchanged.
 
 Lock-step (``prioritized.lockstep``, see
 :func:`~dqnbench.plugin.hookspecs.dqnbench_replays`) is the same
@@ -29,8 +29,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from dqnbench.builtin.replays import RingStorage
-from dqnbench.builtin.sumtree import SumTree
+from dqnbench.builtin.replays import make_storage
+from dqnbench.builtin.sumtree import SumTree, sum_tree_bytes
 from dqnbench.plugin.batch import Batch
 from dqnbench.plugin.hookspecs import hookimpl
 
@@ -191,7 +191,7 @@ class PrioritizedReplay:
         total_steps: int | None,
         members: int | None = None,
     ) -> None:
-        self.storage = RingStorage(capacity, obs_dim, members)
+        self.storage = make_storage(capacity, obs_dim, members, extra_bytes=sum_tree_bytes(capacity, members))
         self.sampler = ProportionalSampler(capacity, alpha, beta, eps, total_steps, members)
         self.members = members
         self.gamma = float(gamma)
@@ -231,6 +231,10 @@ class PrioritizedReplay:
 
     def __len__(self) -> int:
         return self.storage.size
+
+    def nbytes(self) -> int:
+        """Bytes held: storage and sum trees (what :func:`~dqnbench.builtin.replay_memory.replay_bytes` plans)."""
+        return self.storage.nbytes() + self.sampler.tree.nbytes()
 
 
 def prioritized(

@@ -5,6 +5,11 @@ in place (no Python lists per step), ``sample`` draws indices from NumPy's
 global RNG (seeded by the runner) and hands torch views of the gathered rows.
 Observations keep their own shape and dtype (``obs_dim`` is an
 :class:`~dqnbench.plugin.obs.ObsSpec`; uint8 frames stay one byte).
+:func:`make_storage` picks the storage every built-in buffer uses: obs and
+next_obs rows (:class:`RingStorage`) for vectors, one frame per transition with
+stacks rebuilt at sample time (:class:`~dqnbench.builtin.frames.FrameStorage`)
+for images; both refuse, when built, a replay larger than the memory available
+(:mod:`dqnbench.builtin.replay_memory`).
 
 Every built-in buffer is one class for a single run and for K lock-step
 members (``members=K``, what ``factory.lockstep`` builds): the same code, with
@@ -16,62 +21,41 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from dqnbench.builtin.frames import FrameStorage
+from dqnbench.builtin.replay_memory import ACTION_DTYPE, as_obs_spec, storage_bytes, stores_frames
+from dqnbench.builtin.ring import TransitionRing
 from dqnbench.plugin.batch import Batch
 from dqnbench.plugin.hookspecs import hookimpl
-from dqnbench.plugin.obs import ObsSpec
 
-#: stored actions: a discrete action index never needs 64 bits, and at CartPole's 45-byte transitions the
-#: 4 bytes saved pay for prioritised replay's priority; ``Batch.actions`` is widened to int64 when sampled
-ACTION_DTYPE = np.int32
+__all__ = ["ACTION_DTYPE", "RingStorage", "UniformReplay", "as_obs_spec", "make_storage", "uniform"]
 
 
-def as_obs_spec(obs_dim: int) -> ObsSpec:
-    """``obs_dim`` as an :class:`ObsSpec`; a plain int ``n`` (v1 callers, tests) is a float32 vector of n."""
-    return obs_dim if isinstance(obs_dim, ObsSpec) else ObsSpec(int(obs_dim), np.float32)
+class RingStorage(TransitionRing):
+    """Fixed-capacity transition arrays with obs and next_obs rows, for one run or K members.
 
-
-class RingStorage:
-    """Fixed-capacity transition arrays with a write cursor that wraps around, for one run or K members.
-
-    Observations keep their own shape and dtype (``obs_dim`` is an
-    :class:`~dqnbench.plugin.obs.ObsSpec`, or a plain int for float32
-    vectors). Arrays are slot-major: ``(capacity, *lead, …)`` with ``lead =
-    ()`` for a single run and ``(K,)`` for K lock-step members, so slot ``i``
-    holds the transitions of every member written at the same env step and
-    ``add`` is the same single write either way. Rows are gathered through flat
-    ``(capacity·K, …)`` views (``np.take`` on ``i·K + k``, the cheapest NumPy
-    gather). With ``done``, it also keeps ``terminated | truncated``, which
-    lock-step n-step replay needs to cut windows at episode ends.
+    The storage for vector observations (CartPole's few floats), where a row
+    copy is cheaper than rebuilding anything. Observations keep their own
+    shape and dtype (``obs_dim`` is an :class:`~dqnbench.plugin.obs.ObsSpec`,
+    or a plain int for float32 vectors); the layout is
+    :class:`~dqnbench.builtin.ring.TransitionRing`'s. With ``done``, it also
+    keeps ``terminated | truncated``, which lock-step n-step replay needs to
+    cut windows at episode ends.
 
     Kept separate from the sampling rule so every buffer (uniform,
     prioritised, n-step) shares it.
     """
 
-    def __init__(self, capacity: int, obs_dim: int, members: int | None = None, done: bool = False) -> None:
-        if capacity <= 0:
-            raise ValueError(f"capacity must be positive, got {capacity}")
-        if members is not None and members <= 0:
-            raise ValueError(f"members must be positive, got {members}")
+    fields = ("obs", "next_obs", "actions", "rewards", "terminated")
+
+    def __init__(
+        self, capacity: int, obs_dim: int, members: int | None = None, done: bool = False, extra_bytes: int = 0
+    ) -> None:
         spec = as_obs_spec(obs_dim)
-        self.capacity, self.members = capacity, members
-        self.lead: tuple[int, ...] = () if members is None else (members,)
+        super().__init__(capacity, spec, members, done, storage_bytes(capacity, spec, members, done) + extra_bytes)
         slots = (capacity, *self.lead)
         self.obs = np.zeros((*slots, *spec.shape), dtype=spec.dtype)
         self.next_obs = np.zeros((*slots, *spec.shape), dtype=spec.dtype)
-        self.actions = np.zeros(slots, dtype=ACTION_DTYPE)
-        self.rewards = np.zeros(slots, dtype=np.float32)
-        self.terminated = np.zeros(slots, dtype=np.bool_)
-        self.done = np.zeros(slots, dtype=np.bool_) if done else None
-        names = ("obs", "next_obs", "actions", "rewards", "terminated") + (("done",) if done else ())
-        #: flat views ``(capacity·K, …)`` of the arrays, for gathers: member k's slot i is row ``i·K + k``
-        self.views = {name: self._flat_view(getattr(self, name)) for name in names}
-        #: ``(K, 1)`` member of each row of a ``(K, B)`` index array (0 for a single run: flat = slot)
-        self.member = 0 if members is None else np.arange(members, dtype=np.int64)[:, None]
-        self.cursor = 0
-        self.size = 0
-
-    def _flat_view(self, array: np.ndarray) -> np.ndarray:
-        return array.reshape(self.capacity * (self.members or 1), *array.shape[1 + len(self.lead) :])
+        self._make_views()
 
     def add(self, obs, action, reward, next_obs, terminated, truncated=None) -> int:
         """Write one transition (a row of K, with a leading K dimension, for members); return the slot written."""
@@ -85,21 +69,14 @@ class RingStorage:
             self.done[i] = terminated if truncated is None else np.logical_or(terminated, truncated)
         self.cursor = (i + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
+        self.count += 1
         return i
 
-    @property
-    def oldest(self) -> int:
-        """Slot of the oldest transition held."""
-        return (self.cursor - self.size) % self.capacity
+    def obs_at(self, indices: np.ndarray) -> torch.Tensor:
+        return self.take("obs", self.flat(indices))
 
-    def flat(self, indices: np.ndarray) -> np.ndarray:
-        """Positions in the flat views of slots ``indices (*lead, B)``: member k's slot i is ``i·K + k``."""
-        return indices if self.members is None else indices * self.members + self.member
-
-    def take(self, name: str, flat: np.ndarray) -> torch.Tensor:
-        """Array ``name``'s rows at flat positions ``(*lead, B)`` as a tensor ``(*lead, B, …)`` (actions int64)."""
-        rows = self.views[name].take(flat, axis=0)
-        return torch.from_numpy(rows.astype(np.int64) if name == "actions" else rows)
+    def next_obs_at(self, indices: np.ndarray) -> torch.Tensor:
+        return self.take("next_obs", self.flat(indices))
 
     def gather(self, indices: np.ndarray) -> tuple[torch.Tensor, ...]:
         """Rows at slots ``indices (*lead, B)``: obs, actions, rewards, next_obs, terminated."""
@@ -107,8 +84,19 @@ class RingStorage:
         return tuple(self.take(name, flat) for name in ("obs", "actions", "rewards", "next_obs", "terminated"))
 
     def nbytes(self) -> int:
-        arrays = (self.obs, self.next_obs, self.actions, self.rewards, self.terminated, self.done)
-        return sum(a.nbytes for a in arrays if a is not None)
+        return super().nbytes() + self.obs.nbytes + self.next_obs.nbytes
+
+
+def make_storage(
+    capacity: int, obs_dim: int, members: int | None = None, done: bool = False, extra_bytes: int = 0
+) -> RingStorage | FrameStorage:
+    """The storage for these observations: one frame per transition for images and stacks, rows for vectors.
+
+    ``extra_bytes`` is what the buffer allocates beside the storage (a sum
+    tree, …), counted in the check that the replay fits in memory.
+    """
+    storage = FrameStorage if stores_frames(obs_dim) else RingStorage
+    return storage(capacity, obs_dim, members, done=done, extra_bytes=extra_bytes)
 
 
 class UniformReplay:
@@ -119,7 +107,7 @@ class UniformReplay:
     """
 
     def __init__(self, capacity: int, obs_dim: int, gamma: float, members: int | None = None) -> None:
-        self.storage = RingStorage(capacity, obs_dim, members)
+        self.storage = make_storage(capacity, obs_dim, members)
         self.members = members
         self.gamma = float(gamma)
         self._constant_shape: tuple[int, ...] | None = None
@@ -145,6 +133,10 @@ class UniformReplay:
 
     def __len__(self) -> int:
         return self.storage.size
+
+    def nbytes(self) -> int:
+        """Bytes held by the buffer's arrays (what :func:`~dqnbench.builtin.replay_memory.replay_bytes` plans)."""
+        return self.storage.nbytes()
 
 
 def uniform(capacity: int, obs_dim: int, gamma: float) -> UniformReplay:

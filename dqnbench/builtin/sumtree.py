@@ -119,6 +119,14 @@ def _tree_depth(capacity: int) -> int:
     return max(0, int(np.ceil(np.log2(capacity))))
 
 
+def sum_tree_bytes(capacity: int, members: int | None = None) -> int:
+    """Bytes a :class:`SumTree` of ``capacity`` slots (per member) allocates: float32 priorities, float64 heap."""
+    rows = 1 if members is None else members
+    blocks = -(-capacity // BLOCK)
+    heap = 2 * (1 << _tree_depth(rows)) * (1 << _tree_depth(blocks))
+    return rows * blocks * BLOCK * 4 + heap * 8
+
+
 class SumTree:
     """Sum trees over ``capacity`` slots, walked together: one for a single run, K for lock-step members.
 
@@ -164,6 +172,10 @@ class SumTree:
         self._slot_base = member * self.width  # flat position of each member's slot 0
         self._block_row = member * self.blocks  # row of each member's block 0 in ``_blocks``
         self._block_node = self.first_leaf + member * self.leaves_per_member  # heap node of each member's block 0
+
+    def nbytes(self) -> int:
+        """Bytes held: the slot priorities and the heap of block sums (:func:`sum_tree_bytes`)."""
+        return self._flat.nbytes + self.nodes.nbytes
 
     @property
     def total(self) -> float | np.ndarray:

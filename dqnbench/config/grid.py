@@ -53,7 +53,9 @@ DEFAULT_COMPONENTS = {
 }
 #: v1 ``[agent]`` keys that are params of the learner (of ``dqn``, and of any learner that takes them)
 AGENT_LEARNER_KEYS = {"double": bool, "loss": str}
-SECTIONS = ("experiment", "agent", *COMPONENT_SECTIONS, "grid")
+SECTIONS = ("experiment", "agent", *COMPONENT_SECTIONS, "scores", "variants", "grid")
+#: sections whose dotted keys can be axes or variant overrides
+CONFIG_SECTIONS = ("experiment", "agent", *COMPONENT_SECTIONS)
 MAX_RUNS = 100_000
 
 #: value checks beyond the type: field → (predicate, what is allowed)
@@ -141,25 +143,32 @@ def plan_grid(raw: Mapping[str, Any], path: str | Path, registry: Registry) -> P
             raise GridError(path, section, f"unknown section{_allowed(section, SECTIONS)}")
         if not isinstance(value, dict):
             raise GridError(path, section, f"must be a table [{section}], got {_typename(value)}")
-    base = {k: v for k, v in raw.items() if k != "grid"}
+    base = {k: v for k, v in raw.items() if k not in ("grid", "variants", "scores")}
     if not isinstance(raw.get("experiment", {}).get("name"), str):
         raise GridError(path, "experiment.name", "is required: a string naming the results directory")
     axes = _read_axes(raw.get("grid", {}), path)
+    variants = _read_variants(raw.get("variants", {}), path)
+    scores = read_scores(raw.get("scores", {}), path)
     combos = list(itertools.product(*axes.values())) if axes else [()]
     seeds = _seeds(raw.get("experiment", {}).get("seeds", 3), path)
-    if len(combos) * len(seeds) > MAX_RUNS:
-        raise GridError(path, "grid", f"{len(combos)} cells × {len(seeds)} seeds is over {MAX_RUNS} runs")
+    if len(variants) * len(combos) * len(seeds) > MAX_RUNS:
+        raise GridError(
+            path, "grid", f"{len(variants) * len(combos)} cells × {len(seeds)} seeds is over {MAX_RUNS} runs"
+        )
 
     cells: dict[str, tuple[str, str, RunConfig]] = {}
-    for combo in combos:
-        values = dict(zip(axes, combo))
-        resolved = _with_overrides(base, values, path)
-        config = resolve(resolved, path, registry, axis_keys=set(values))
-        label = ", ".join(f"{k}={_label_value(v)}" for k, v in values.items()) or "default"
-        cell = config.cell_id()
-        if cell in cells:
-            raise GridError(path, "grid", f"cells {cells[cell][1]!r} and {label!r} resolve to the same config")
-        cells[cell] = (cell, label, config)
+    for variant, overrides in variants.items():
+        for combo in combos:
+            values = dict(zip(axes, combo))
+            resolved = _with_overrides(_with_overrides(base, overrides, path, variant), values, path)
+            names = {k: f'variants."{variant}"."{k}"' for k in overrides} | {k: f'grid."{k}"' for k in values}
+            config = dataclasses.replace(resolve(resolved, path, registry, axis_keys=names), scores=scores)
+            axis_label = ", ".join(f"{k}={_label_value(v)}" for k, v in values.items())
+            label = ", ".join(x for x in (variant, axis_label) if x) or "default"
+            cell = config.cell_id()
+            if cell in cells:
+                raise GridError(path, "grid", f"cells {cells[cell][1]!r} and {label!r} resolve to the same config")
+            cells[cell] = (cell, label, config)
     runs = [
         RunSpec(run_id(cell, seed), cell, label, seed, config)
         for cell, label, config in cells.values()
@@ -178,8 +187,8 @@ def _read_axes(grid: Mapping[str, Any], path: Path) -> dict[str, list[Any]]:
         if not isinstance(values, list) or not values:
             raise GridError(path, where, f"an axis must be a non-empty list of values, got {_show(values)}")
         section = key.split(".", 1)[0]
-        if section not in SECTIONS[:-1] or "." not in key:
-            raise GridError(path, where, f"an axis names a dotted key in one of: {', '.join(SECTIONS[:-1])}")
+        if section not in CONFIG_SECTIONS or "." not in key:
+            raise GridError(path, where, f"an axis names a dotted key in one of: {', '.join(CONFIG_SECTIONS)}")
         if key in ("experiment.name", "experiment.seeds"):
             raise GridError(path, where, "cannot be an axis (seeds multiply every cell already)")
         canon = [repr(v) for v in values]
@@ -189,8 +198,65 @@ def _read_axes(grid: Mapping[str, Any], path: Path) -> dict[str, list[Any]]:
     return axes
 
 
-def _with_overrides(base: Mapping[str, Any], values: Mapping[str, Any], path: Path) -> dict[str, Any]:
-    """Deep-copy the base tables and set each dotted axis key."""
+def _read_variants(variants: Mapping[str, Any], path: Path) -> dict[str, dict[str, Any]]:
+    """``[variants."name"]`` tables of dotted overrides: named cells (crossed with the axes); ``{"": {}}`` if none.
+
+    A grid that is not a cartesian product (an ablation: the full agent, the
+    agent with one part removed, the baseline) lists its cells by name here.
+    """
+    if not variants:
+        return {"": {}}
+    out: dict[str, dict[str, Any]] = {}
+    for name, overrides in variants.items():
+        where = f'variants."{name}"'
+        if not isinstance(overrides, dict):
+            raise GridError(
+                path, where, f'must be a table of dotted keys, e.g. "learner.name" = "c51", got {_show(overrides)}'
+            )
+        flat: dict[str, Any] = {}
+        for key, value in overrides.items():
+            if isinstance(value, dict):
+                raise GridError(path, f'{where}."{key}"', 'use dotted keys, e.g. "replay.name" = "nstep"')
+            section = key.split(".", 1)[0]
+            if section not in CONFIG_SECTIONS or "." not in key:
+                raise GridError(
+                    path, f'{where}."{key}"', f"a variant sets dotted keys in one of: {', '.join(CONFIG_SECTIONS)}"
+                )
+            if key in ("experiment.name", "experiment.seeds"):
+                raise GridError(path, f'{where}."{key}"', "cannot differ between variants (seeds multiply every cell)")
+            flat[key] = value
+        out[name] = flat
+    return out
+
+
+def read_scores(scores: Mapping[str, Any], path: Path) -> dict[str, dict[str, float]]:
+    """``[scores."ENV_ID"]`` tables: ``random`` (required) and ``reference`` scores that normalise an env's returns.
+
+    They override the built-in tables of :mod:`dqnbench.analysis.scores` for
+    aggregates across environments; they are not part of run ids.
+    """
+    out: dict[str, dict[str, float]] = {}
+    for env_id, table in scores.items():
+        where = f'scores."{env_id}"'
+        if not isinstance(table, dict):
+            raise GridError(path, where, f"must be a table with random (and reference) scores, got {_show(table)}")
+        for key, value in table.items():
+            if key not in ("random", "reference"):
+                raise GridError(path, f"{where}.{key}", f"unknown key{_allowed(key, ('random', 'reference'))}")
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise GridError(path, f"{where}.{key}", f"must be a finite number, got {_show(value)}")
+        if "random" not in table:
+            raise GridError(path, f"{where}.random", "is required: the score of a uniformly random policy")
+        if "reference" in table and table["reference"] == table["random"]:
+            raise GridError(path, f"{where}.reference", "must differ from random (it is the normalised score's 1)")
+        out[env_id] = {k: float(v) for k, v in table.items()}
+    return out
+
+
+def _with_overrides(
+    base: Mapping[str, Any], values: Mapping[str, Any], path: Path, variant: str | None = None
+) -> dict[str, Any]:
+    """Deep-copy the base tables and set each dotted axis (or variant) key."""
     tables = {k: _copy(v) for k, v in base.items()}
     for dotted, value in values.items():
         *parents, leaf = dotted.split(".")
@@ -198,7 +264,8 @@ def _with_overrides(base: Mapping[str, Any], values: Mapping[str, Any], path: Pa
         for part in parents:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise GridError(path, f'grid."{dotted}"', f"{part!r} is a value, not a table")
+                where = f'variants."{variant}"."{dotted}"' if variant is not None else f'grid."{dotted}"'
+                raise GridError(path, where, f"{part!r} is a value, not a table")
         node[leaf] = value
     return tables
 
@@ -210,13 +277,21 @@ def _copy(value: Any) -> Any:
 
 
 def resolve(
-    tables: Mapping[str, Any], path: str | Path, registry: Registry, axis_keys: set[str] = frozenset()
+    tables: Mapping[str, Any],
+    path: str | Path,
+    registry: Registry,
+    axis_keys: set[str] | Mapping[str, str] = frozenset(),
 ) -> RunConfig:
-    """Turn one cell's tables into a :class:`RunConfig`, validating every value."""
+    """Turn one cell's tables into a :class:`RunConfig`, validating every value.
+
+    ``axis_keys``: dotted keys set by an axis (named ``grid."key"`` in errors),
+    or a mapping from dotted key to how errors name it.
+    """
     path = Path(path)
+    names = axis_keys if isinstance(axis_keys, Mapping) else {k: f'grid."{k}"' for k in axis_keys}
 
     def key_of(dotted: str) -> str:
-        return f'grid."{dotted}"' if dotted in axis_keys else dotted
+        return names.get(dotted, dotted)
 
     try:
         experiment = _dataclass_section(ExperimentConfig, "experiment", tables.get("experiment", {}), path, key_of)
@@ -323,6 +398,13 @@ def _component_section(
         component = registry.get(section, name)
     except DqnbenchError as exc:
         raise GridError(path, key_of(f"{section}.name"), str(exc)) from None
+    # ``auto`` (env) keeps its name in the config, so run ids do not change, but takes the params, defaults and
+    # ``[env.<picked>]`` table of the component it picks for this cell's id (``atari`` for ALE/…).
+    delegate = getattr(component.factory, "delegate", None) if section == "env" else None
+    picked = name
+    if callable(delegate):
+        picked = delegate(experiment.env)
+        component = registry.get(section, picked)
     params: dict[str, Any] = {}
     origin: dict[str, str] = {}  # param → the dotted key it came from, for messages
     capacity = ReplayConfig.capacity
@@ -339,10 +421,11 @@ def _component_section(
             _check_subtable(registry.get(section, key), value, dotted, path, key_of)
         else:
             params[key], origin[key] = value, dotted
-    sub = table.get(name)
-    if isinstance(sub, dict):
-        for key, value in sub.items():
-            params[key], origin[key] = value, f"{section}.{name}.{key}"
+    for sub_name in dict.fromkeys((name, picked)):
+        sub = table.get(sub_name)
+        if isinstance(sub, dict):
+            for key, value in sub.items():
+                params[key], origin[key] = value, f"{section}.{sub_name}.{key}"
     names, accepts_any = component.params()
     for key, value in agent_params.items():  # agent.double / agent.loss: the learner's own keys win
         if key in names or accepts_any:

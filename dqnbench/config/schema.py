@@ -94,6 +94,8 @@ class RunConfig:
     env: ComponentConfig = ComponentConfig("auto")
     learner: ComponentConfig = ComponentConfig("dqn")
     optimizer: ComponentConfig = ComponentConfig("adam")
+    #: ``[scores."ENV_ID"]``: random / reference scores that normalise returns (analysis only, not in run ids)
+    scores: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Nested plain dict (JSON-able), the form stored in each run's record."""
@@ -105,6 +107,10 @@ class RunConfig:
         """Dotted keys → values, component params folded in: the ``runs`` columns."""
         flat: dict[str, Any] = {}
         for section, values in self.to_dict().items():
+            if section == "scores":
+                for env_id, table in values.items():
+                    flat.update({f"scores.{env_id}.{k}": v for k, v in table.items()})
+                continue
             for key, value in values.items():
                 if key == "params":
                     flat.update({f"{section}.{k}": v for k, v in value.items()})
@@ -114,7 +120,8 @@ class RunConfig:
 
     def cell_id(self) -> str:
         """Stable id of the configuration without seed (and without the experiment name)."""
-        canonical = json.dumps(self.flat(), sort_keys=True, default=list, separators=(",", ":"))
+        flat = {k: v for k, v in self.flat().items() if not k.startswith("scores.")}
+        canonical = json.dumps(flat, sort_keys=True, default=list, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:10]
 
 

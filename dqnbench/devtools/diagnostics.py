@@ -326,7 +326,8 @@ def check_components(
       dtype; ``factory.vector(env_id, 2)``, if present, is a vector env of 2
       rows with same-step autoreset. A factory that raises
       :class:`dqnbench.DqnbenchError` declines the id (an ``atari`` component on
-      CartPole): it is skipped, not a problem;
+      CartPole): it is skipped, not a problem (likewise a network factory that
+      declines the probe's observations, a conv net on CartPole's vectors);
     - learner: ``factory(n_actions)`` has an int ``outputs`` ≥ 1; ``q_values``
       maps ``(B, n_actions[, outputs])`` to finite ``(B, n_actions)``; ``loss``
       on the built-in ``mlp`` (online and target, ``outputs=learner.outputs``)
@@ -393,7 +394,9 @@ def _check(
 
 
 class _Declined(Exception):
-    """An env component that does not make this id (it raised :class:`DqnbenchError`): skipped, not a problem."""
+    """A component that declines the probe (it raised :class:`DqnbenchError`): an env component that does not
+    make this id (``atari`` on CartPole), a network that does not take these observations (a conv net on
+    vectors). Skipped, not a problem."""
 
 
 def _canonical(distribution: str) -> str:
@@ -408,7 +411,12 @@ def _describe_obs(obs: ObsSpec, batch: tuple[int, ...]) -> str:
 def _check_network(component: Component, probe: _Probe) -> None:
     obs, n_actions = probe.obs, probe.n_actions
     build = f"factory(obs_dim={obs!r}, n_actions={n_actions})"
-    net = _stage(build, lambda: component.factory(obs, n_actions))
+    try:
+        net = component.factory(obs, n_actions)
+    except DqnbenchError as exc:  # the contract's way to say "not these observations" (a conv net on vectors)
+        raise _Declined(f"{build} declined the observations: {exc}") from exc
+    except Exception as exc:
+        raise _Violation(build, exc) from exc
     if not isinstance(net, torch.nn.Module):
         raise _Violation(build, f"returned {type(net).__name__}, not a torch.nn.Module")
     if not any(p.requires_grad for p in net.parameters()):

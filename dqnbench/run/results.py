@@ -39,7 +39,7 @@ WEIGHTS = "weights.pt"
 TABLES = ("steps", "episodes", "evals")
 
 #: Column order of each per-run table (every table also starts with run_id).
-STEP_COLUMNS = ("step", "episode", "reward", "t_act", "t_env", "t_learn", "loss")
+STEP_COLUMNS = ("step", "episode", "reward", "t_act", "t_env", "t_learn", "loss", "q_max", "epsilon", "steps_n")
 EPISODE_COLUMNS = ("episode", "step", "return", "length")
 EVAL_COLUMNS = ("step", "mean_return", "std_return", "returns")
 
@@ -191,9 +191,19 @@ class Results:
 
     - ``runs``: one row per run: run_id, cell, label, seed, status, error, one
       column per resolved config key ("network.name", "agent.lr", …), wall_s,
-      steps_per_s, final_return.
+      steps_per_s, final_return, lockstep_members (K when the run trained as one
+      of a lock-step cell's K members, 1 when it trained alone). A member's
+      ``wall_s`` and ``steps_per_s`` are its own share: the cell's wall time and
+      training time divided by K, so ``wall_s`` sums to the machine time the grid
+      took and every member of one cell shows the same figures (one speed
+      sample per cell, not K).
     - ``steps``: one row per env step: run_id, step (0-based index), episode,
-      reward, t_act, t_env, t_learn (seconds), loss (NaN where nothing was learned).
+      reward, t_act, t_env, t_learn (seconds), loss (NaN where nothing was
+      learned), q_max (mean greedy Q-value at acting time) and epsilon (the
+      explorer's ε), probed every 10 steps (NaN between probes). Runs longer
+      than 100,000 steps (or with ``experiment.steps_window``) have one row per
+      window of ``steps_n`` env steps instead: step and episode at the window's
+      start, reward and times summed, loss, q_max and epsilon averaged.
     - ``episodes``: one row per finished training episode: run_id, episode,
       step (env steps done when it ended), return, length.
     - ``evals``: one row per greedy evaluation: run_id, step (env steps done),
@@ -225,7 +235,7 @@ class Results:
 
 
 RUN_COLUMNS = ("run_id", "cell", "label", "seed", "status", "error")
-RUN_SUMMARY = ("wall_s", "steps_per_s", "final_return")
+RUN_SUMMARY = ("wall_s", "steps_per_s", "final_return", "lockstep_members")
 
 
 def run_row(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -235,6 +245,7 @@ def run_row(record: Mapping[str, Any]) -> dict[str, Any]:
         row[key] = tuple(value) if isinstance(value, list) else value
     for key in RUN_SUMMARY:
         row[key] = record.get(key)
+    row["lockstep_members"] = (record.get("lockstep") or {}).get("members", 1)
     return row
 
 
@@ -243,16 +254,21 @@ def load_results(path: str | os.PathLike, all_runs: bool = False) -> Results:
 
     By default only the runs of the grid last run into the directory
     (``plan.json``) are read; ``all_runs=True`` also reads runs that earlier,
-    different versions of the grid left there.
+    different versions of the grid left there. Rows come in the grid's order
+    (cells as the grid lists them, then seeds), so every table, report and
+    legend shows variants in one order.
     """
     path = Path(path)
     if not runs_dir(path).is_dir():
         raise ResultsError(f"{path} is not a dqnbench results directory (no {RUNS_DIR}/ inside)")
     records = finished_runs(path)
-    current = None if all_runs else current_run_ids(path)
+    current = current_run_ids(path)
     if current is not None:
         keep = set(current)
-        records = {run_id: record for run_id, record in records.items() if run_id in keep}
+        order = {run_id: i for i, run_id in enumerate(current)}
+        if not all_runs:
+            records = {run_id: record for run_id, record in records.items() if run_id in keep}
+        records = dict(sorted(records.items(), key=lambda item: (order.get(item[0], len(order)), item[0])))
     rows = [run_row(r) for r in records.values()]
     runs = pd.DataFrame(rows, columns=_ordered_columns(rows))
     tables = {}

@@ -9,11 +9,13 @@ its contract or diverges gives a run record with status ``failed`` or
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import math
 import os
 import platform
+import shutil
 import sys
 import time
 import traceback
@@ -41,7 +43,7 @@ from dqnbench.plugin.contracts import Executor
 from dqnbench.plugin.host import ENTRY_POINT_GROUP
 from dqnbench.plugin.registry import Component, Registry, load_registry
 from dqnbench.run.lock import experiment_lock
-from dqnbench.run.progress import RunProgress, print_summary
+from dqnbench.run.progress import PROGRESS_DIR, RunProgress, print_summary, write_progress
 from dqnbench.run.results import (
     Results,
     RunOutput,
@@ -75,6 +77,13 @@ class RunTask:
     plugins: tuple[Any, ...] = ()
     load_entrypoints: bool = True
     stacked: bool = False
+    #: file the worker writes its env steps done to (see :mod:`dqnbench.run.progress`); None: no report
+    progress_file: str | None = None
+
+    @property
+    def key(self) -> str:
+        """The task's name among a grid's tasks (its first run's id)."""
+        return self.specs[0].run_id
 
 
 def prepare(
@@ -94,7 +103,7 @@ def prepare(
 def check_cell(config: RunConfig, registry: Registry, path: Path) -> None:
     """User errors a cell's components make together, found before anything runs."""
     chosen = choose(config, registry)
-    _, n_actions = check_env(config.experiment.env, chosen["env"], _frozen(config.env.params), path)
+    obs, n_actions = check_env(config.experiment.env, chosen["env"], _frozen(config.env.params), path)
     try:
         learner = chosen["learner"].factory(n_actions, **config.learner.params)
         outputs = learner.outputs
@@ -112,6 +121,49 @@ def check_cell(config: RunConfig, registry: Registry, path: Path) -> None:
             f"{chosen['learner'].describe()} needs {outputs} outputs per action, but {chosen['network'].describe()} "
             "cannot give several (its factory takes no `outputs` param)",
         )
+    check_network_builds(config, chosen, obs, n_actions, outputs, path)
+    check_replay_memory(config, obs, path)
+
+
+def check_replay_memory(config: RunConfig, obs: Any, path: Path) -> None:
+    """A built-in replay (of all a lock-step cell's members) that cannot fit in available memory: a grid error.
+
+    Checked again when the replay is built, in whichever process trains it.
+    """
+    from dqnbench.builtin.replay_memory import builtin_replay_bytes, check_replay_fits
+
+    seeds = len(config.experiment.seeds)
+    members = seeds if config.experiment.lockstep and seeds > 1 else None
+    replay = config.replay
+    needed = builtin_replay_bytes(replay.name, replay.params, replay.capacity, obs, members)
+    if needed is None:
+        return
+    try:
+        check_replay_fits(needed, replay.capacity, obs, members)
+    except DqnbenchError as exc:
+        raise GridError(path, "replay.capacity", str(exc)) from None
+
+
+def check_network_builds(
+    config: RunConfig, chosen: dict[str, Component], obs: Any, n_actions: int, outputs: int, path: Path
+) -> None:
+    """A network factory's user error (observations it does not take, a bad param) as a grid error.
+
+    Built once per cell, drawing nothing from the torch RNG. Only the factory
+    contract's user errors (DqnbenchError, ValueError) stop the plan; anything
+    else is a plugin bug that its runs report (and name).
+    """
+    try:
+        with torch.random.fork_rng(devices=[]):
+            bind_network(config, chosen, outputs)(obs, n_actions)
+    except (DqnbenchError, ValueError) as exc:
+        first = str(exc).split(" ", 1)[0]
+        key = f"network.{first}" if first in config.network.params else "network.name"
+        raise GridError(
+            path, key, f"{chosen['network'].describe()} cannot be built for {config.experiment.env}: {exc}"
+        ) from None
+    except Exception:  # noqa: BLE001 - a plugin bug: its runs fail and name it
+        pass
 
 
 @functools.cache
@@ -120,7 +172,9 @@ def check_env(env_id: str, component: Component, params: tuple[tuple[str, Any], 
     try:
         env = component.factory(env_id, **dict(params))
     except DqnbenchError as exc:
-        raise GridError(path, "experiment.env", str(exc)) from None
+        # "frame_stack must be an int >= 1": the key is the env param the message starts with, where it names one
+        first = str(exc).split(" ", 1)[0]
+        raise GridError(path, f"env.{first}" if first in dict(params) else "experiment.env", str(exc)) from None
     except gym.error.Error as exc:
         import difflib
 
@@ -160,11 +214,12 @@ def run_grid(
     quiet: bool = False,
     stream: TextIO | None = None,
     lockstep: bool = True,
+    plots: bool = True,
 ) -> Results:
     """Run every run of a grid file not yet finished under ``<out>/<name>/``; return all results.
 
-    Same as ``dqnbench run``. Finished runs (status ``ok`` or ``diverged``) are
-    skipped; failed ones are retried. Raises :class:`DqnbenchError` for a bad
+    Same as ``dqnbench run``, plots included (``plots=False`` is ``--no-plots``).
+    Finished runs (status ``ok`` or ``diverged``) are skipped; failed ones are retried. Raises :class:`DqnbenchError` for a bad
     grid; a failing run does not raise: check ``results.runs.status``.
 
     :param executor: a registered executor name (``serial``, ``process``, …).
@@ -178,7 +233,7 @@ def run_grid(
         objects with hookimpls) to register besides the installed ones.
     """
     plan, registry = prepare(grid, plugins, load_entrypoints)
-    return run_plan(
+    results = run_plan(
         plan,
         registry,
         out,
@@ -191,6 +246,24 @@ def run_grid(
         quiet=quiet,
         stream=stream,
     )
+    if plots:
+        write_grid_plots(results, plan, registry, stream or sys.stdout)
+    return results
+
+
+def write_grid_plots(results: Results, plan: Plan, registry: Registry, stream: TextIO) -> list[Path]:
+    """The plots ``dqnbench run`` writes after a grid (when a run succeeded), with the few-seeds warning once."""
+    if not (results.runs.status == "ok").any():
+        return []
+    from dqnbench.analysis.plots import write_plots
+    from dqnbench.analysis.stats import few_seeds_warning
+
+    warning = few_seeds_warning(min(len(config.experiment.seeds) for _, _, config in plan.cells))
+    if warning is not None:
+        print(f"note: {warning}", file=stream)
+    written = write_plots(results, registry=registry)
+    print(f"plots: {written[-1]}", file=stream)
+    return written
 
 
 def run_plan(
@@ -248,11 +321,26 @@ def _execute(
             flush=True,
         )
     refs = tuple(ModuleRef(p.__name__) if isinstance(p, ModuleType) else p for p in plugins)
-    tasks = make_tasks(todo, plan, refs, load_entrypoints, lockstep_cells)
+    progress_dir = experiment_dir / PROGRESS_DIR
+    shutil.rmtree(progress_dir, ignore_errors=True)
+    progress_dir.mkdir(exist_ok=True)
+    tasks = [
+        dataclasses.replace(task, progress_file=str(progress_dir / task.key))
+        for task in make_tasks(todo, plan, refs, load_entrypoints, lockstep_cells)
+    ]
     wanted = {spec.run_id for spec in todo}
-    progress = RunProgress(len(todo), skipped, live=not quiet and stream.isatty(), stream=stream)
+    total_steps = sum(
+        spec.config.experiment.total_steps for task in tasks for spec in task.specs if spec.run_id in wanted
+    )
+    progress = RunProgress(
+        len(todo), skipped, live=not quiet and stream.isatty(), stream=stream, total_steps=total_steps,
+        directory=progress_dir,
+    )  # fmt: skip
     try:
         for task, outcome in pool.map_unordered(execute_task, tasks):
+            progress.task_finished(
+                task.key, sum(spec.config.experiment.total_steps for spec in task.specs if spec.run_id in wanted)
+            )
             if isinstance(outcome, BaseException):
                 lost = f"the executor lost this run: {type(outcome).__name__}: {outcome}"
                 tb = "".join(traceback.format_exception(outcome))
@@ -274,6 +362,7 @@ def _execute(
     finally:
         progress.close()
         pool.close()
+        shutil.rmtree(progress_dir, ignore_errors=True)
 
 
 def lockstep_cells(plan: Plan, registry: Registry, stream: TextIO) -> set[str]:
@@ -391,7 +480,12 @@ def execute_task(task: RunTask) -> list[RunOutput]:
     records = [base_record(spec, chosen, started) for spec in specs]
     try:
         with single_thread():
-            logs = train_runs(config, seeds, bind_components(config, chosen), stacked=task.stacked)
+            report = (
+                None
+                if task.progress_file is None
+                else functools.partial(_report_progress, task.progress_file, len(specs))
+            )
+            logs = train_runs(config, seeds, bind_components(config, chosen), stacked=task.stacked, progress=report)
     except Diverged as exc:  # a single run stops at its first non-finite loss
         (record,) = records
         record.update(diverged_step=exc.step, traceback=traceback.format_exc())
@@ -412,6 +506,10 @@ def execute_task(task: RunTask) -> list[RunOutput]:
             diverged = Diverged(log.diverged_step, log.diverged_loss)
         outputs.append(finish_record(spec, record, log, chosen, wall, diverged=diverged))
     return outputs
+
+
+def _report_progress(path: str, rows: int, steps: int) -> None:
+    write_progress(path, steps * rows)
 
 
 def finish_record(

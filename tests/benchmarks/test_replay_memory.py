@@ -12,10 +12,14 @@ storing actions as int32 saves 4. Measured (2-core dev machine): uniform −8.9%
 prioritized +2.4%, nstep −6.6%, nstep + prioritized +4.6%; lock-step (8 members)
 −8.8%, +2.8%, −6.5%, +5.0%.
 
-Image observations are held to the same bound with their own raw size: Atari's
-``(4, 84, 84)`` uint8 frames must stay one byte a pixel (stored, gathered and
-sampled as uint8), so a buffer that widened them to float32 anywhere would
-show up here four times over.
+Image observations are held to a budget per transition instead: Atari's
+``(4, 84, 84)`` uint8 stacks are stored one 7 056-byte frame per transition
+(see :mod:`dqnbench.builtin.frames`), so a built-in replay holds at most
+7.2 KB a transition, all fields included (Dopamine's 7.1 KB; Stable-Baselines3's
+28 KB with ``optimize_memory_usage``, 56 KB without), measured at capacity 10⁵
+as ``nbytes`` of the arrays allocated (np.zeros maps pages lazily) and as the
+traced peak. A buffer that widened frames to float32 anywhere, or kept a
+next_obs, would show up here several times over.
 """
 
 from __future__ import annotations
@@ -110,34 +114,92 @@ def test_lockstep_member_replay_memory(benchmark, variant):
     record(benchmark, f"{variant} (lock-step, {members} members)", peak)
 
 
-#: Atari frames: 2 000 transitions of two (4, 84, 84) uint8 observations each, 108 MB raw (a batch of 64 adds 3%)
-IMAGE = ObsSpec((4, 84, 84), np.uint8)
-IMAGE_CAPACITY = 2_000
+#: Atari: 4-frame stacks of 84×84 uint8 frames (one frame is 7 056 bytes); 10⁵ transitions (per run, in all for
+#: lock-step members): 0.7 GB allocated, pages touched only as far as the fill goes
+ATARI = ObsSpec((4, 84, 84), np.uint8, frames=4)
+ATARI_CAPACITY = 100_000
+#: Stable-Baselines3's ReplayBuffer keeps both stacks (optimize_memory_usage=False: 56 KB; True: 28 KB a
+#: transition); Dopamine's circular buffer one frame and its scalars, dropping the terminal frame (about 7.1 KB)
+ATARI_BUDGET = 7.2e3
+ATARI_FILL = 1_000  # steps, a few episodes: the side store holds one frame per episode
+ATARI_EPISODE = 300  # steps: a short Atari episode (they run to 27 000 with the 108k-frame cap)
 
 
-@pytest.mark.parametrize("members", [None, 2], ids=["single", "lockstep-2"])
+def atari_rows(members: int | None, steps: int, episode: int):
+    """``steps`` lock-step rows of sliding 4-frame stacks (K members, or one unstacked), zero-padded resets."""
+    rows = members or 1
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, size=(64, rows, 84, 84), dtype=np.uint8)  # recycled: content is not measured
+    obs = np.zeros((rows, *ATARI.shape), np.uint8)
+    obs[:, -1] = frames[0]
+    for t in range(steps):
+        next_obs = np.concatenate([obs[:, 1:], frames[(t + 1) % 64][:, None]], axis=1)
+        end = (t + 1) % episode == 0
+        action, reward = np.full(rows, t % 4), np.ones(rows, np.float32)
+        if members is None:
+            yield obs[0], int(action[0]), 1.0, next_obs[0], end
+        else:
+            flags = np.full(rows, end)
+            yield obs, action, reward, next_obs, flags & False, flags
+        if end:
+            obs = np.zeros_like(obs)
+            obs[:, -1] = frames[(t + 7) % 64]
+        else:
+            obs = next_obs
+
+
+@pytest.mark.parametrize("members", [None, 4], ids=["single", "lockstep-4"])
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_image_replay_memory(benchmark, variant, members):
-    """uint8 frames cost one byte a pixel: raw is ``capacity × (2 × 28 224 + 13)`` bytes per member."""
+def test_atari_bytes_per_transition(benchmark, variant, members):
+    """≤ 7.2 KB per Atari transition, all fields included, single and lock-step (K × 10⁵/K slots).
+
+    Two measures, both per transition held at capacity: ``nbytes`` of every
+    array the buffer allocated (np.zeros maps pages lazily, so RSS would
+    undercount an unfilled ring), side store included after filling it with
+    episodes; and the peak ``tracemalloc`` figure while built, filled and
+    sampled, less the sampled batch (two 64-sample stacks). Measured (2-core
+    dev machine, single / 4 members): uniform 7 143 / 7 145 bytes, prioritized
+    7 148 / 7 150, n-step 7 144 / 7 146, n-step + prioritized 7 149 / 7 151 —
+    the 7 056-byte frame, 14–20 bytes of scalars, offset, episode number and
+    priority, and ~72 of side store reserved (one frame per 128 transitions;
+    ~58 at capacity 10⁶) — against 28 224 (SB3 with optimize_memory_usage) and
+    about 7.1 KB (Dopamine).
+    """
     name, params = VARIANTS[variant]
     factory = load_registry(load_entrypoints=False).get("replay", name).factory
-    rows = members or 1
-    frame = np.ones((*(() if members is None else (members,)), *IMAGE.shape), dtype=np.uint8)
-
-    def add(buffer):
-        for i in range(IMAGE_CAPACITY // 2):
-            obs, next_obs, end = frame * (i % 256), frame * ((i + 1) % 256), i % 100 == 99
-            if members is None:
-                buffer.add(obs, i % 2, 1.0, next_obs, end)
-            else:
-                flags = np.full(members, end)
-                buffer.add(obs, np.zeros(members, np.int64), np.ones(members, np.float32), next_obs, flags, ~flags)
+    capacity = ATARI_CAPACITY // (members or 1)
 
     def build():
         if members is None:
-            return factory(IMAGE_CAPACITY, IMAGE, 0.99, **params)
-        return factory.lockstep(members, IMAGE_CAPACITY, IMAGE, 0.99, **params)
+            return factory(capacity, ATARI, 0.99, **params)
+        return factory.lockstep(members, capacity, ATARI, 0.99, **params)
 
-    raw = rows * IMAGE_CAPACITY * (2 * IMAGE.nbytes + 8 + 4 + 1)
-    peak = benchmark.pedantic(measure, args=(build, add, lambda b: b.sample(64)), rounds=1, iterations=1)
-    record(benchmark, f"{variant} ({IMAGE}, {members or 1} member{'s' if members else ''})", peak, raw, IMAGE_CAPACITY)
+    def add(buffer):
+        for row in atari_rows(members, ATARI_FILL, ATARI_EPISODE):
+            buffer.add(*row)
+
+    held = {}
+
+    def sample(buffer):
+        held["nbytes"] = buffer.nbytes()
+        buffer.sample(64)
+
+    peak = benchmark.pedantic(measure, args=(build, add, sample), rounds=1, iterations=1)
+    batch = 2 * 64 * (members or 1) * ATARI.nbytes
+    per_nbytes = held["nbytes"] / ATARI_CAPACITY
+    per_peak = (peak - batch) / ATARI_CAPACITY
+    benchmark.extra_info.update(
+        measured="bytes per Atari transition at capacity 1e5: nbytes of allocated arrays, and traced peak",
+        component=variant,
+        members=members or 1,
+        nbytes_per_transition=per_nbytes,
+        peak_per_transition=per_peak,
+        sb3_bytes=ATARI.nbytes,
+        dopamine_bytes=7.1e3,
+    )
+    print(
+        f"\n{variant} ({members or 1} member{'s' if members else ''}): {per_nbytes:,.0f} bytes a transition "
+        f"allocated, {per_peak:,.0f} traced peak (SB3 28 224, Dopamine ~7 100)"
+    )
+    assert per_nbytes <= ATARI_BUDGET
+    assert per_peak <= ATARI_BUDGET + CONSTANT_BYTES / ATARI_CAPACITY

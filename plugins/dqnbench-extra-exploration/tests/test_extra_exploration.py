@@ -151,7 +151,9 @@ def test_a_grid_trains_ez_greedy_next_to_the_builtin_linear(tmp_path):
         ),
         encoding="utf-8",
     )
-    results = dqnbench.run_grid(grid, out=tmp_path / "results", executor="serial", quiet=True, stream=io.StringIO())
+    results = dqnbench.run_grid(
+        grid, out=tmp_path / "results", executor="serial", quiet=True, stream=io.StringIO(), plots=False
+    )
     assert sorted(results.runs["exploration.name"]) == ["ez_greedy", "linear"]
     assert set(results.runs.status) == {"ok"}, results.runs.error.tolist()
     ez = results.runs.set_index("exploration.name").loc["ez_greedy"]

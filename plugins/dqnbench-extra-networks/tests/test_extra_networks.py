@@ -132,6 +132,8 @@ def test_a_grid_trains_both_networks_next_to_the_builtin_mlp(tmp_path):
         ),
         encoding="utf-8",
     )
-    results = dqnbench.run_grid(grid, out=tmp_path / "results", executor="serial", quiet=True, stream=io.StringIO())
+    results = dqnbench.run_grid(
+        grid, out=tmp_path / "results", executor="serial", quiet=True, stream=io.StringIO(), plots=False
+    )
     assert sorted(results.runs["network.name"]) == ["layernorm_mlp", "mlp", "residual_mlp"]
     assert set(results.runs.status) == {"ok"}, results.runs.error.tolist()

@@ -131,6 +131,8 @@ def test_a_grid_trains_combined_next_to_the_builtin_uniform(tmp_path):
         ),
         encoding="utf-8",
     )
-    results = dqnbench.run_grid(grid, out=tmp_path / "results", executor="serial", quiet=True, stream=io.StringIO())
+    results = dqnbench.run_grid(
+        grid, out=tmp_path / "results", executor="serial", quiet=True, stream=io.StringIO(), plots=False
+    )
     assert sorted(results.runs["replay.name"]) == ["combined", "uniform"]
     assert set(results.runs.status) == {"ok"}, results.runs.error.tolist()
