@@ -35,7 +35,7 @@ PROBE_EVERY = 10
 
 
 def steps_window(total_steps: int, window: int = 0) -> int:
-    """Env steps per ``steps`` row: ``window`` if set, else 1 up to :data:`PER_STEP_ROWS` steps, else enough for that many rows."""
+    """Env steps per ``steps`` row: ``window`` if set, else 1 up to :data:`PER_STEP_ROWS` steps, else windows."""
     if window:
         return int(window)
     return 1 if total_steps <= PER_STEP_ROWS else math.ceil(total_steps / PER_STEP_ROWS)

@@ -219,8 +219,8 @@ def run_grid(
     """Run every run of a grid file not yet finished under ``<out>/<name>/``; return all results.
 
     Same as ``dqnbench run``, plots included (``plots=False`` is ``--no-plots``).
-    Finished runs (status ``ok`` or ``diverged``) are skipped; failed ones are retried. Raises :class:`DqnbenchError` for a bad
-    grid; a failing run does not raise: check ``results.runs.status``.
+    Finished runs (status ``ok`` or ``diverged``) are skipped; failed ones are retried.
+    Raises :class:`DqnbenchError` for a bad grid; a failing run does not raise: check ``results.runs.status``.
 
     :param executor: a registered executor name (``serial``, ``process``, …).
     :param workers: parallel runs for the executor; ``None`` lets it decide.
