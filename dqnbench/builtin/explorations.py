@@ -46,17 +46,31 @@ class ConstantEpsilon:
 
 
 class LinearEpsilon:
-    """ε decays linearly from ``start`` to ``end`` over ``fraction`` of training, then stays."""
+    """ε stays at ``start`` for ``delay`` steps, decays linearly to ``end`` over ``decay_steps``, then stays."""
 
-    def __init__(self, total_steps: int, start: float, end: float, fraction: float) -> None:
+    def __init__(
+        self,
+        total_steps: int,
+        start: float,
+        end: float,
+        fraction: float,
+        delay: int | None = None,
+        steps: int | None = None,
+    ) -> None:
         self.start = _check_probability("start", start)
         self.end = _check_probability("end", end)
         if not 0.0 <= fraction <= 1.0:
             raise ValueError(f"fraction must be in [0, 1], got {fraction}")
-        self.decay_steps = max(1.0, fraction * total_steps)
+        delay = 0 if delay is None else delay
+        if isinstance(delay, bool) or not isinstance(delay, int) or delay < 0:
+            raise ValueError(f"delay must be an integer >= 0 (env steps at ε = start), got {delay!r}")
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+            raise ValueError(f"steps must be a positive integer (env steps of the decay), got {steps!r}")
+        self.delay = delay
+        self.decay_steps = float(steps) if steps is not None else max(1.0, fraction * total_steps)
 
     def value(self, step: int) -> float:
-        progress = min(1.0, step / self.decay_steps)
+        progress = min(1.0, max(0, step - self.delay) / self.decay_steps)
         return self.start + (self.end - self.start) * progress
 
     def select(self, q_values: torch.Tensor, step: int) -> torch.Tensor:
@@ -69,10 +83,23 @@ def constant(n_actions: int, total_steps: int, epsilon: float = 0.1) -> Constant
 
 
 def linear(
-    n_actions: int, total_steps: int, start: float = 1.0, end: float = 0.05, fraction: float = 0.1
+    n_actions: int,
+    total_steps: int,
+    start: float = 1.0,
+    end: float = 0.05,
+    fraction: float = 0.1,
+    delay: int | None = None,
+    steps: int | None = None,
 ) -> LinearEpsilon:
-    """ε-greedy, ε from ``start`` to ``end`` linearly over ``fraction × total_steps`` steps."""
-    return LinearEpsilon(total_steps, start, end, fraction)
+    """ε-greedy, ε from ``start`` to ``end`` linearly over ``fraction × total_steps`` steps.
+
+    :param delay: env steps at ε = ``start`` before the decay begins (none by default; MinAtar's
+        DQN acts randomly for its 5,000 replay-start steps, then decays ε over
+        the next 100k frames: ``delay = 5000, steps = 100_000``).
+    :param steps: env steps of the decay, instead of ``fraction × total_steps``
+        (a schedule stated in frames, independent of the run's length).
+    """
+    return LinearEpsilon(total_steps, start, end, fraction, delay, steps)
 
 
 # Both treat each row of q_values on its own and keep no per-row state: one explorer serves K lock-step members.
