@@ -2,13 +2,16 @@
 
 User errors (:class:`~dqnbench.errors.DqnbenchError`) become one line on
 stderr and exit code 2; a grid with failed runs exits 1 after finishing all
-the others; Ctrl-C exits 130 with every finished run saved.
+the others; Ctrl-C exits 130 and SIGTERM (a cluster preempting the job) 143,
+both with every finished run saved, the lock released and one line of text.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Sequence
 
@@ -16,7 +19,21 @@ from dqnbench.errors import DqnbenchError
 from dqnbench.plugin.host import PluginWarning
 from dqnbench.version import __version__
 
-EXIT_OK, EXIT_FAILED_RUNS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED_RUNS, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread: a KeyboardInterrupt, so it unwinds exactly as Ctrl-C does.
+
+    Every ``finally`` runs: executors stop their workers, the lock is released,
+    the progress files are removed; results already written stay (each run is
+    written atomically).
+    """
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the clean-up short
+    raise Terminated()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="plain progress lines instead of a live bar")
     run.add_argument("--no-lockstep", action="store_true", help="train every seed independently (no batching)")
     run.add_argument("--no-plots", action="store_true", help="skip writing plots at the end")
+    run.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse cells that can never learn (learning_starts >= total_steps, batch_size > capacity, …) "
+        "instead of warning",
+    )
     run.set_defaults(handler=cmd_run)
 
     report = sub.add_parser("report", help="per-cell statistics of a results directory")
@@ -137,7 +160,7 @@ def _positive_int(text: str) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from dqnbench.run.runner import plan_failed, prepare, run_plan, write_grid_plots
 
-    plan, registry = prepare(args.grid)
+    plan, registry = prepare(args.grid, strict=args.strict)
     executor = registry.get("executor", args.executor)  # unknown executors and options fail before any run
     executor.check_params({"address": args.address} if args.address else {})
     if args.dry_run:
@@ -227,7 +250,9 @@ def cmd_bench_compare(args: argparse.Namespace) -> int:
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    if issubclass(category, PluginWarning):
+    from dqnbench.run.results import DamagedRunWarning
+
+    if issubclass(category, (PluginWarning, DamagedRunWarning)):
         print(f"dqnbench: warning: {message}", file=sys.stderr)
     else:
         _default_showwarning(message, category, filename, lineno, file, line)
@@ -241,19 +266,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     warnings.showwarning = _show_warning
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
     try:
         return args.handler(args)
     except DqnbenchError as exc:
         print(f"dqnbench: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
         print(
-            "dqnbench: interrupted: finished runs are saved; rerun the same command to complete the rest",
+            f"dqnbench: {what}: finished runs are saved; rerun the same command to complete the rest",
             file=sys.stderr,
         )
-        return EXIT_INTERRUPTED
+        return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
     finally:
         warnings.showwarning = _default_showwarning
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 if __name__ == "__main__":

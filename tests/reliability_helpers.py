@@ -21,3 +21,54 @@ def hold_lock_forever(directory: str) -> None:
     with experiment_lock(Path(directory)):
         print("locked", flush=True)
         time.sleep(600)
+
+
+# --- time limits ---------------------------------------------------------------------------------
+
+from dataclasses import dataclass  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Timed:
+    """An executor item with a time limit, as the runner's tasks carry ``experiment.timeout_s``."""
+
+    n: int
+    timeout_s: float | None = None
+
+
+def square_or_hang(item: Timed) -> int:
+    """Hang (in Python code, as a stuck plugin loop would) for item 3; square the others after a moment."""
+    import time
+
+    if item.n == 3:
+        while True:
+            time.sleep(0.01)
+    time.sleep(0.2)
+    return item.n * item.n
+
+
+class HangingExplorer:
+    """An exploration that never returns from its first ``select``: a run that hangs."""
+
+    def value(self, step: int) -> float:
+        return 0.0
+
+    def select(self, q_values, step):
+        import time
+
+        while True:
+            time.sleep(0.01)
+
+
+def hangs(n_actions: int, total_steps: int) -> HangingExplorer:
+    return HangingExplorer()
+
+
+class HangingPlugin:
+    """An in-process plugin object providing the ``hangs`` exploration."""
+
+    import dqnbench as _dqnbench
+
+    @_dqnbench.hookimpl
+    def dqnbench_explorations(self):
+        return {"hangs": hangs}

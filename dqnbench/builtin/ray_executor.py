@@ -17,16 +17,37 @@ Failures, as with the ``process`` executor:
   and have no side effects on workers, so a retry gives the same result;
 - exceptions raised by ``fn`` are never retried (``retry_exceptions=False``): they
   would fail again;
-- on Ctrl-C, ``close()`` cancels every outstanding task (``force=True`` kills the
+- a worker killed for using too much memory yields Ray's ``OutOfMemoryError``,
+  which the runner records as "out of memory" with Ray's reason;
+- a run past its ``timeout_s`` (``experiment.timeout_s``) is cancelled with
+  ``force=True`` (its worker process is killed) and yielded as
+  ``TimeoutError("timed out after N s")``. The clock starts when the task is
+  submitted, so while timed runs are queued at most as many are in flight as
+  the cluster has room for (its CPUs / ``num_cpus``), and a queued run does not use up its time;
+- on Ctrl-C or SIGTERM, ``close()`` cancels every outstanding task (``force=True`` kills the
   worker processes running them) and disconnects.
+
+Token authentication (Ray >= 2.5x): a head started with ``ray start --head``
+turns it on when ``~/.ray/auth_token`` exists, but a driver sends no token
+unless ``RAY_AUTH_MODE=token``. Connecting to ``address`` with ``RAY_AUTH_MODE``
+unset and a token where Ray documents it (``RAY_AUTH_TOKEN``,
+``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``), the driver sets
+``RAY_AUTH_MODE=token`` while it is connected (a cluster without token auth
+accepts it too); without a token, a refused connection is a user error naming
+the remedy. A local Ray started for the grid gets a token that lives only in
+its processes' environment (``RAY_AUTH_TOKEN``), so no ``~/.ray/auth_token`` is
+left behind to change how a later ``ray start --head`` behaves.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import secrets
 import socket
+import time
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 from dqnbench.errors import DqnbenchError
@@ -79,9 +100,11 @@ class RayExecutor:
         num_cpus: float,
         max_retries: int,
         runtime_env: dict[str, Any] | None,
+        restore_env: dict[str, str | None] | None = None,
     ) -> None:
         self._ray = ray
         self._owns_ray = owns_ray
+        self._restore_env = restore_env or {}
         self.workers = workers
         self.num_cpus = num_cpus
         self.max_retries = max_retries
@@ -96,18 +119,36 @@ class RayExecutor:
         self._task = ray.remote(run_in_worker).options(**options)
         self._threads = max(1, int(num_cpus))
         self._pending: dict[Any, Any] = {}  # ObjectRef -> item, for close() after Ctrl-C
+        self._deadlines: dict[Any, tuple[float, float]] = {}  # ObjectRef -> (deadline, timeout_s)
+
+    def _capacity(self) -> int:
+        """Tasks the cluster can run at once: its CPUs / ``num_cpus`` (at least 1)."""
+        try:
+            cpus = float(self._ray.cluster_resources().get("CPU", 1.0))
+        except Exception:  # noqa: BLE001 - a cluster that cannot say: one at a time is always safe
+            cpus = 1.0
+        return max(1, int(cpus // self.num_cpus))
 
     def map_unordered(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[tuple[T, R | BaseException]]:
         queue = list(items)[::-1]  # pop() from the end keeps the given order
-        limit = self.workers or len(queue)
+        timed = any(getattr(item, "timeout_s", None) for item in queue)
+        limit = self.workers or (self._capacity() if timed else len(queue))
         try:
             while queue or self._pending:
                 while queue and len(self._pending) < limit:
                     item = queue.pop()
                     try:
-                        self._pending[self._task.remote(fn, item, self._threads)] = item
+                        ref = self._task.remote(fn, item, self._threads)
                     except Exception as exc:  # this item does not serialise, or the cluster is gone
                         yield item, exc
+                        continue
+                    self._pending[ref] = item
+                    timeout = getattr(item, "timeout_s", None)
+                    if timeout:
+                        self._deadlines[ref] = (time.monotonic() + float(timeout), float(timeout))
+                if not self._pending:
+                    continue
+                yield from self._expire()
                 if not self._pending:
                     continue
                 try:
@@ -117,9 +158,24 @@ class RayExecutor:
                     return
                 for ref in ready:
                     item = self._pending.pop(ref)
+                    self._deadlines.pop(ref, None)
                     yield item, self._outcome(ref)
         finally:
             self._cancel_pending()
+
+    def _expire(self) -> Iterator[tuple[Any, BaseException]]:
+        """Cancel (killing its worker) each task past its deadline and yield it as timed out."""
+        now = time.monotonic()
+        for ref, (deadline, timeout) in list(self._deadlines.items()):
+            if deadline > now:
+                continue
+            item = self._pending.pop(ref)
+            del self._deadlines[ref]
+            try:
+                self._ray.cancel(ref, force=True)
+            except Exception:  # noqa: BLE001 - it finished meanwhile: recorded as timed out all the same
+                pass
+            yield item, TimeoutError(f"timed out after {timeout:g} s")
 
     def _lose_all(self, queue: list[T], cause: Exception) -> Iterator[tuple[T, BaseException]]:
         """Report every run in flight or still queued as lost with the cluster, so the runner records them."""
@@ -140,6 +196,7 @@ class RayExecutor:
     def _cancel_pending(self) -> None:
         """Cancel the tasks still queued or running: force kills their workers, so none outlives the grid."""
         pending, self._pending = list(self._pending), {}
+        self._deadlines = {}
         for ref in pending:
             try:
                 self._ray.cancel(ref, force=True)
@@ -155,6 +212,9 @@ class RayExecutor:
             except Exception:  # a cluster already gone cannot be disconnected from more cleanly
                 pass
         self._owns_ray = False
+        if self._restore_env:
+            _set_env(self._restore_env)
+            self._restore_env = {}
 
 
 def _check_reachable(address: str, timeout_s: float = 10.0) -> None:
@@ -171,15 +231,68 @@ def _check_reachable(address: str, timeout_s: float = 10.0) -> None:
         ) from None
 
 
-def _connect(ray: Any, address: str | None) -> bool:
-    """Connect to ``address`` (None: start a local Ray); return whether this call initialised Ray.
+AUTH_MODE = "RAY_AUTH_MODE"
+AUTH_TOKEN = "RAY_AUTH_TOKEN"
+AUTH_TOKEN_PATH = "RAY_AUTH_TOKEN_PATH"
+TOKEN_REMEDY = (
+    "if the cluster uses token authentication (Ray turns it on for `ray start --head` where ~/.ray/auth_token "
+    "exists), give this machine the head's token: run `ray get-auth-token` on the head and put its output in "
+    "~/.ray/auth_token here (or in the RAY_AUTH_TOKEN environment variable), then rerun"
+)
+
+
+def token_available() -> bool:
+    """Whether a Ray auth token is where Ray documents it: RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token."""
+    if os.environ.get(AUTH_TOKEN, "").strip():
+        return True
+    path = os.environ.get(AUTH_TOKEN_PATH) or str(Path.home() / ".ray" / "auth_token")
+    try:
+        return bool(Path(path).read_text().strip())
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def auth_env(address: str | None) -> dict[str, str]:
+    """The environment variables the driver sets for token authentication (see the module doc); {} when none.
+
+    An explicit ``RAY_AUTH_MODE`` is always respected.
+    """
+    if AUTH_MODE in os.environ:
+        return {}
+    if address:
+        return {AUTH_MODE: "token"} if token_available() else {}
+    if token_available():
+        return {}  # Ray's own default: a local cluster uses the token that exists
+    return {AUTH_MODE: "token", AUTH_TOKEN: secrets.token_hex(32)}  # in memory only: no ~/.ray/auth_token
+
+
+def _set_env(values: dict[str, str | None]) -> dict[str, str | None]:
+    """Set (None: unset) environment variables and refresh Ray's cached config; return the previous values."""
+    previous = {key: os.environ.get(key) for key in values}
+    for key, value in values.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    try:
+        from ray._raylet import Config
+
+        Config.initialize("")  # Ray caches RAY_AUTH_MODE when imported (as its own `ray start` refreshes it)
+    except Exception:  # noqa: BLE001 - an older Ray without token auth reads nothing here
+        pass
+    return previous
+
+
+def _connect(ray: Any, address: str | None) -> tuple[bool, dict[str, str | None]]:
+    """Connect to ``address`` (None: start a local Ray); whether this call initialised Ray, and the env to restore.
 
     A Ray the caller already initialised (in a notebook, say) is reused and left running.
     """
     if ray.is_initialized():
-        return False
+        return False, {}
     if address:
         _check_reachable(address)
+    restore = _set_env(auth_env(address))
     try:
         ray.init(
             address=address,
@@ -189,9 +302,13 @@ def _connect(ray: Any, address: str | None) -> bool:
             configure_logging=True,
         )
     except Exception as exc:
+        _set_env(restore)
         where = f"the Ray cluster at {address}" if address else "a local Ray"
-        raise DqnbenchError(f"cannot start the ray executor on {where}: {type(exc).__name__}: {exc}") from exc
-    return True
+        text = f"cannot start the ray executor on {where}: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+        if address and isinstance(exc, ConnectionError) and not token_available():
+            text += f"; {TOKEN_REMEDY}"
+        raise DqnbenchError(text) from exc
+    return True, restore
 
 
 def ray_executor(
@@ -220,8 +337,8 @@ def ray_executor(
         raise DqnbenchError(f"the ray executor needs max_retries >= 0 (or -1: retry forever), got {max_retries}")
     ray = _import_ray()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    owns_ray = _connect(ray, address)
-    return RayExecutor(ray, owns_ray, workers, num_cpus, max_retries, runtime_env)
+    owns_ray, restore_env = _connect(ray, address)
+    return RayExecutor(ray, owns_ray, workers, num_cpus, max_retries, runtime_env, restore_env)
 
 
 @hookimpl

@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import uuid
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -169,20 +170,68 @@ def read_record(run_dir: str | os.PathLike) -> dict[str, Any]:
         return json.load(f)
 
 
-def finished_runs(experiment_dir: str | os.PathLike) -> dict[str, dict[str, Any]]:
-    """run_id → record of every completely written run (hidden temp dirs ignored)."""
+class DamagedRunWarning(UserWarning):
+    """A run directory with damaged files (truncated, empty, missing): left out; a rerun recomputes it."""
+
+
+def damage(run_dir: Path, record: Mapping[str, Any] | None = None) -> str | None:
+    """What is wrong with a run directory's files, naming the file, or None if they look whole.
+
+    Cheap: the record must parse, every table must be a Parquet file with its
+    magic bytes at both ends (a truncated write loses the footer), and an
+    ``ok`` run must have its weights. Written runs never look like this (each is
+    renamed into place complete); disks, copies and hand edits can.
+    """
+    if record is None:
+        try:
+            record = read_record(run_dir)
+        except FileNotFoundError:
+            return f"{run_dir / META} is missing"
+        except (OSError, ValueError) as exc:
+            return f"{run_dir / META} cannot be read ({type(exc).__name__}: {exc})"
+    if not isinstance(record, dict) or not isinstance(record.get("status"), str):
+        return f"{run_dir / META} holds no run record"
+    for name in TABLES:
+        table = run_dir / f"{name}.parquet"
+        try:
+            with open(table, "rb") as f:
+                head = f.read(4)
+                f.seek(max(0, os.fstat(f.fileno()).st_size - 4))
+                tail = f.read(4)
+        except OSError:
+            return f"{table} is missing"
+        if head != b"PAR1" or tail != b"PAR1":
+            return f"{table} is truncated or not a Parquet file"
+    if record["status"] == "ok" and not (run_dir / WEIGHTS).is_file():
+        return f"{run_dir / WEIGHTS} is missing"
+    return None
+
+
+def scan_runs(experiment_dir: str | os.PathLike) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """``(run_id → record of each whole run, run_id → what is damaged in the others)``; hidden temp dirs ignored."""
     root = runs_dir(experiment_dir)
     found: dict[str, dict[str, Any]] = {}
+    damaged: dict[str, str] = {}
     if not root.is_dir():
-        return found
+        return found, damaged
     for run_dir in sorted(root.iterdir()):
-        if run_dir.name.startswith(".") or not (run_dir / META).is_file():
+        if run_dir.name.startswith(".") or not run_dir.is_dir():
             continue
         try:
-            found[run_dir.name] = read_record(run_dir)
-        except (OSError, json.JSONDecodeError):
-            continue  # unreadable: treat as not finished, it will be rerun
-    return found
+            record = read_record(run_dir)
+        except (OSError, ValueError):
+            record = None
+        problem = damage(run_dir, record)
+        if problem is None:
+            found[run_dir.name] = record
+        else:
+            damaged[run_dir.name] = problem
+    return found, damaged
+
+
+def finished_runs(experiment_dir: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """run_id → record of every completely written run; a damaged one is not finished (a rerun recomputes it)."""
+    return scan_runs(experiment_dir)[0]
 
 
 @dataclass
@@ -261,22 +310,40 @@ def load_results(path: str | os.PathLike, all_runs: bool = False) -> Results:
     path = Path(path)
     if not runs_dir(path).is_dir():
         raise ResultsError(f"{path} is not a dqnbench results directory (no {RUNS_DIR}/ inside)")
-    records = finished_runs(path)
+    records, damaged = scan_runs(path)
     current = current_run_ids(path)
     if current is not None:
         keep = set(current)
         order = {run_id: i for i, run_id in enumerate(current)}
         if not all_runs:
             records = {run_id: record for run_id, record in records.items() if run_id in keep}
+            damaged = {run_id: problem for run_id, problem in damaged.items() if run_id in keep}
         records = dict(sorted(records.items(), key=lambda item: (order.get(item[0], len(order)), item[0])))
+    frames: dict[str, list[pd.DataFrame]] = {name: [] for name in TABLES}
+    for run_id in list(records):
+        try:  # the magic bytes were there; the rest of the file may still be damaged
+            read = {name: pd.read_parquet(runs_dir(path) / run_id / f"{name}.parquet") for name in TABLES}
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a damaged file
+            damaged[run_id] = f"{runs_dir(path) / run_id} has a damaged table ({type(exc).__name__}: {exc})"
+            del records[run_id]
+            continue
+        for name, frame in read.items():
+            if len(frame):
+                frames[name].append(frame)
+    for run_id, problem in damaged.items():
+        warnings.warn(
+            f"run {run_id} is left out: {problem}; `dqnbench run` recomputes it", DamagedRunWarning, stacklevel=2
+        )
+    if damaged and not records:
+        raise ResultsError(
+            f"{path}: every run is damaged ({'; '.join(list(damaged.values())[:3])}); rerun `dqnbench run` "
+            "with the same grid to recompute them"
+        )
     rows = [run_row(r) for r in records.values()]
     runs = pd.DataFrame(rows, columns=_ordered_columns(rows))
-    tables = {}
-    for name in TABLES:
-        files = [runs_dir(path) / rid / f"{name}.parquet" for rid in records]
-        frames = [pd.read_parquet(f) for f in files if f.is_file()]
-        frames = [f for f in frames if len(f)]
-        tables[name] = pd.concat(frames, ignore_index=True) if frames else _empty_table(name)
+    tables = {
+        name: pd.concat(frames[name], ignore_index=True) if frames[name] else _empty_table(name) for name in TABLES
+    }
     return Results(path, runs, tables["steps"], tables["episodes"], tables["evals"])
 
 
