@@ -273,3 +273,19 @@ def test_the_cli_answers_timeout_s_and_strict_with_exit_0_or_one_line_exit_2(
     assert code in (0, 2) and err.count("\n") <= 1
     if code == 2:
         assert err.startswith("dqnbench: error:")
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(every=timeouts)
+def test_any_checkpoint_every_is_accepted_or_a_user_error(every, registry, tmp_path):
+    raw = {"experiment": {"name": "fuzz", "checkpoint_every": every}}
+    try:
+        plan = plan_grid(raw, tmp_path / "fuzz.toml", registry)
+    except DqnbenchError as exc:
+        assert "experiment.checkpoint_every" in str(exc) and "\n" not in str(exc)
+        return
+    value = plan.cells[0][2].experiment.checkpoint_every
+    assert isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 10**9  # 0: no checkpoints
+    assert (
+        plan.runs[0].run_id == plan_grid({"experiment": {"name": "fuzz"}}, tmp_path / "f.toml", registry).runs[0].run_id
+    )

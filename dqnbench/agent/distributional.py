@@ -19,7 +19,6 @@ import weakref
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 
 def _check_samples(samples: torch.Size, **fields: torch.Tensor) -> None:
@@ -70,19 +69,35 @@ def categorical_projection(
     if probs.dim() < 2 or probs.shape[-1] != atoms:
         raise ValueError(f"probs must have shape (…, B, {atoms}), got {tuple(probs.shape)}")
     _check_samples(probs.shape[:-1], rewards=rewards, discounts=discounts, terminated=terminated)
-    v_min, v_max = support[0], support[-1]
+    v_min, inverse_step = _support_constants(support)
     if terminated.dtype == torch.bool:  # a terminal next state bootstraps nothing, even a non-finite distribution
         probs = probs.masked_fill(terminated.unsqueeze(-1), 1.0 / atoms)
-    shifted = torch.addcmul(rewards.unsqueeze(-1), bootstrap_scale(discounts, terminated).unsqueeze(-1), support)
-    position = ((shifted - v_min) * ((atoms - 1) / (v_max - v_min))).clamp_(0.0, atoms - 1)
-    lower = position.floor().clamp_(max=atoms - 2)
-    upper_share = position - lower  # in [0, 1]: 1 when T z sits on atom lower + 1
+    position = torch.addcmul(rewards.unsqueeze(-1), bootstrap_scale(discounts, terminated).unsqueeze(-1), support)
+    position.sub_(v_min).mul_(inverse_step).clamp_(0.0, atoms - 1)
+    lower = position.clamp(max=atoms - 2).floor_()
+    upper_share = position.sub_(lower)  # in [0, 1]: 1 when T z sits on atom lower + 1
     index = lower.long()
-    projected = torch.zeros_like(probs)
     upper = probs * upper_share
-    projected.scatter_add_(-1, index, probs - upper)
-    projected.scatter_add_(-1, index + 1, upper)
-    return projected
+    projected = torch.zeros_like(probs).scatter_add_(-1, index, probs - upper)
+    return projected.scatter_add_(-1, index.add_(1), upper)
+
+
+#: ``(v_min, (N − 1)/(v_max − v_min))`` of a support by ``id``: ``(weak reference, version, constants)``
+_SUPPORTS: dict[int, tuple[weakref.ref, int, tuple[float, float]]] = {}
+
+
+def _support_constants(support: torch.Tensor) -> tuple[float, float]:
+    """The lowest atom and the inverse atom spacing as numbers, read once per support tensor (a learner keeps one):
+    as 0-d tensors they would cost four small operations a step, and on a GPU a sync."""
+    cached = _SUPPORTS.get(id(support))
+    if cached is not None and cached[0]() is support and cached[1] == support._version:
+        return cached[2]
+    v_min, v_max = float(support[0]), float(support[-1])
+    constants = (v_min, (support.shape[-1] - 1) / (v_max - v_min))
+    if len(_SUPPORTS) >= 16:
+        _SUPPORTS.clear()
+    _SUPPORTS[id(support)] = (weakref.ref(support), support._version, constants)
+    return constants
 
 
 def quantile_midpoints(quantiles: int, device: torch.device | str | None = None) -> torch.Tensor:
@@ -135,71 +150,100 @@ def _sorted_values(x: torch.Tensor) -> torch.Tensor:
     return x.sort(dim=-1).values
 
 
-_LARGEST = torch.finfo(torch.float64).max
+#: dtypes whose values convert to float64 exactly with the low 29 mantissa bits zero
+_NARROW = (torch.float32, torch.float16, torch.bfloat16)
+#: what a non-finite value sorts as in :func:`_merged_counts` (a float32, so its low bits are zero too)
+_LARGEST = float(torch.finfo(torch.float32).max)
+#: one in the exponent field of a float64's bits
+_EXPONENT_ONE = 1 << 52
+
+
+def _merged_counts(merged: torch.Tensor, count: int, codes: torch.Tensor, narrow: bool) -> torch.Tensor:
+    """How many of the first ``count`` values of each row of ``merged`` (the targets) lie below each later one (the
+    bounds): ``(…, Q)`` int64, by one sort. ``merged`` (float64, overwritten) is ``(…, count + Q)``.
+
+    Each float64 value carries a code in its lowest ``⌈log2(Q + 1)⌉`` mantissa bits
+    (``codes``: 0 for a target, ``1 + k`` for bound k), so after sorting, the number of
+    targets before a bound is a running count and its code says where it goes. Values
+    converted from float32 (``narrow``) have those bits zero, so nothing moves; otherwise
+    overwriting them moves a value by under 2⁻⁴⁰ of itself for Q < 4096, far below
+    float32's resolution, so only values that tie to that precision may count on either
+    side (the quantile loss is continuous there). A vectorised sort of the merged rows is
+    several times faster than a binary search per bound (``torch.searchsorted``) on the CPU.
+    Non-finite values count as ±float32's largest (a sort may not keep a NaN's bits).
+    Every key's exponent field is raised by one, which keeps the order: a zero with a
+    code in its low bits would be a denormal, and with denormals flushed (as in
+    training, :mod:`dqnbench.agent.numerics`) the sort's min/max compare all denormals
+    equal and may keep one twice, losing a code.
+    """
+    bits = (merged.shape[-1] - count).bit_length()
+    low = (1 << bits) - 1
+    keys = merged.nan_to_num_(nan=_LARGEST, posinf=_LARGEST, neginf=-_LARGEST).view(torch.int64)
+    if not narrow:
+        keys.bitwise_and_(~low)
+    keys.bitwise_or_(codes).add_(_EXPONENT_ONE)
+    code = _sorted_values(keys.view(torch.float64)).view(torch.int64).bitwise_and_(low)
+    counts = torch.empty((*code.shape[:-1], merged.shape[-1] - count + 1), dtype=torch.int64, device=code.device)
+    return counts.scatter_(-1, code, (code == 0).cumsum(dim=-1))[..., 1:]
 
 
 def _counts_below(targets: torch.Tensor, bounds: torch.Tensor) -> torch.Tensor:
-    """How many of each row's ``targets (…, M)`` lie below each of its ``bounds (…, Q)``: ``(…, Q)`` int64.
-
-    One sort merges both: each float64 value carries a code in its lowest
-    ``⌈log2(Q + 1)⌉`` mantissa bits (0 for a target, ``1 + k`` for bound k), so
-    after sorting, the number of targets before a bound is a running count and
-    its code says where it goes. Overwriting those bits moves a value by under
-    2⁻⁴⁰ of itself for Q < 4096, far below float32's resolution, so only values
-    that tie to that precision may count on either side (the quantile loss is
-    continuous there). A vectorised sort of the merged rows is several times
-    faster than a binary search per bound (``torch.searchsorted``) on the CPU.
-    Non-finite values count as ±the largest float64 (a sort may not keep a NaN's bits);
-    the loss they enter is non-finite anyway.
-    """
+    """How many of each row's ``targets (…, M)`` lie below each of its ``bounds (…, Q)``: ``(…, Q)`` int64
+    (:func:`_merged_counts` on float64 copies)."""
     size, count = targets.shape[-1], bounds.shape[-1]
-    bits = count.bit_length()
-    low = (1 << bits) - 1
-    merged = torch.cat([targets, bounds], dim=-1).nan_to_num_(nan=_LARGEST, posinf=_LARGEST, neginf=-_LARGEST)
-    keys = merged.view(torch.int64).bitwise_and_(~low)
-    codes = torch.cat([torch.zeros(size, dtype=torch.int64), torch.arange(1, count + 1)]).to(keys.device)
-    merged = _sorted_values(keys.bitwise_or_(codes).view(torch.float64)).view(torch.int64)
-    code = merged.bitwise_and_(low)
-    below = (code == 0).cumsum(dim=-1)
-    counts = torch.empty((*below.shape[:-1], count + 1), dtype=torch.int64, device=below.device)
-    return counts.scatter_(-1, code, below)[..., 1:]
+    codes = torch.cat([torch.zeros(size, dtype=torch.int64), torch.arange(1, count + 1)]).to(targets.device)
+    merged = torch.cat([targets, bounds], dim=-1).to(torch.float64, copy=True)
+    narrow = targets.dtype in _NARROW and bounds.dtype in _NARROW
+    return _merged_counts(merged, size, codes, narrow)
 
 
-#: constants of :func:`quantile_huber_loss_and_grad` by ``id(taus)``: ``(weak reference to taus, key, constants)``;
-#: a learner passes the same ``taus`` tensor at every step
-_COEFFICIENTS: dict[int, tuple[weakref.ref, tuple, tuple[torch.Tensor, torch.Tensor]]] = {}
+class _QuantileConstants:
+    """What :func:`quantile_huber_loss_and_grad` reads for one ``taus`` tensor, κ and ``M = count`` targets.
 
-
-def _quantile_coefficients(taus: torch.Tensor, kappa: float, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The constants of :func:`quantile_huber_loss_and_grad` for ``taus``, κ and ``M = count`` targets, in float64.
-
-    ``(table, levels)``: ``table (5, 3, N)`` holds the loss's coefficients of ``L``,
-    ``n`` and ``Q`` and the slope's of ``n`` and ``L`` at the boundaries ``θ − κ, θ, θ + κ``,
-    divided by ``M``; ``levels (N,)`` is ``τ``. Made once per ``taus`` tensor (and κ, M):
-    rebuilding them costs a tenth of the loss.
+    ``weights (3 · 3N,)``: the loss's coefficients of the counts, sums and sums of
+    squares of the targets below ``θ − κ, θ, θ + κ`` (those that do not depend on θ),
+    divided by M; ``levels`` τ in float64 (``scaled``: τ M); ``offsets`` the three
+    bounds' offsets from θ; ``codes`` :func:`_merged_counts`' codes for M targets
+    then the 3N bounds. Made once per ``taus`` tensor (and κ, M): rebuilding them
+    costs a tenth of the loss.
     """
+
+    def __init__(self, taus: torch.Tensor, kappa: float, count: int) -> None:
+        size, device = taus.shape[-1], taus.device
+        tau = taus.detach().double()
+        below, above, zero = 1 - tau, tau, torch.zeros_like(tau)
+        self.weights = (
+            torch.cat(
+                [
+                    0.5 * kappa * torch.cat([-below, zero, above]),  # n: the linear pieces' −κ/2 and +κ/2
+                    -torch.cat([below, zero, above]),  # Σ T: of L = n θ − Σ T
+                    torch.cat([-below, 1 - 2 * tau, above]) / (2 * kappa),  # Σ T²: of the quadratic window
+                ]
+            )
+            / count
+        )
+        self.levels, self.scaled = tau, tau * count
+        self.level_sum = float(tau.sum())
+        offsets = torch.tensor([[-kappa], [0.0], [kappa]], dtype=torch.float64, device=device)
+        self.offsets = {torch.float64: offsets, torch.float32: offsets.float()}
+        self.codes = torch.cat([torch.zeros(count, dtype=torch.int64), torch.arange(1, 3 * size + 1)]).to(device)
+
+
+#: :class:`_QuantileConstants` by ``id(taus)``: ``(weak reference to taus, key, constants)``;
+#: a learner passes the same ``taus`` tensor at every step
+_CONSTANTS: dict[int, tuple[weakref.ref, tuple, _QuantileConstants]] = {}
+
+
+def _quantile_constants(taus: torch.Tensor, kappa: float, count: int) -> _QuantileConstants:
     key = (kappa, count, taus._version, taus.device)
-    cached = _COEFFICIENTS.get(id(taus))
+    cached = _CONSTANTS.get(id(taus))
     if cached is not None and cached[0]() is taus and cached[1] == key:
         return cached[2]
-    tau = taus.detach().double()
-    low, mid, high, zero = 1 - tau, 1 - 2 * tau, tau, torch.zeros_like(tau)
-    table = (
-        torch.stack(
-            [
-                torch.stack([low, zero, high]),  # loss, L
-                torch.stack([-0.5 * kappa * low, zero, 0.5 * kappa * high]),  # loss, n
-                torch.stack([-low, mid, high]) / (2 * kappa),  # loss, Q
-                torch.stack([low, zero, high]),  # slope, n
-                torch.stack([-low, mid, high]) / kappa,  # slope, L
-            ]
-        )
-        / count
-    )
-    if len(_COEFFICIENTS) >= 16:  # tests make many taus; a run one or two
-        _COEFFICIENTS.clear()
-    _COEFFICIENTS[id(taus)] = (weakref.ref(taus), key, (table, tau))
-    return table, tau
+    made = _QuantileConstants(taus, kappa, count)
+    if len(_CONSTANTS) >= 16:  # tests make many taus; a run one or two
+        _CONSTANTS.clear()
+    _CONSTANTS[id(taus)] = (weakref.ref(taus), key, made)
+    return made
 
 
 def quantile_huber_loss_and_grad(
@@ -213,45 +257,56 @@ def quantile_huber_loss_and_grad(
     ``T θ_j`` (linear below ``θ_i − κ``, quadratic in between, linear above
     ``θ_i + κ``, weighted ``1 − τ̂_i`` below ``θ_i`` and ``τ̂_i`` above), so
     sorting each sample's targets once and reading, at the three boundaries
-    ``x ∈ {θ_i − κ, θ_i, θ_i + κ}``, the count ``n(x)`` of targets below ``x``
-    and from prefix sums ``L(x) = Σ_{T<x} (θ_i − T)`` and
-    ``Q(x) = Σ_{T<x} (T − θ_i)²`` gives the same loss and gradient in
-    O((N + M) log M). With ``a, b, c`` the three boundaries and ``S`` the sum of the targets,
-    ``M · loss_i = (1 − τ)(L_a − κ n_a/2 − Q_a/2κ) + (1 − 2τ) Q_b/2κ + τ (L_c + κ n_c/2 + Q_c/2κ)
-    + τ (S − M θ_i − κM/2)`` and
-    ``M · ∂loss_i/∂θ_i = (1 − τ)(n_a − L_a/κ) + (1 − 2τ) L_b/κ + τ (n_c + L_c/κ) − τM``:
-    fixed coefficients (:func:`_quantile_coefficients`) times nine gathered
-    numbers per quantile, a few whole-batch operations. The pieces meet
-    continuously (values and slopes), so a target tied with a boundary may fall on
-    either side. Targets are centred per sample and everything after the sort is
-    float64, so the expansion ``Q = Σ T² − 2θ Σ T + n θ²`` keeps float32 precision.
-    The counts come from one merged sort (:func:`_counts_below`), in the quantiles'
-    own order. At 64 × 200 quantiles on one CPU thread: ~0.8 ms, against ~1.4 ms for
-    the previous binary-search form and tens of ms for the pairwise definition.
+    ``x ∈ {a, b, c} = {θ_i − κ, θ_i, θ_i + κ}``, the count ``n_x`` of targets below
+    ``x`` and the prefix sums ``s_x = Σ_{T<x} T`` and ``q_x = Σ_{T<x} T²`` gives the
+    same loss and gradient in O((N + M) log M). With ``F(v) = (1 − τ) v_a + τ v_c``,
+    ``G(v) = τ v_c − (1 − τ) v_a``, ``E(v) = (1 − τ)(v_b − v_a) + τ (v_c − v_b)`` and
+    ``S`` the sum of the targets:
+    ``M · loss_i = κ G(n)/2 − F(s) + E(q)/2κ + θ_i (F(n) − E(s)/κ − τM) + θ_i² E(n)/2κ + τ (S − κM/2)``,
+    whose derivative in θ_i (the counts stay put: the pieces meet with equal values
+    and slopes, so a target tied with a boundary may fall on either side) is
+    ``M · ∂loss_i/∂θ_i = F(n) − (E(s) − θ_i E(n))/κ − τM``.
+    The θ-free terms are one matrix-vector product with fixed coefficients
+    (:class:`_QuantileConstants`), the rest a few operations on ``(…, B, N)``.
+    Targets are centred per sample and everything after the counts is float64, so
+    the expansion in prefix sums keeps float32 precision. The counts come from one
+    merged sort (:func:`_merged_counts`), whose bounds ``θ ± κ`` are rounded to
+    ``quantiles``' dtype. At 64 × 200 quantiles on one CPU thread: ~0.6 ms (the sort of
+    64 × 800 keys a fifth of it), against tens of ms for the pairwise definition.
     """
     _check_quantiles(quantiles, targets, taus, kappa)
     dtype, size, count = quantiles.dtype, quantiles.shape[-1], targets.shape[-1]
+    lead, device, wide = quantiles.shape[:-1], quantiles.device, torch.float64
+    constants = _quantile_constants(taus, kappa, count)
     with torch.no_grad():
-        targets = targets.to(torch.float64)
-        centre = targets.mean(dim=-1, keepdim=True)
-        sorted_targets = _sorted_values(targets - centre)
-        theta = quantiles.detach().to(torch.float64) - centre
-        # how many targets lie below θ − κ, θ and θ + κ (u < −κ, u < 0, u < κ), counted at once
-        offsets = torch.tensor([[-kappa], [0.0], [kappa]], dtype=torch.float64, device=theta.device)
-        counts = _counts_below(sorted_targets, (theta.unsqueeze(-2) + offsets).flatten(-2))
-        # prefix sums of the targets and their squares (sums[k]: of the k smallest)
-        padded = F.pad(sorted_targets, (1, 0))
-        s = padded.cumsum(-1).gather(-1, counts).unflatten(-1, (3, size))
-        q = padded.square_().cumsum(-1).gather(-1, counts).unflatten(-1, (3, size))
-        n = counts.to(torch.float64).unflatten(-1, (3, size))
-        at = theta.unsqueeze(-2)
-        below = torch.mul(at, n).sub_(s)  # L(x) = n θ − Σ T
-        squares = torch.addcmul(q, at, below - s)  # Q(x) = Σ T² − 2θ Σ T + n θ²
-        table, levels = _quantile_coefficients(taus, kappa, count)
-        loss = (below * table[0]).addcmul_(n, table[1]).addcmul_(squares, table[2]).sum(dim=(-2, -1))
-        # + Σ_i τ_i (S − M θ_i − κM/2) / M, S ≈ 0 after centring but kept exact
-        loss += (sorted_targets.sum(dim=-1) - 0.5 * kappa * count) * (levels.sum() / count) - theta @ levels
-        slope = (n * table[3]).addcmul_(below, table[4]).sum(dim=-2).sub_(levels)
+        quantiles, targets = quantiles.detach(), targets.detach()
+        centre = targets.mean(dim=-1, keepdim=True, dtype=wide)
+        # prefix sums of the sorted, centred targets and of their squares (column k: of the k smallest)
+        sums = torch.zeros((*lead, 2, count + 1), dtype=wide, device=device)
+        torch.sub(_sorted_values(targets), centre, out=sums[..., 0, 1:])
+        torch.mul(sums[..., 0, 1:], sums[..., 0, 1:], out=sums[..., 1, 1:])
+        sums.cumsum_(dim=-1)
+        # how many targets lie below θ − κ, θ, θ + κ (u < −κ, u < 0, u < κ), counted by one sort
+        merged = torch.empty((*lead, count + 3 * size), dtype=wide, device=device)
+        merged[..., :count] = targets
+        bounds = merged[..., count:].unflatten(-1, (3, size))
+        offsets = constants.offsets[torch.float64 if dtype == torch.float64 else torch.float32]
+        torch.add(quantiles.unsqueeze(-2), offsets, out=bounds)
+        narrow = dtype in _NARROW and targets.dtype in _NARROW
+        counts = _merged_counts(merged, count, constants.codes, narrow)
+        parts = torch.empty((*lead, 3, 3 * size), dtype=wide, device=device)  # n, s, q at a, b, c
+        parts[..., 0, :] = counts
+        torch.gather(sums, -1, counts.unsqueeze(-2).expand(*lead, 2, 3 * size), out=parts[..., 1:, :])
+        steps = parts[..., :2, :].unflatten(-1, (3, size)).diff(dim=-2)  # v_b − v_a, v_c − v_b of n and s
+        e_n, e_s = torch.lerp(steps[..., 0, :], steps[..., 1, :], constants.levels).unbind(-2)
+        theta = torch.sub(quantiles, centre)
+        n = parts[..., 0, :].unflatten(-1, (3, size))
+        slope = torch.lerp(n[..., 0, :], n[..., 2, :], constants.levels)  # F(n), then M · the slope
+        slope.sub_(torch.addcmul(e_s, theta, e_n, value=-1.0), alpha=1.0 / kappa).sub_(constants.scaled)
+        loss = parts.flatten(-2) @ constants.weights
+        loss += (theta * torch.addcmul(slope, theta, e_n, value=-0.5 / kappa)).sum(dim=-1).div_(count)
+        loss += sums[..., 0, -1] * (constants.level_sum / count) - 0.5 * kappa * constants.level_sum
+        slope.div_(count)
     return loss.to(dtype), slope.to(dtype)
 
 

@@ -8,11 +8,22 @@ transition's ``next_obs`` is the terminal observation (in
 ``info["final_obs"]``) and the run acts on a fresh reset observation at the very
 next step, so every member takes exactly the env steps an independent run
 would, with no dummy transitions.
+
+A checkpoint (:mod:`dqnbench.agent.checkpoint`) saves the envs' state where it
+can be restored exactly (:func:`env_state`): an env or vector env with its own
+``state_dict()`` / ``load_state_dict()`` (the built-in MinAtar and native
+CartPole vector envs), or a gymnasium env whose core is a classic-control or
+toy-text env (their whole state is plain attributes: ``state``, the step
+counters, ``np_random``) under wrappers whose state is plain attributes too
+(``TimeLimit``'s elapsed steps, ``OrderEnforcing``'s flag). Any other env (ALE's
+C++ emulators, Box2D worlds, wrappers keeping deques) gives None, and a resumed
+run starts a new episode there.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import FunctionType, MethodType
 from typing import Any
 
 import gymnasium as gym
@@ -53,6 +64,129 @@ class OneEnv:
 
     def close(self) -> None:
         self.env.close()
+
+    def state_dict(self) -> dict[str, Any] | None:
+        """The env's state for a checkpoint, or None when it cannot be restored exactly (see :func:`env_state`)."""
+        state = gym_env_state(self.env)
+        return None if state is None else {"env": state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        load_gym_env_state(self.env, state["env"])
+
+
+#: modules whose envs keep their whole state in plain attributes (restored exactly by :func:`gym_env_state`)
+PLAIN_STATE_MODULES = ("gymnasium.envs.classic_control.", "gymnasium.envs.toy_text.")
+#: attributes never saved: the wrapped env, constructor arguments (static, and may hold functions)
+SKIPPED_ATTRIBUTES = ("env", "_saved_kwargs")
+
+
+def env_state(envs: Any) -> Any | None:
+    """The state of the loop's envs (:class:`OneEnv` or a vector env) if it can be restored exactly, else None."""
+    state_dict = getattr(envs, "state_dict", None)
+    if callable(state_dict):
+        return state_dict()
+    if isinstance(envs, SyncVectorEnv):
+        states = [gym_env_state(env) for env in envs.envs]
+        if any(state is None for state in states):
+            return None
+        return {"envs": states, "autoreset": envs._autoreset_envs}
+    return None
+
+
+def load_env_state(envs: Any, state: Any) -> None:
+    """Restore what :func:`env_state` saved into envs built the same way."""
+    load_state_dict = getattr(envs, "load_state_dict", None)
+    if callable(load_state_dict):
+        load_state_dict(state)
+        return
+    for env, env_state_ in zip(envs.envs, state["envs"], strict=True):
+        load_gym_env_state(env, env_state_)
+    np.copyto(envs._autoreset_envs, state["autoreset"])
+
+
+def gym_env_state(env: gym.Env) -> dict[str, Any] | None:
+    """A gymnasium env's state: its own ``state_dict()``, or each wrapper's and the core env's plain attributes.
+
+    None when some layer holds state that plain attributes cannot capture
+    (a deque, an emulator) or the core env is not known to keep its whole
+    state in attributes.
+    """
+    if callable(getattr(env, "state_dict", None)):
+        return {"own": env.state_dict()}
+    wrappers = []
+    layer = env
+    while isinstance(layer, gym.Wrapper):
+        attributes = plain_attributes(layer)
+        if attributes is None:
+            return None
+        wrappers.append(attributes)
+        layer = layer.env
+    if callable(getattr(layer, "state_dict", None)):
+        return {"wrappers": wrappers, "own": layer.state_dict()}
+    if not type(layer).__module__.startswith(PLAIN_STATE_MODULES):
+        return None
+    core = plain_attributes(layer)
+    return None if core is None else {"wrappers": wrappers, "core": core}
+
+
+def load_gym_env_state(env: gym.Env, state: dict[str, Any]) -> None:
+    """Restore what :func:`gym_env_state` saved."""
+    if "wrappers" not in state:
+        env.load_state_dict(state["own"])
+        return
+    layer = env
+    for attributes in state["wrappers"]:
+        restore_attributes(layer, attributes)
+        layer = layer.env
+    if "own" in state:
+        layer.load_state_dict(state["own"])
+    else:
+        restore_attributes(layer, state["core"])
+
+
+def plain_attributes(obj: Any) -> dict[str, Any] | None:
+    """``obj``'s attributes that are state, or None if one is neither plain data nor known to be static.
+
+    Spaces, specs and functions (a ``TransformObservation``'s) are static and
+    skipped; every other attribute must be plain data (numbers, strings,
+    arrays, NumPy RNGs, and lists, tuples and dicts of them).
+    """
+    attributes = {}
+    for name, value in vars(obj).items():
+        if name in SKIPPED_ATTRIBUTES or isinstance(value, gym.Space | gym.envs.registration.EnvSpec):
+            continue
+        if isinstance(value, FunctionType | MethodType):
+            continue
+        if not _plain(value):
+            return None
+        attributes[name] = value
+    return attributes
+
+
+def restore_attributes(obj: Any, attributes: dict[str, Any]) -> None:
+    """Set saved attributes; NumPy RNGs are set in place, so RNGs shared between objects stay shared."""
+    for name, value in attributes.items():
+        current = getattr(obj, name, None)
+        if isinstance(current, np.random.Generator) and isinstance(value, np.random.Generator):
+            current.bit_generator.state = value.bit_generator.state
+        elif isinstance(current, np.random.RandomState) and isinstance(value, np.random.RandomState):
+            current.set_state(value.get_state(legacy=False))
+        else:
+            setattr(obj, name, value)
+
+
+def _plain(value: Any) -> bool:
+    if value is None or isinstance(value, bool | int | float | str | np.generic):
+        return True
+    if isinstance(value, np.ndarray):
+        return not value.dtype.hasobject
+    if isinstance(value, np.random.Generator | np.random.RandomState):
+        return True
+    if isinstance(value, list | tuple):
+        return all(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(_plain(k) and _plain(v) for k, v in value.items())
+    return False
 
 
 def make_envs(factory: Callable[..., gym.Env], env_id: str, members: int | None) -> Any:

@@ -17,6 +17,11 @@ Only the shapes differ. Each step's act / env / learn time is recorded with
 ``time.perf_counter`` (store + learn count as learn; lock-step members get
 1/K of the batched step each). Components arrive as factories with their grid
 params bound; nothing here knows which plugin built them.
+
+Given a :class:`~dqnbench.agent.checkpoint.Checkpoint`, :func:`train_runs`
+saves everything the loop holds every ``checkpoint.every`` env steps (one line
+in the loop) and, when its directory already holds one, goes on from there:
+see :func:`checkpoint_state` and :func:`resume`, and ``docs/checkpoints.md``.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from __future__ import annotations
 import math
 import random
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -32,7 +38,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from dqnbench.agent.envs import env_spaces, learning_reward, make_envs, terminal_next_obs
+from dqnbench.agent.checkpoint import (
+    Checkpoint,
+    component_state,
+    load_optimizer_state,
+    optimizer_state,
+    rng_state,
+    set_rng_state,
+)
+from dqnbench.agent.envs import env_spaces, env_state, learning_reward, load_env_state, make_envs, terminal_next_obs
 from dqnbench.agent.learning import autograd_backward
 from dqnbench.agent.nets import QNetworks, probe_observations
 from dqnbench.agent.numerics import flush_denormals
@@ -70,8 +84,8 @@ class Components:
 class Diverged(Exception):
     """The loss became NaN or infinite; the run stops and is recorded as diverged."""
 
-    def __init__(self, step: int, loss: float) -> None:
-        self.step = step
+    def __init__(self, step: int, loss: float, resumed_at: int | None = None) -> None:
+        self.step, self.resumed_at = step, resumed_at
         super().__init__(f"loss became {loss} at env step {step}")
 
 
@@ -204,6 +218,7 @@ def train_runs(
     stacked: bool,
     timing: bool = True,
     progress: Callable[[int], None] | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> list[TrainLog]:
     """Train one DQN per seed, as one run (``stacked=False``, one seed) or K lock-step members; a log each.
 
@@ -211,7 +226,9 @@ def train_runs(
     A single run raises :class:`Diverged` when its loss turns non-finite; a
     lock-step member records the step instead and the others train on.
     ``progress``, if given, is called with the env steps done (per run) every
-    :data:`PROGRESS_EVERY_S` seconds or so, and at the end.
+    :data:`PROGRESS_EVERY_S` seconds or so, and at the end. ``checkpoint``, if
+    given, is saved every ``checkpoint.every`` env steps and resumed from when it
+    holds one (a K-member cell checkpoints as one); logs then carry ``resumed_at``.
     """
     exp = config.experiment
     members = len(seeds) if stacked else None
@@ -231,9 +248,42 @@ def train_runs(
     episode = np.zeros(rows, dtype=np.int64)
     episode_return, episode_start = np.zeros(rows), np.zeros(rows, dtype=np.int64)
     diverged: dict[int, int] = {}
-    eval_s = 0.0
-    start = last_report = time.perf_counter()
-    for step in range(exp.total_steps):
+    eval_s = trained_s = 0.0
+    first = 0  # the first env step this call takes: 0, or the step of the checkpoint it resumes from
+    saved = checkpoint.load() if checkpoint is not None else None
+    counters = (episode, episode_return, episode_start, diverged)
+    if saved is not None:
+        try:
+            first, obs, trained_s, eval_s = resume(
+                saved, agent, envs, eval_envs, logs, records, counters, seeds, stacked
+            )
+        except (ValueError, KeyError, TypeError, RuntimeError) as exc:  # another layout: start afresh, cleanly
+            warnings.warn(f"ignoring checkpoint of {checkpoint.directory} ({type(exc).__name__}: {exc}); "
+                          "the run starts afresh", RuntimeWarning, stacklevel=2)  # fmt: skip
+            envs.close()
+            eval_envs.close()
+            checkpoint.clear()
+            return train_runs(config, seeds, components, stacked, timing, progress, checkpoint)
+        if progress is not None:
+            progress(first)
+
+    def save_checkpoint(step: int) -> float:
+        """Save the loop's state before env ``step`` (see :func:`checkpoint_state`); the seconds saving took."""
+        saved_at = time.perf_counter()
+        state = checkpoint_state(
+            agent, envs, eval_envs, obs, logs, records, counters, seeds, stacked, saved_at - start - eval_s, eval_s
+        )
+        checkpoint.save(step, state)
+        return time.perf_counter() - saved_at
+
+    # a checkpoint every `every` steps; without one, a period the loop never reaches (so the test stays one `%`)
+    every = checkpoint.every if checkpoint is not None else exp.total_steps + 1
+    start = last_report = time.perf_counter() - trained_s - eval_s
+    for step in range(first, exp.total_steps):
+        # Save a checkpoint every checkpoint_every steps (the state before this step; not the one resumed from).
+        if step % every == 0 and step != first:
+            start += save_checkpoint(step)  # saving is not training time
+
         # Evaluate greedily every eval_every steps, from step 0 (the untrained agent) to the end.
         if exp.eval_every and step % exp.eval_every == 0:
             eval_s += _evaluate_into(logs, agent, eval_envs, exp.eval_episodes, device, step)
@@ -244,7 +294,7 @@ def train_runs(
         )
         if step_losses is not None and not math.isfinite(step_losses.sum()):
             if members is None:
-                raise Diverged(step, float(step_losses))
+                raise Diverged(step, float(step_losses), first or None)
             for k in np.flatnonzero(~np.isfinite(step_losses)):
                 diverged.setdefault(int(k), step)
         records.record(step, rewards, step_losses, t_act, t_env, t_learn)
@@ -272,11 +322,116 @@ def train_runs(
     for k, (log, weights) in enumerate(zip(logs, agent.nets.state_dicts())):
         log.steps = records.table(k, np.asarray(log.episodes["step"], dtype=np.int64), rows)
         log.train_s, log.weights, log.diverged_step = train_s / rows, weights, diverged.get(k)
+        log.resumed_at = first if saved is not None else None
         if log.diverged_step is not None:
             log.diverged_loss = records.loss_at(log.diverged_step, k)
     if progress is not None:
         progress(exp.total_steps)
     return logs
+
+
+def checkpoint_state(
+    agent: Agent,
+    envs: Any,
+    eval_envs: Any,
+    obs: np.ndarray,
+    logs: list[TrainLog],
+    records: StepRecords,
+    counters: tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, int]],
+    seeds: Sequence[int],
+    stacked: bool,
+    trained_s: float,
+    eval_s: float,
+) -> dict[str, Any]:
+    """Everything the loop holds before an env step, as plain data, arrays and tensors (see :mod:`~.checkpoint`).
+
+    Networks, optimizer, learn steps, explorer and learner (their ``state_dict``
+    if they have one: the built-ins keep no state), the replay (its
+    ``state_dict``; None for a replay without one, which a resumed run refills),
+    the envs where they can be restored exactly (None elsewhere), the
+    observation acted on next, episode counters, the logs so far, the seconds
+    spent, and the RNG states, taken last.
+    """
+    episode, episode_return, episode_start, diverged = counters
+    replay = component_state(agent.replay)
+    if replay is None:
+        warnings.warn(f"the replay {type(getattr(agent.replay, 'replay', agent.replay)).__name__} has no state_dict(): "
+                      "checkpoints skip it, and a resumed run refills it", RuntimeWarning, stacklevel=2)  # fmt: skip
+    return {
+        "run": {"seeds": list(seeds), "stacked": stacked, "n_actions": agent.n_actions},
+        "nets": {"online": agent.nets.online.state_dict(), "target": agent.nets.target.state_dict()},
+        "optimizer": optimizer_state(agent.optimizer),
+        "learn_steps": agent.learn_steps,
+        "explorer": component_state(agent.explorer.explorer),
+        "learner": component_state(agent.learner),
+        "replay": replay,
+        "envs": env_state(envs),
+        "eval_envs": env_state(eval_envs),
+        "obs": obs,
+        "counters": {"episode": episode, "return": episode_return, "start": episode_start, "diverged": diverged},
+        "logs": [{"episodes": log.episodes, "evals": log.evals} for log in logs],
+        "records": records.state_dict(),
+        "seconds": {"trained": trained_s, "eval": eval_s},
+        "rng": rng_state(agent.device),
+    }
+
+
+def resume(
+    saved: tuple[int, dict[str, Any]],
+    agent: Agent,
+    envs: Any,
+    eval_envs: Any,
+    logs: list[TrainLog],
+    records: StepRecords,
+    counters: tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, int]],
+    seeds: Sequence[int],
+    stacked: bool,
+) -> tuple[int, np.ndarray, float, float]:
+    """Restore a checkpoint into freshly built components: ``(step, obs, seconds trained, seconds evaluating)``.
+
+    Where the envs' state was not saved, the episode in progress is dropped
+    (not recorded) and a new one starts, reset with a seed derived from the
+    step, so the rerun stays reproducible. Raises ValueError (or KeyError)
+    when the checkpoint is another run's.
+    """
+    step, state = saved
+    run = state["run"]
+    if list(run["seeds"]) != list(seeds) or run["stacked"] != stacked or run["n_actions"] != agent.n_actions:
+        raise ValueError(f"it is of seeds {run['seeds']} (lock-step {run['stacked']}), not {list(seeds)} ({stacked})")
+    records.load_state_dict(state["records"])  # first: it checks the run's length and layout
+    agent.nets.online.load_state_dict(state["nets"]["online"])
+    agent.nets.target.load_state_dict(state["nets"]["target"])
+    load_optimizer_state(agent.optimizer, state["optimizer"])
+    agent.learn_steps = int(state["learn_steps"])
+    for component, component_saved in ((agent.explorer.explorer, state["explorer"]), (agent.learner, state["learner"])):
+        if component_saved is not None:
+            component.load_state_dict(component_saved)
+    if state["replay"] is not None:
+        agent.replay.load_state_dict(state["replay"])
+    else:
+        warnings.warn("this checkpoint holds no replay (the replay has no state_dict()): the resumed run refills it",
+                      RuntimeWarning, stacklevel=2)  # fmt: skip
+    episode, episode_return, episode_start, diverged = counters
+    saved_counters = state["counters"]
+    np.copyto(episode, saved_counters["episode"])
+    np.copyto(episode_return, saved_counters["return"])
+    np.copyto(episode_start, saved_counters["start"])
+    diverged.update(saved_counters["diverged"])
+    if state["envs"] is not None:
+        load_env_state(envs, state["envs"])
+        obs = np.array(state["obs"])
+    else:  # the episode in progress cannot be restored: a new one starts here
+        obs, _ = envs.reset(seed=seeds[0] + step)
+        episode_return[:] = 0.0
+        episode_start[:] = step
+    if state["eval_envs"] is not None:
+        load_env_state(eval_envs, state["eval_envs"])
+    else:
+        eval_envs.reset(seed=seeds[0] + EVAL_SEED_OFFSET + step)
+    for log, saved_log in zip(logs, state["logs"], strict=True):
+        log.episodes, log.evals = saved_log["episodes"], saved_log["evals"]
+    set_rng_state(state["rng"], agent.device)
+    return step, obs, float(state["seconds"]["trained"]), float(state["seconds"]["eval"])
 
 
 def _evaluate_into(
@@ -350,6 +505,13 @@ class OneReplay:
 
     def __len__(self) -> int:
         return len(self.replay)
+
+    def state_dict(self) -> Any:
+        """The replay's own ``state_dict()``, or None when it has none (a checkpoint then skips the replay)."""
+        return component_state(self.replay)
+
+    def load_state_dict(self, state: Any) -> None:
+        self.replay.load_state_dict(state)
 
 
 class CheckedExplorer:

@@ -107,6 +107,23 @@ class StepRecords:
         table["epsilon"] = self.epsilon
         return table
 
+    def state_dict(self) -> dict[str, Any]:
+        """The arrays so far, for a checkpoint (:mod:`dqnbench.agent.checkpoint`)."""
+        names = ("reward", "loss", "learn_n", "times", "q_max", "epsilon")
+        return {"total_steps": self.total_steps, "rows": self.rows, "window": self.window,
+                **{name: getattr(self, name) for name in names}}  # fmt: skip
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s arrays; a ValueError when they are another run's layout."""
+        layout = (self.total_steps, self.rows, self.window)
+        if (state["total_steps"], state["rows"], state["window"]) != layout:
+            raise ValueError(
+                f"steps records of {state['total_steps']} steps × {state['rows']} rows in windows of "
+                f"{state['window']}, not {layout[0]} × {layout[1]} in windows of {layout[2]}"
+            )
+        for name in ("reward", "loss", "learn_n", "times", "q_max", "epsilon"):
+            np.copyto(getattr(self, name), state[name])
+
 
 @dataclass
 class TrainLog:
@@ -132,6 +149,8 @@ class TrainLog:
     #: the observation shape and dtype the run trained on
     obs_shape: tuple[int, ...] = ()
     obs_dtype: str = "float32"
+    #: the env step this run resumed from (a checkpoint of an interrupted run), None when it ran from step 0
+    resumed_at: int | None = None
 
     @property
     def final_return(self) -> float:

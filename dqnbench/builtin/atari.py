@@ -31,6 +31,13 @@ three black frames and the first real one.
 ``terminal_on_life_loss=True`` ends the episode when a life is lost and starts a
 new game, as gymnasium's ``AtariPreprocessing`` does: recorded returns are then
 per life, not per game (see ``docs/environments.md`` for the Nature recipe).
+
+A mid-run checkpoint cannot hold the emulators' state: ale-py's C++ vector env
+(0.12) exposes no ``cloneState`` / ``restoreState`` of its members (only
+the single-game ``ALEInterface`` does, and that interface lacks the C++
+preprocessing above). So a resumed Atari run starts a new episode, reset with a
+seed derived from the run's seed and the step it resumed from; everything else
+(networks, replay, RNGs, logs) goes on exactly.
 """
 
 from __future__ import annotations

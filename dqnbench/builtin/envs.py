@@ -118,6 +118,18 @@ class SameStepCartPoleVectorEnv(CartPoleVectorEnv):
             obs = self.state.T.astype(np.float32)
         return obs, reward, terminated, truncated, info
 
+    def state_dict(self) -> dict[str, Any]:
+        """Every member's physics state, step counters and the shared RNG, for a checkpoint."""
+        names = ("state", "steps", "prev_done", "steps_beyond_terminated", "np_random")
+        return {name: getattr(self, name) for name in names}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (the RNG in place)."""
+        self.np_random.bit_generator.state = state["np_random"].bit_generator.state
+        for name, value in state.items():
+            if name != "np_random":
+                setattr(self, name, value)
+
 
 def gymnasium_vector(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
     """``num_envs`` copies with same-step autoreset: CartPole's native vector env, else ``SyncVectorEnv``."""

@@ -70,6 +70,10 @@ class FrameStorage(TransitionRing):
     """
 
     fields = ("actions", "rewards", "terminated", "offset", "episode")
+    state_arrays = (
+        "actions", "rewards", "terminated", "offset", "episode", "frame",
+        "episodes", "episode_start", "last_next_obs", "last_done",
+    )  # fmt: skip
 
     def __init__(
         self, capacity: int, obs_dim: int, members: int | None = None, done: bool = False, extra_bytes: int = 0
@@ -171,6 +175,37 @@ class FrameStorage(TransitionRing):
             pad[held % slots, k] = self.reset_pad[held % old, k]
             start[held % slots, k] = self.reset_start[held % old, k]
         self.reset_frame, self.reset_pad, self.reset_start, self.reset_slots = frame, pad, start, slots
+
+    # --- checkpoints --------------------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, object]:
+        """The ring's arrays plus the side store, its rare whole reset observations as two arrays."""
+        state = super().state_dict()
+        keys = sorted(self.reset_whole)
+        whole_shape = (0, *self.spec.shape)
+        state["side"] = {
+            "reset_frame": self.reset_frame,
+            "reset_pad": self.reset_pad,
+            "reset_start": self.reset_start,
+            # (member, episode) → R as a key array (n, 2) and the observations stacked (n, *shape)
+            "whole_keys": np.array(keys, dtype=np.int64).reshape(len(keys), 2),
+            "whole": np.stack([self.reset_whole[k] for k in keys]) if keys else np.zeros(whole_shape, self.spec.dtype),
+        }
+        return state
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        """Restore :meth:`state_dict` (the side store may have grown: it is replaced, not copied into)."""
+        super().load_state_dict(state)
+        side = state["side"]
+        if side["reset_frame"].shape[1:] != self.reset_frame.shape[1:]:
+            raise ValueError(f"replay checkpoint's reset frames are {side['reset_frame'].shape[1:]}, "
+                             f"this storage's {self.reset_frame.shape[1:]}")  # fmt: skip
+        self.reset_frame = np.array(side["reset_frame"], dtype=self.reset_frame.dtype)
+        self.reset_pad = np.array(side["reset_pad"], dtype=np.uint8)
+        self.reset_start = np.array(side["reset_start"], dtype=self.reset_start.dtype)
+        self.reset_slots = len(self.reset_frame)
+        whole = zip(side["whole_keys"], side["whole"])
+        self.reset_whole = {(int(k), int(e)): np.array(obs, dtype=self.spec.dtype) for (k, e), obs in whole}
 
     # --- reading ------------------------------------------------------------------------------------------------
 

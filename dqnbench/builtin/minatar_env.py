@@ -8,6 +8,9 @@ to ``(C, 10, 10)`` and keeps it bool (one byte per cell in the replay). Each
 channel is already one object type's position, including trails that encode
 motion, so no frame stack is needed.
 
+A checkpoint restores a game exactly (:meth:`ChannelsFirst.state_dict`): a
+resumed run goes on with the episode in progress.
+
 The params are MinAtar's own, with its defaults: sticky actions with
 probability 0.1 and difficulty ramping on. ``-v0`` ids have all 6 actions,
 ``-v1`` ids the game's minimal action set, as MinAtar registers them.
@@ -37,6 +40,27 @@ class ChannelsFirst(gym.ObservationWrapper):
 
     def observation(self, observation: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(np.moveaxis(observation, -1, 0))
+
+    def state_dict(self) -> dict[str, Any]:
+        """The MinAtar game's whole state, for a checkpoint: its sticky-action state, the game's attributes, its RNG.
+
+        MinAtar keeps a game in plain attributes (positions, timers, lists of
+        objects, NumPy maps) and one ``RandomState`` shared by the wrapper and
+        the game, so these restore it exactly.
+        """
+        game = self.unwrapped.game
+        return {"game": {k: v for k, v in vars(game).items() if k != "env"}, "env": dict(vars(game.env))}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` into a game of the same id (the shared RNG is set in place, staying shared)."""
+        game = self.unwrapped.game
+        for obj, attributes in ((game, state["game"]), (game.env, state["env"])):
+            for name, value in attributes.items():
+                current = getattr(obj, name, None)
+                if isinstance(current, np.random.RandomState):
+                    current.set_state(value.get_state(legacy=False))
+                else:
+                    setattr(obj, name, value)
 
 
 def minatar(env_id: str, sticky_action_prob: float = 0.1, difficulty_ramping: bool = True) -> gym.Env:

@@ -243,6 +243,31 @@ class NStepReplay:
             return
         self.sampler.update(indices, td_errors, None if keep.all() else keep)
 
+    def state_dict(self) -> dict[str, object]:
+        """Storage, sampler, β's clock and (a single run's) returns still accumulating, for a checkpoint."""
+        state: dict[str, object] = {"storage": self.storage.state_dict(), "steps": self.steps}
+        if self.sampler is not None:
+            state["sampler"] = self.sampler.state_dict()
+        if not self.windowed:
+            state["accumulated"] = self.accumulated
+            state["pending"] = [list(entry) for entry in self.pending]  # [obs array, action, reward] per start
+            state["last_next_obs"] = self.last_next_obs
+        return state
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        self.storage.load_state_dict(state["storage"])
+        self.steps = int(state["steps"])
+        if self.sampler is not None:
+            self.sampler.load_state_dict(state["sampler"])
+        if not self.windowed:
+            np.copyto(self.accumulated, state["accumulated"])
+            dtype = self.storage.obs.dtype
+            self.pending = deque(
+                (np.array(obs, dtype=dtype), int(action), float(reward)) for obs, action, reward in state["pending"]
+            )
+            last = state["last_next_obs"]
+            self.last_next_obs = None if last is None else np.array(last, dtype=dtype)
+
     def __len__(self) -> int:
         if not self.windowed:
             return self.storage.size

@@ -110,6 +110,15 @@ class ProportionalSampler:
         self.max_priority: float | np.ndarray = 1.0 if members is None else np.ones(members, dtype=np.float64)
         self.rows = None if members is None else np.arange(members, dtype=np.int64)[:, None]
 
+    def state_dict(self) -> dict[str, object]:
+        """The sum trees and the max priority so far, for a checkpoint."""
+        return {"tree": self.tree.state_dict(), "max_priority": self.max_priority}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        self.tree.load_state_dict(state["tree"])
+        saved = state["max_priority"]
+        self.max_priority = float(saved) if self.members is None else np.array(saved, dtype=np.float64)
+
     def beta(self, step: int) -> float:
         """β at env step ``step`` (the same for every member: they step together)."""
         return annealed_beta(self.beta0, step, self.total_steps)
@@ -228,6 +237,15 @@ class PrioritizedReplay:
     def update_priorities(self, indices: torch.Tensor, td_errors: torch.Tensor) -> None:
         """Reprioritise the sampled slots (for members: non-finite rows, diverged members, are skipped)."""
         self.sampler.update(indices, td_errors)
+
+    def state_dict(self) -> dict[str, object]:
+        """Storage, priorities and β's clock, for a checkpoint."""
+        return {"storage": self.storage.state_dict(), "sampler": self.sampler.state_dict(), "steps": self.steps}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        self.storage.load_state_dict(state["storage"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.steps = int(state["steps"])
 
     def __len__(self) -> int:
         return self.storage.size

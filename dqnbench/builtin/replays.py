@@ -14,6 +14,9 @@ for images; both refuse, when built, a replay larger than the memory available
 Every built-in buffer is one class for a single run and for K lock-step
 members (``members=K``, what ``factory.lockstep`` builds): the same code, with
 a leading member dimension on what ``add`` takes and ``sample`` gives.
+
+Each has ``state_dict()`` / ``load_state_dict()`` of NumPy arrays and plain
+values, which a mid-run checkpoint saves (``docs/checkpoints.md``).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ class RingStorage(TransitionRing):
     """
 
     fields = ("obs", "next_obs", "actions", "rewards", "terminated")
+    state_arrays = ("obs", "next_obs", "actions", "rewards", "terminated")
 
     def __init__(
         self, capacity: int, obs_dim: int, members: int | None = None, done: bool = False, extra_bytes: int = 0
@@ -130,6 +134,13 @@ class UniformReplay:
 
     def update_priorities(self, indices: torch.Tensor, td_errors: torch.Tensor) -> None:
         """Uniform sampling ignores TD errors."""
+
+    def state_dict(self) -> dict[str, object]:
+        """What a checkpoint keeps: the storage (sampling draws from NumPy's global RNG, saved with the run's)."""
+        return {"storage": self.storage.state_dict()}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        self.storage.load_state_dict(state["storage"])
 
     def __len__(self) -> int:
         return self.storage.size

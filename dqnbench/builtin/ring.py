@@ -112,6 +112,40 @@ class TransitionRing:
             self.take("terminated", flat),
         )
 
+    # --- checkpoints -------------------------------------------------------------------------------------------
+
+    #: fixed-shape arrays a checkpoint saves and restores in place (subclasses add theirs)
+    state_arrays: tuple[str, ...] = ("actions", "rewards", "terminated")
+
+    def state_dict(self) -> dict[str, object]:
+        """The stored transitions and the cursor: NumPy arrays and plain numbers (see ``dqnbench.agent.checkpoint``)."""
+        names = self.state_arrays + (("done",) if self.done is not None else ())
+        return {
+            "arrays": {name: getattr(self, name) for name in names},
+            "cursor": self.cursor,
+            "size": self.size,
+            "count": self.count,
+        }
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        """Restore :meth:`state_dict` into a storage built with the same capacity, observations and members.
+
+        Arrays are copied in place, so the flat views gathers read stay valid.
+        """
+        arrays = state["arrays"]
+        names = self.state_arrays + (("done",) if self.done is not None else ())
+        if set(arrays) != set(names):
+            raise ValueError(f"replay checkpoint holds {sorted(arrays)}, this storage {sorted(names)}")
+        for name in names:
+            target = getattr(self, name)
+            if arrays[name].shape != target.shape or arrays[name].dtype != target.dtype:
+                raise ValueError(
+                    f"replay checkpoint's {name} is {arrays[name].dtype}{list(arrays[name].shape)}, "
+                    f"this storage's {target.dtype}{list(target.shape)}"
+                )
+            np.copyto(target, arrays[name])
+        self.cursor, self.size, self.count = int(state["cursor"]), int(state["size"]), int(state["count"])
+
     def nbytes(self) -> int:
         """Bytes held by the scalar arrays (subclasses add their observations)."""
         arrays = (self.actions, self.rewards, self.terminated, self.done)

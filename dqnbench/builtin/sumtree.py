@@ -177,6 +177,17 @@ class SumTree:
         """Bytes held: the slot priorities and the heap of block sums (:func:`sum_tree_bytes`)."""
         return self._flat.nbytes + self.nodes.nbytes
 
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """The slot priorities and the heap of sums, for a checkpoint (sums saved, not recomputed: bit for bit)."""
+        return {"priorities": self._flat, "nodes": self.nodes}
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        """Restore :meth:`state_dict` in place (the views of the flat priorities stay valid)."""
+        for name, target in (("priorities", self._flat), ("nodes", self.nodes)):
+            if state[name].shape != target.shape:
+                raise ValueError(f"sum tree checkpoint's {name} has shape {state[name].shape}, not {target.shape}")
+            np.copyto(target, state[name])
+
     @property
     def total(self) -> float | np.ndarray:
         """Total priority: a float for a single run, each member's ``(K,)`` otherwise (a view: read, don't write)."""

@@ -14,6 +14,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+#: ``[experiment]`` keys that say how runs execute or are stored, not what is trained: not part of the run ids
+EXECUTION_KEYS = ("name", "lockstep", "steps_window", "timeout_s", "checkpoint_every")
+
 
 @dataclass(frozen=True)
 class ExperimentConfig:
@@ -39,6 +42,13 @@ class ExperimentConfig:
     #: env steps per row of the ``steps`` table; 0 = one row per step up to 100k steps, windows beyond
     #: (how results are stored, not what is trained: not part of the run ids)
     steps_window: int = 0
+    #: seconds one run (or one lock-step cell, trained as one task) may take; past it the run is stopped and
+    #: recorded failed, and the grid goes on; 0 = no limit (how runs execute: not part of the run ids)
+    timeout_s: float = 0.0
+    #: env steps between mid-run checkpoints, which a rerun resumes from (0 = none). 10,000 steps: Atari
+    #: (``ALE/Pong-v5`` + ``nature_cnn``) trains ~29 steps/s on 2 CPU cores, so a killed run loses at most ~6 min;
+    #: runs shorter than that never save one (how runs execute, not what is trained: not part of the run ids)
+    checkpoint_every: int = 10_000
 
 
 @dataclass(frozen=True)
@@ -114,7 +124,7 @@ class RunConfig:
             for key, value in values.items():
                 if key == "params":
                     flat.update({f"{section}.{k}": v for k, v in value.items()})
-                elif not (section == "experiment" and key in ("name", "lockstep", "steps_window")):
+                elif not (section == "experiment" and key in EXECUTION_KEYS):
                     flat[f"{section}.{key}"] = value
         return flat
 

@@ -284,7 +284,7 @@ class Results:
 
 
 RUN_COLUMNS = ("run_id", "cell", "label", "seed", "status", "error")
-RUN_SUMMARY = ("wall_s", "steps_per_s", "final_return", "lockstep_members")
+RUN_SUMMARY = ("wall_s", "steps_per_s", "final_return", "lockstep_members", "resumed_at")
 
 
 def run_row(record: Mapping[str, Any]) -> dict[str, Any]:

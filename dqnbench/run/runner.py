@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
+import inspect
+import json
 import math
 import os
 import platform
@@ -31,6 +33,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from dqnbench.agent.checkpoint import Checkpoint
 from dqnbench.agent.envs import env_spaces
 from dqnbench.agent.loop import Components, Diverged, TrainLog, train_runs
 from dqnbench.agent.nets import network_problem, vmap_slowdown
@@ -60,6 +63,8 @@ DEFAULT_EXECUTOR = "process"
 RUN_KINDS = ("network", "replay", "exploration", "env", "learner", "optimizer")
 #: statuses that count as finished: a rerun skips them
 FINISHED = ("ok", "diverged")
+#: the directory, under a grid's results, of running tasks' mid-run checkpoints (one per task, its latest)
+CHECKPOINTS_DIR = "checkpoints"
 
 
 @dataclass(frozen=True)
@@ -79,21 +84,47 @@ class RunTask:
     stacked: bool = False
     #: file the worker writes its env steps done to (see :mod:`dqnbench.run.progress`); None: no report
     progress_file: str | None = None
+    #: directory of the task's mid-run checkpoint (see :mod:`dqnbench.agent.checkpoint`); None: no checkpoints
+    checkpoint_dir: str | None = None
 
     @property
     def key(self) -> str:
         """The task's name among a grid's tasks (its first run's id)."""
         return self.specs[0].run_id
 
+    @property
+    def timeout_s(self) -> float | None:
+        """``experiment.timeout_s`` of the task (one run, or a lock-step cell as a whole); None: no limit.
+
+        Executors read it by this name (see :mod:`dqnbench.builtin.executors`).
+        """
+        return self.specs[0].config.experiment.timeout_s or None
+
 
 def prepare(
-    grid: str | os.PathLike, plugins: Sequence[Any] = (), load_entrypoints: bool = True
+    grid: str | os.PathLike,
+    plugins: Sequence[Any] = (),
+    load_entrypoints: bool = True,
+    *,
+    strict: bool = False,
+    stream: TextIO | None = None,
 ) -> tuple[Plan, Registry]:
-    """Load the registry and a validated plan, checking each cell's environment and learner once."""
+    """Load the registry and a validated plan, building each cell's components once before anything runs.
+
+    A cell that can never learn (see :func:`never_learns`) gets a one-line
+    warning on ``stream`` (default stderr); ``strict`` makes it a grid error.
+    """
     registry = load_registry(load_entrypoints, tuple(plugins))
     plan = load_grid(grid, registry)
-    for _, _, config in plan.cells:
+    for _, label, config in plan.cells:
         check_cell(config, registry, plan.path)
+        problems = never_learns(config)
+        if problems and strict:
+            key, problem = problems[0]
+            raise GridError(plan.path, key, f"cell {label!r}: {problem} (an error under --strict)")
+        if problems:
+            text = "; ".join(problem for _, problem in problems)
+            print(f"dqnbench: warning: cell {label!r}: {text}", file=stream or sys.stderr)
     for device in sorted({config.experiment.device for _, _, config in plan.cells}):
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise GridError(plan.path, "experiment.device", f'"{device}" asked for, but CUDA is not available here')
@@ -121,8 +152,119 @@ def check_cell(config: RunConfig, registry: Registry, path: Path) -> None:
             f"{chosen['learner'].describe()} needs {outputs} outputs per action, but {chosen['network'].describe()} "
             "cannot give several (its factory takes no `outputs` param)",
         )
-    check_network_builds(config, chosen, obs, n_actions, outputs, path)
+    network = check_network_builds(config, chosen, obs, n_actions, outputs, path)
+    check_components_build(config, chosen, obs, n_actions, network, path)
     check_replay_memory(config, obs, path)
+
+
+#: the replay capacity the pre-flight build uses: enough for a factory's own checks, no real memory
+CHECK_CAPACITY = 1024
+
+
+def check_components_build(
+    config: RunConfig, chosen: dict[str, Component], obs: Any, n_actions: int, network: Any, path: Path
+) -> None:
+    """Build the cell's replay (small), exploration and optimizer once, so a bad param stops the plan.
+
+    The factory contract's user errors (DqnbenchError, ValueError) name their
+    key where the message starts with it; any other exception is blamed on a
+    grid param only where the factory's default for it builds (see :func:`_blame_param`).
+    """
+    params = [torch.nn.Parameter(torch.zeros(1))] if network is None else list(network.parameters())
+    builds = {
+        "replay": lambda p: chosen["replay"].factory(
+            min(config.replay.capacity, CHECK_CAPACITY), obs, config.agent.gamma, **p
+        ),
+        "exploration": lambda p: chosen["exploration"].factory(n_actions, config.experiment.total_steps, **p),
+        "optimizer": lambda p: chosen["optimizer"].factory(params, config.agent.lr, **p),
+    }
+    for kind, build in builds.items():
+        grid_params = getattr(config, kind).params
+        try:
+            with torch.random.fork_rng(devices=[]):
+                build(grid_params)
+        except (DqnbenchError, ValueError) as exc:
+            first = str(exc).split(" ", 1)[0]
+            key = f"{kind}.{first}" if first in grid_params else f"{kind}.name"
+            raise GridError(path, key, f"{chosen[kind].describe()} could not be built: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - a wrong param type, or a plugin bug (its runs name it)
+            _blame_param(kind, grid_params, chosen[kind], build, exc, path)
+
+
+def _blame_param(
+    kind: str, params: dict[str, Any], component: Component, build: Any, exc: BaseException, path: Path
+) -> None:
+    """A factory raised something other than a user error: is one grid param the cause?
+
+    ``hidden = 64`` where a list belongs makes ``mlp`` raise ``TypeError: 'int'
+    object is not iterable``. If putting back the factory's own default for
+    one param makes the build succeed, that param is the user's error (a grid
+    error naming component, key and value); otherwise the factory itself is
+    broken, and its runs fail naming it.
+    """
+    try:
+        signature = inspect.signature(component.factory).parameters
+    except (TypeError, ValueError):
+        return
+    for key, value in params.items():
+        default = signature[key].default if key in signature else inspect.Parameter.empty
+        if default is inspect.Parameter.empty or _plain(default) == _plain(value):
+            continue
+        try:
+            with torch.random.fork_rng(devices=[]):
+                build({**params, key: default})
+        except Exception:  # noqa: BLE001 - not this param
+            continue
+        raise GridError(
+            path,
+            f"{kind}.{key}",
+            f"{component.describe()} cannot be built with {key} = {json.dumps(value)}: {type(exc).__name__}: {exc}",
+        ) from None
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists, as grid params hold them."""
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+def never_learns(config: RunConfig) -> list[tuple[str, str]]:
+    """``(key, problem)`` for each reason a cell's runs can never learn (or never evaluate, or never update the target).
+
+    Mirrors the loop: a learning phase runs at env step ``s`` (0-based) once
+    ``s + 1 >= learning_starts``, the replay holds ``batch_size`` transitions
+    and ``s % train_every == 0``; the target net is copied every
+    ``target_update`` learn steps.
+    """
+    exp, agent = config.experiment, config.agent
+    problems = []
+    if agent.learning_starts >= exp.total_steps:
+        problems.append((
+            "agent.learning_starts",
+            f"agent.learning_starts = {agent.learning_starts} >= experiment.total_steps = {exp.total_steps} "
+            "(it never learns)",
+        ))  # fmt: skip
+    if agent.batch_size > config.replay.capacity:
+        problems.append((
+            "agent.batch_size",
+            f"agent.batch_size = {agent.batch_size} > replay.capacity = {config.replay.capacity} (it never learns)",
+        ))  # fmt: skip
+    if exp.eval_every > exp.total_steps:
+        problems.append((
+            "experiment.eval_every",
+            f"experiment.eval_every = {exp.eval_every} > experiment.total_steps = {exp.total_steps} "
+            "(it is evaluated only at the end)",
+        ))  # fmt: skip
+    if not problems:
+        first = max(agent.learning_starts, agent.batch_size) - 1
+        first += -first % agent.train_every  # the first learning phase's step
+        learn_steps = max(0, -(-(exp.total_steps - first) // agent.train_every)) * agent.gradient_steps
+        if agent.target_update > learn_steps:
+            problems.append((
+                "agent.target_update",
+                f"agent.target_update = {agent.target_update} > the {learn_steps} learn steps of a run "
+                "(the target net is never updated)",
+            ))  # fmt: skip
+    return problems
 
 
 def check_replay_memory(config: RunConfig, obs: Any, path: Path) -> None:
@@ -146,24 +288,28 @@ def check_replay_memory(config: RunConfig, obs: Any, path: Path) -> None:
 
 def check_network_builds(
     config: RunConfig, chosen: dict[str, Component], obs: Any, n_actions: int, outputs: int, path: Path
-) -> None:
-    """A network factory's user error (observations it does not take, a bad param) as a grid error.
+) -> Any:
+    """A network factory's user error (observations it does not take, a bad param) as a grid error; the network.
 
-    Built once per cell, drawing nothing from the torch RNG. Only the factory
-    contract's user errors (DqnbenchError, ValueError) stop the plan; anything
-    else is a plugin bug that its runs report (and name).
+    Built once per cell, drawing nothing from the torch RNG. The factory
+    contract's user errors (DqnbenchError, ValueError) stop the plan, and so
+    does a param of the wrong type (see :func:`_blame_param`); anything else is
+    a plugin bug that its runs report (and name): None.
     """
+    extra = {"outputs": outputs} if outputs != 1 else {}
     try:
         with torch.random.fork_rng(devices=[]):
-            bind_network(config, chosen, outputs)(obs, n_actions)
+            return bind_network(config, chosen, outputs)(obs, n_actions)
     except (DqnbenchError, ValueError) as exc:
         first = str(exc).split(" ", 1)[0]
         key = f"network.{first}" if first in config.network.params else "network.name"
         raise GridError(
             path, key, f"{chosen['network'].describe()} cannot be built for {config.experiment.env}: {exc}"
         ) from None
-    except Exception:  # noqa: BLE001 - a plugin bug: its runs fail and name it
-        pass
+    except Exception as exc:  # noqa: BLE001 - a wrong param type, or a plugin bug: its runs fail and name it
+        build = lambda p: chosen["network"].factory(obs, n_actions, **p, **extra)  # noqa: E731
+        _blame_param("network", config.network.params, chosen["network"], build, exc, path)
+        return None
 
 
 @functools.cache
@@ -215,6 +361,7 @@ def run_grid(
     stream: TextIO | None = None,
     lockstep: bool = True,
     plots: bool = True,
+    strict: bool = False,
 ) -> Results:
     """Run every run of a grid file not yet finished under ``<out>/<name>/``; return all results.
 
@@ -231,8 +378,10 @@ def run_grid(
         runs every seed independently.
     :param plugins: extra in-process plugins (importable modules or picklable
         objects with hookimpls) to register besides the installed ones.
+    :param strict: a cell that can never learn (``learning_starts >= total_steps``…)
+        is a :class:`GridError` instead of a one-line warning on stderr (``--strict``).
     """
-    plan, registry = prepare(grid, plugins, load_entrypoints)
+    plan, registry = prepare(grid, plugins, load_entrypoints, strict=strict)
     results = run_plan(
         plan,
         registry,
@@ -325,7 +474,11 @@ def _execute(
     shutil.rmtree(progress_dir, ignore_errors=True)
     progress_dir.mkdir(exist_ok=True)
     tasks = [
-        dataclasses.replace(task, progress_file=str(progress_dir / task.key))
+        dataclasses.replace(
+            task,
+            progress_file=str(progress_dir / task.key),
+            checkpoint_dir=str(experiment_dir / CHECKPOINTS_DIR / task.key),
+        )
         for task in make_tasks(todo, plan, refs, load_entrypoints, lockstep_cells)
     ]
     wanted = {spec.run_id for spec in todo}
@@ -342,9 +495,7 @@ def _execute(
                 task.key, sum(spec.config.experiment.total_steps for spec in task.specs if spec.run_id in wanted)
             )
             if isinstance(outcome, BaseException):
-                lost = f"the executor lost this run: {type(outcome).__name__}: {outcome}"
-                tb = "".join(traceback.format_exception(outcome))
-                outcome = [failed_output(spec, lost, tb) for spec in task.specs]
+                outcome = lost_outputs(task, outcome)
             for output in outcome:
                 if output.run_id not in wanted:
                     continue  # a finished lock-step member, recomputed with its cell
@@ -359,10 +510,34 @@ def _execute(
                 progress.update(
                     spec.run_id, spec.label, spec.seed, record["status"], spec.config.experiment.total_steps, detail
                 )
+            # A finished task's checkpoint is spent; a failed one's is kept, so a rerun (after a timeout or a
+            # lost worker) resumes from it.
+            if all(o.record["status"] in FINISHED for o in outcome):
+                shutil.rmtree(experiment_dir / CHECKPOINTS_DIR / task.key, ignore_errors=True)
     finally:
         progress.close()
         pool.close()
         shutil.rmtree(progress_dir, ignore_errors=True)
+
+
+def lost_outputs(task: RunTask, outcome: BaseException) -> list[RunOutput]:
+    """Failed records for each run of a task the executor yielded an exception for (timed out, worker lost…)."""
+    if isinstance(outcome, TimeoutError):  # the executors' "timed out after N s"
+        error = str(outcome) + (f" (lock-step cell of {len(task.specs)} seeds)" if task.stacked else "")
+        error += "; raise experiment.timeout_s if the run needs longer"
+    else:
+        error = f"the executor lost this run: {describe_loss(outcome)}"
+    tb = "".join(traceback.format_exception(outcome))
+    return [failed_output(spec, error, tb) for spec in task.specs]
+
+
+def describe_loss(exc: BaseException) -> str:
+    """An executor's exception in one line; a Ray worker killed for memory says so plainly."""
+    text = f"{type(exc).__name__}: {exc}"
+    if type(exc).__name__ == "OutOfMemoryError" or "OutOfMemoryError" in text.split(":", 1)[0]:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return f"out of memory: the worker was killed for using too much memory ({type(exc).__name__}: {first})"
+    return text
 
 
 def lockstep_cells(plan: Plan, registry: Registry, stream: TextIO) -> set[str]:
@@ -468,7 +643,9 @@ def execute_task(task: RunTask) -> list[RunOutput]:
     """What executors call: train one run, or one cell's seeds in lock-step; every run gets its own record.
 
     A run's own failure (a component that raises, breaks its contract or
-    diverges) becomes a record naming the component, never a raise.
+    diverges) becomes a record naming the component, never a raise. With a
+    checkpoint directory, training saves checkpoints there and resumes from
+    one (:func:`task_checkpoint`); each record then carries ``resumed_at``.
     """
     specs = task.specs
     config, seeds = specs[0].config, [spec.seed for spec in specs]
@@ -485,10 +662,13 @@ def execute_task(task: RunTask) -> list[RunOutput]:
                 if task.progress_file is None
                 else functools.partial(_report_progress, task.progress_file, len(specs))
             )
-            logs = train_runs(config, seeds, bind_components(config, chosen), stacked=task.stacked, progress=report)
+            logs = train_runs(
+                config, seeds, bind_components(config, chosen), stacked=task.stacked, progress=report,
+                checkpoint=task_checkpoint(task),
+            )  # fmt: skip
     except Diverged as exc:  # a single run stops at its first non-finite loss
         (record,) = records
-        record.update(diverged_step=exc.step, traceback=traceback.format_exc())
+        record.update(diverged_step=exc.step, resumed_at=exc.resumed_at, traceback=traceback.format_exc())
         return [finish_record(specs[0], record, None, chosen, time.time() - started, diverged=exc)]
     except Exception as exc:
         error, tb, wall = blame(exc, chosen), traceback.format_exc(), time.time() - started
@@ -501,11 +681,22 @@ def execute_task(task: RunTask) -> list[RunOutput]:
         diverged = None
         if task.stacked:
             record["lockstep"] = {"members": len(specs), "seeds": seeds}
+        record["resumed_at"] = log.resumed_at
         if log.diverged_step is not None:
             record["diverged_step"] = log.diverged_step
             diverged = Diverged(log.diverged_step, log.diverged_loss)
         outputs.append(finish_record(spec, record, log, chosen, wall, diverged=diverged))
     return outputs
+
+
+def task_checkpoint(task: RunTask) -> Checkpoint | None:
+    """Where the task keeps its mid-run checkpoint, and how often: None without a directory or with ``every = 0``.
+
+    A lock-step cell is one task, so its members checkpoint as one.
+    """
+    directory = task.checkpoint_dir
+    every = task.specs[0].config.experiment.checkpoint_every
+    return Checkpoint(Path(directory), every) if directory and every > 0 else None
 
 
 def _report_progress(path: str, rows: int, steps: int) -> None:
