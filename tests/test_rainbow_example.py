@@ -1,4 +1,4 @@
-"""``examples/rainbow-minatar.toml``: Rainbow, Rainbow with each part removed, and DQN, as one grid of named variants."""
+"""``examples/rainbow-minatar.toml``: Rainbow, Rainbow with each part removed, and DQN, as named variants."""
 
 from __future__ import annotations
 
