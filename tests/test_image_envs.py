@@ -235,3 +235,41 @@ def test_a_missing_ale_py_exits_2_naming_the_atari_extra(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
     assert 'pip install "dqnbench[atari]"' in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_plugin_env_whose_frames_change_shape_fails_its_run_naming_the_env(write_grid, tmp_path):
+    """Frames of the declared (2, 12, 12) until step 50, then (2, 12, 11): the run fails and names the env."""
+    import io
+
+    import gymnasium as gym
+    import numpy as np
+
+    import dqnbench
+    from tests.test_plugin_meta import InProcessPlugin
+
+    class Corrupting(gym.Env):
+        observation_space = gym.spaces.Box(0, 255, (2, 12, 12), np.uint8)
+        action_space = gym.spaces.Discrete(2)
+
+        def reset(self, *, seed=None, options=None):
+            super().reset(seed=seed)
+            self.t = getattr(self, "t", 0)
+            return np.zeros((2, 12, 12), np.uint8), {}
+
+        def step(self, action):
+            self.t += 1
+            shape = (2, 12, 12) if self.t < 50 else (2, 12, 11)
+            return np.zeros(shape, np.uint8), 0.0, False, self.t % 20 == 0, {}
+
+    def corrupting(env_id: str) -> gym.Env:
+        return Corrupting()
+
+    plugin = InProcessPlugin(dqnbench_envs={"corrupting": corrupting})
+    grid = write_grid('[env]\nname = "corrupting"\n', steps=100, seeds=1)
+    res = dqnbench.run_grid(
+        grid, tmp_path / "out", executor="serial", plugins=[plugin], load_entrypoints=False,
+        stream=io.StringIO(), plots=False,
+    )  # fmt: skip
+    (error,) = res.runs.error.tolist()
+    assert res.runs.status.tolist() == ["failed"]
+    assert 'env "corrupting"' in error and "(2, 12, 11)" in error and "(2, 12, 12)" in error, error

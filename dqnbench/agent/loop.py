@@ -52,7 +52,13 @@ from dqnbench.agent.nets import QNetworks, probe_observations
 from dqnbench.agent.numerics import flush_denormals
 from dqnbench.agent.records import StepRecords, TrainLog, steps_window
 from dqnbench.config.schema import AgentConfig, RunConfig
-from dqnbench.plugin.checks import check_actions, check_batch, check_learner, check_network_outputs
+from dqnbench.plugin.checks import (
+    ContractError,
+    check_actions,
+    check_batch,
+    check_learner,
+    check_network_outputs,
+)
 from dqnbench.plugin.contracts import Explorer, Learner, LearnerLoss, Optimizer
 from dqnbench.plugin.obs import ObsSpec
 
@@ -147,6 +153,11 @@ class Agent:
         # Step the environment(s); a finished episode is already reset (same-step autoreset).
         next_obs, rewards, terminated, truncated, info = envs.step(actions)
         t2 = clock()
+        if next_obs.shape[1:] != self.obs_spec.shape:  # a corrupt frame: name the env, not the replay it breaks
+            raise ContractError(
+                "env",
+                f"step {step} gave observations of shape {next_obs.shape[1:]}, its space says {self.obs_spec.shape}",
+            )
 
         # Store, then learn every train_every steps once enough is stored.
         self.store(obs, actions, rewards, terminal_next_obs(next_obs, info), terminated, truncated)
