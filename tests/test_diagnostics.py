@@ -479,3 +479,17 @@ def test_plugins_command_exits_1_on_a_problem_and_0_when_all_pass(monkeypatch, r
 def test_problem_reads_as_one_line():
     problem = Problem("replay", "x", "dist", "1.0", "sample(32): boom")
     assert str(problem) == 'replay "x" from dist 1.0: sample(32): boom'
+
+
+def test_the_listing_says_which_components_need_a_package_that_is_missing(monkeypatch):
+    """``plugins`` lists ray, atari and minatar always; where their package is missing, with the pip command."""
+    import importlib.util
+
+    from dqnbench.devtools.diagnostics import describe_plugins, to_text
+    from dqnbench.plugin.registry import load_registry
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
+    text = to_text(describe_plugins(load_registry(load_entrypoints=False)), width=200)
+    assert 'ray (needs pip install "dqnbench[ray]")' in text
+    assert "process" in text and "needs pip install" not in text.replace('ray (needs pip install "dqnbench[ray]")', "")

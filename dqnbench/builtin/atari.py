@@ -279,3 +279,5 @@ def atari_vector(
 
 
 atari.vector = atari_vector
+#: what the component needs installed (``dqnbench plugins`` says so when it is missing)
+atari.requires = ("ale_py", "dqnbench[atari]")

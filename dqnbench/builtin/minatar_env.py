@@ -101,3 +101,5 @@ def minatar_vector(env_id: str, num_envs: int, **params: Any) -> gym.vector.Vect
 
 
 minatar.vector = minatar_vector
+#: what the component needs installed (``dqnbench plugins`` says so when it is missing)
+minatar.requires = ("minatar", "dqnbench[minatar]")

@@ -341,6 +341,10 @@ def ray_executor(
     return RayExecutor(ray, owns_ray, workers, num_cpus, max_retries, runtime_env, restore_env)
 
 
+#: what the executor needs installed (``dqnbench plugins`` says so when it is missing)
+ray_executor.requires = ("ray", "dqnbench[ray]")
+
+
 @hookimpl
 def dqnbench_executors() -> dict:
     return {"ray": ray_executor}

@@ -18,6 +18,7 @@ never a traceback.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import io
 import re
 import sys
@@ -132,8 +133,28 @@ def _components_table(registry: Registry) -> Table:
     table.add_column("plugin", overflow="fold")
     for c in registry.all():
         name = c.name + (" (DUPLICATE)" if (c.kind, c.name) in registry.duplicates else "")
-        table.add_row(c.kind, name, c.distribution, c.version, c.provider.plugin)
+        missing = missing_requirement(c.factory)
+        if missing is not None:
+            name += f' (needs pip install "{missing}")'
+        table.add_row(c.kind, Text(name), c.distribution, c.version, c.provider.plugin)  # Text: "[ray]" is no markup
     return table
+
+
+def missing_requirement(factory: Any) -> str | None:
+    """The pip requirement of a component whose package is not installed (its ``requires`` attribute), or None.
+
+    ``factory.requires = (module, requirement)``, e.g. ``("ray", "dqnbench[ray]")``:
+    the listing shows such a component as present but unusable until installed.
+    """
+    requires = getattr(factory, "requires", None)
+    if not requires:
+        return None
+    module, requirement = requires
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        found = False
+    return None if found else requirement
 
 
 def _plugins_tree(registry: Registry) -> Group:
