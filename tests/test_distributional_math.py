@@ -274,3 +274,21 @@ def test_a_non_finite_target_gives_a_non_finite_loss_not_an_error():
         targets = torch.tensor([[0.0, bad, 1.0], [0.0, 1.0, 2.0]])
         losses = quantile_huber_loss(torch.zeros(2, 3), targets, taus)
         assert not torch.isfinite(losses[0]) and torch.isfinite(losses[1])
+
+
+def test_merged_sort_counts_keep_every_code_with_zeros_and_denormals_flushed():
+    """±0 with a code in its low bits would be a denormal key, which a sort with denormals flushed may duplicate."""
+    from dqnbench.agent.distributional import _counts_below
+    from dqnbench.agent.numerics import flushing_denormals
+
+    targets = torch.tensor([[-1.0, -0.0, 0.0, 0.0, 2.0] * 8] * 3)
+    bounds = torch.tensor([[0.0, -0.0, 0.0, 1.0, -1.0, 0.0] * 20] * 3)
+    with flushing_denormals():
+        counts = _counts_below(targets, bounds)
+        theta = torch.zeros(3, 40)  # quantiles at 0 and targets at 0: zero keys among bounds and targets
+        losses, grad = quantile_huber_loss_and_grad(theta, targets, quantile_midpoints(40))
+    pairs = targets.unsqueeze(-2), bounds.unsqueeze(-1)
+    below, upto = (pairs[0] < pairs[1]).sum(-1), (pairs[0] <= pairs[1]).sum(-1)
+    assert ((counts >= below) & (counts <= upto)).all()
+    torch.testing.assert_close(losses, quantile_huber_loss_pairwise(theta, targets, quantile_midpoints(40)))
+    assert torch.isfinite(grad).all()

@@ -97,7 +97,10 @@ class C51Learner(HandDerivedLearner):
         return LearnerLoss(losses, losses.detach())
 
     def mlp_backward(self, online: MLP, target: MLP, batch: Batch) -> LearnerLoss:
-        """:meth:`loss`'s gradient for an MLP: ``∂/∂logits = (softmax(logits) − target) · w/B`` at the taken action."""
+        """:meth:`loss`'s gradient for an MLP: ``∂/∂logits = (softmax(logits) − target) · w/B`` at the taken action.
+
+        Log-softmax once, read for the loss and (exponentiated in place) the gradient; no autograd graph.
+        """
         activations, flat = mlp_forward(online, batch.obs)
         outputs = flat.unflatten(-1, (self.n_actions, self.outputs))
         logits, index = _taken(outputs, batch.actions)
@@ -105,9 +108,9 @@ class C51Learner(HandDerivedLearner):
             batch, lambda x: mlp_outputs(target, x), lambda x: mlp_outputs(online, x)
         )
         log_probs = torch.log_softmax(logits, dim=-1)
-        losses = -(distribution * log_probs).sum(dim=-1)
-        scale = (batch.weights * (1.0 / batch.weights.shape[-1])).unsqueeze(-1)
-        grad = (log_probs.exp_() * distribution.sum(dim=-1, keepdim=True) - distribution).mul_(scale)
+        losses = torch.linalg.vecdot(distribution, log_probs).neg_()
+        # ∂/∂logits = softmax · Σ target − target, and the projected target's rows sum to 1 (to rounding)
+        grad = log_probs.exp_().sub_(distribution).mul_((batch.weights * (1.0 / batch.weights.shape[-1])).unsqueeze(-1))
         delta = torch.zeros_like(outputs).scatter_(-2, index, grad.unsqueeze(-2))
         mlp_backprop(online, activations, delta.flatten(-2))
         return LearnerLoss((batch.weights * losses).mean(dim=-1), losses)
