@@ -10,7 +10,16 @@
   measured in the same session; writes ``lockstep_scaling.png`` (and
   ``.json``) into ``$DQNBENCH_BENCH_OUT`` or ``.benchmarks/``.
 
-With ``--benchmark-disable`` (the normal test run) both run on tiny budgets
+- ``test_minatar_single_run_vs_reference`` and ``test_minatar_lockstep_vs_reference``:
+  MinAtar's own ``examples/dqn.py`` ported in ``reference_minatar.py`` against
+  dqnbench on the same config, ``examples/minatar-dqn.toml`` (the paper's DQN:
+  ``minatar_cnn``, centered RMSProp, Huber loss, batch 32, one learn step per
+  frame), on Breakout; the replay start is lowered equally on both sides so
+  most of the budget learns. ``extra_info["ratio"]`` is dqnbench's env steps/s
+  over the reference's: one run (target :data:`MINATAR_SINGLE_TARGET`), and K = 8
+  seeds as one lock-step cell, aggregate (target :data:`MINATAR_LOCKSTEP_TARGET`).
+
+With ``--benchmark-disable`` (the normal test run) all run on tiny budgets
 as smoke tests: the figures are only meaningful from ``tox -e bench``.
 """
 
@@ -21,16 +30,18 @@ import os
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
 
-from dqnbench.agent.loop import train
+from dqnbench.agent.loop import train, train_lockstep
 from dqnbench.agent.numerics import flush_denormals
 from dqnbench.config.grid import plan_grid
 from dqnbench.plugin.registry import load_registry
 from dqnbench.run.runner import bind_components, choose
 
+from .reference_minatar import run_reference as run_minatar_reference
 from .reference_tutorial import run_reference
 
 REPO = Path(__file__).resolve().parents[2]
@@ -66,7 +77,7 @@ def reference_rate(total_steps: int, hidden: tuple[int, ...], batch_size: int) -
 @pytest.mark.parametrize("config", list(CONFIGS))
 def test_single_run_vs_reference(benchmark, config):
     hidden, batch_size = CONFIGS[config]["hidden"], CONFIGS[config]["batch_size"]
-    steps = 2_500 if benchmark.disabled else 12_000
+    steps = 2_200 if benchmark.disabled else 12_000
     spec, components = tutorial_config(steps, hidden, batch_size)
 
     def both() -> tuple[float, float, int, float]:
@@ -128,7 +139,7 @@ def lockstep_point(members: int, steps: int) -> dict:
 def test_lockstep_scaling(benchmark):
     quick = benchmark.disabled
     ks = [1, 8] if quick else [1, 2, 4, 8, 16, 32, 64]
-    steps = 2_400 if quick else 6_000
+    steps = 2_200 if quick else 6_000
     ref = max(reference_rate(steps, (10,), 32) for _ in range(1 if quick else 3))
     points = benchmark.pedantic(lambda: [lockstep_point(k, steps) for k in ks], rounds=1, iterations=1)
     for point in points:
@@ -174,3 +185,106 @@ def scaling_figure(points: list[dict], reference: float):
     right.set(xscale="log", xlabel="seeds trained together (K)", ylabel="peak RSS (MB)", title="Peak memory vs K")
     right.set_xticks(ks, [str(k) for k in ks])
     return fig
+
+
+#: the issue's speed targets against MinAtar's dqn.py: one run, and K = 8 lock-step seeds' aggregate
+MINATAR_SINGLE_TARGET, MINATAR_LOCKSTEP_TARGET = 3.0, 10.0
+MINATAR_MEMBERS = 8
+
+
+def minatar_config(total_steps: int, replay_start: int, name: str = "minatar-speed"):
+    """``examples/minatar-dqn.toml`` on Breakout, learning like the reference does after ``replay_start`` frames.
+
+    The reference learns from frame ``replay_start + 1`` (``t > REPLAY_START_SIZE``)
+    and dqnbench from step ``learning_starts - 1``, so ``learning_starts = replay_start + 2``
+    gives both ``total_steps - replay_start - 1`` learn steps; ε stays 1 for the
+    same ``replay_start`` steps (the exploration's delay), then falls linearly.
+    """
+    raw = tomllib.loads((REPO / "examples" / "minatar-dqn.toml").read_text(encoding="utf-8"))
+    raw.pop("grid")
+    raw["experiment"].update(
+        name=name, env="MinAtar/Breakout-v1", total_steps=total_steps, seeds=1, eval_every=0, eval_episodes=1
+    )
+    raw["agent"]["learning_starts"] = replay_start + 2
+    raw["exploration"]["delay"] = replay_start
+    registry = load_registry(load_entrypoints=False)
+    spec = plan_grid(raw, Path("minatar-speed.toml"), registry).runs[0]
+    chosen = choose(spec.config, registry)
+    return spec, bind_components(spec.config, chosen)
+
+
+def minatar_budget(benchmark) -> tuple[int, int, int]:
+    """``(env steps, replay start, rounds)``: most steps learn when timed, a smoke test otherwise."""
+    return (240, 60, 1) if benchmark.disabled else (6_000, 500, 2)
+
+
+def minatar_reference_rate(steps: int, replay_start: int) -> tuple[float, int]:
+    """The reference's env steps/s (wall clock, like ``train_s``) and its learn steps."""
+    start = time.perf_counter()
+    counts = run_minatar_reference(steps, replay_start_size=replay_start)
+    return steps / (time.perf_counter() - start), counts["learn_steps"]
+
+
+def test_minatar_single_run_vs_reference(benchmark):
+    pytest.importorskip("minatar")
+    steps, replay_start, rounds = minatar_budget(benchmark)
+    spec, components = minatar_config(steps, replay_start)
+
+    def both() -> tuple[float, float, int, int]:
+        ref, ref_learn = minatar_reference_rate(steps, replay_start)
+        log = train(spec.config, 0, components)
+        return ref, steps / log.train_s, ref_learn, int((log.loss == log.loss).sum())
+
+    results = [benchmark.pedantic(both, rounds=1, iterations=1)]
+    results += [both() for _ in range(rounds - 1)]
+    ref, ours = max(r[0] for r in results), max(r[1] for r in results)  # best of each: least disturbed by load
+    assert results[0][2] == results[0][3] == steps - replay_start - 1  # equal work: one learn step per frame
+    benchmark.extra_info.update(
+        measured=f"env steps/s, MinAtar DQN (examples/minatar-dqn.toml), dqnbench train() vs MinAtar's dqn.py, "
+        f"best of {len(results)}",
+        env="MinAtar/Breakout-v1",
+        steps=steps,
+        learn_steps=results[0][2],
+        reference_steps_per_s=ref,
+        dqnbench_steps_per_s=ours,
+        ratio=ours / ref,
+        rounds=[{"reference_steps_per_s": r[0], "dqnbench_steps_per_s": r[1]} for r in results],
+        target=MINATAR_SINGLE_TARGET,
+    )
+    print(f"\nMinAtar single run: reference {ref:,.0f} steps/s, dqnbench {ours:,.0f} steps/s, ratio {ours / ref:.2f}")
+    if not benchmark.disabled:
+        assert ours / ref >= MINATAR_SINGLE_TARGET, f"dqnbench {ours / ref:.2f}× MinAtar's dqn.py"
+
+
+def test_minatar_lockstep_vs_reference(benchmark):
+    pytest.importorskip("minatar")
+    steps, replay_start, rounds = minatar_budget(benchmark)
+    steps = steps // 2  # K members make each lock-step K times the work
+    spec, components = minatar_config(steps, replay_start)
+    seeds = list(range(MINATAR_MEMBERS))
+
+    def both() -> tuple[float, float, list[int]]:
+        ref, _ = minatar_reference_rate(steps, replay_start)
+        logs = train_lockstep(spec.config, seeds, components)
+        wall = sum(log.train_s for log in logs)  # each log holds its 1/K share of the cell's wall time
+        return ref, len(seeds) * steps / wall, [int((log.loss == log.loss).sum()) for log in logs]
+
+    results = [benchmark.pedantic(both, rounds=1, iterations=1)]
+    results += [both() for _ in range(rounds - 1)]
+    ref, ours = max(r[0] for r in results), max(r[1] for r in results)
+    assert results[0][2] == [steps - replay_start - 1] * len(seeds)
+    benchmark.extra_info.update(
+        measured=f"aggregate env steps/s of {len(seeds)} seeds in one lock-step cell (examples/minatar-dqn.toml) "
+        f"vs one run of MinAtar's dqn.py, best of {len(results)}",
+        env="MinAtar/Breakout-v1",
+        members=len(seeds),
+        steps=steps,
+        reference_steps_per_s=ref,
+        dqnbench_steps_per_s=ours,
+        ratio=ours / ref,
+        rounds=[{"reference_steps_per_s": r[0], "dqnbench_steps_per_s": r[1]} for r in results],
+        target=MINATAR_LOCKSTEP_TARGET,
+    )
+    print(f"\nMinAtar K={len(seeds)}: reference {ref:,.0f} steps/s, dqnbench {ours:,.0f} aggregate, {ours / ref:.2f}×")
+    if not benchmark.disabled:
+        assert ours / ref >= MINATAR_LOCKSTEP_TARGET, f"dqnbench K={len(seeds)} {ours / ref:.2f}× MinAtar's dqn.py"
