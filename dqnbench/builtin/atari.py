@@ -42,6 +42,7 @@ seed derived from the run's seed and the step it resumed from; everything else
 
 from __future__ import annotations
 
+import inspect
 import os
 from typing import Any
 
@@ -254,27 +255,17 @@ def atari(
     return AtariEnv(env_id, clip_rewards, kwargs)
 
 
-def atari_vector(
-    env_id: str,
-    num_envs: int,
-    noop_max: int = 30,
-    frame_skip: int = 4,
-    max_pool: bool = True,
-    screen_size: int = 84,
-    grayscale: bool = True,
-    frame_stack: int = 4,
-    clip_rewards: bool = True,
-    sticky_actions: float = 0.25,
-    max_frames: int = 108_000,
-    terminal_on_life_loss: bool = False,
-    full_action_space: bool = False,
-    fire_reset: bool = False,
-) -> AtariVector:
+def atari_vector(env_id: str, num_envs: int, clip_rewards: bool = True, **preprocessing: Any) -> AtariVector:
     """``num_envs`` games stepped together in C++ (threads), same-step autoreset; params as :func:`atari`."""
-    kwargs = ale_vector_kwargs(
-        noop_max, frame_skip, max_pool, screen_size, grayscale, frame_stack,
-        sticky_actions, max_frames, terminal_on_life_loss, full_action_space, fire_reset,
-    )  # fmt: skip
+    defaults = {
+        name: p.default
+        for name, p in inspect.signature(atari).parameters.items()
+        if name not in ("env_id", "clip_rewards")
+    }
+    unknown = set(preprocessing) - set(defaults)
+    if unknown:
+        raise DqnbenchError(f"the atari env component has no param {sorted(unknown)[0]!r}")
+    kwargs = ale_vector_kwargs(**{**defaults, **preprocessing})
     return AtariVector(env_id, num_envs, clip_rewards, kwargs)
 
 
