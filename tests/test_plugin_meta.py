@@ -293,7 +293,8 @@ def test_hook_dqnbench_optimizers_optimizers_step_the_online_network(write_grid,
 
     plugin = InProcessPlugin(dqnbench_optimizers={"tracked_sgd": Tracked})
     results = run_one(write_grid, tmp_path, plugin, '[optimizer]\nname = "tracked_sgd"\nmomentum = 0.5\n')
-    assert given == [(4, 1e-3, 0.5)]  # the hidden = [16] MLP's 4 tensors, agent.lr, the grid's param
+    # the hidden = [16] MLP's 4 tensors, agent.lr, the grid's param: built by the pre-flight check, then the run
+    assert given == [(4, 1e-3, 0.5)] * 2
     assert len(steps) == 200 - 100 + 1 and all(steps)  # one step per learn step, each moving the online net
     final = results.record(results.runs.run_id[0])
     assert final["versions"]["components"]["optimizer"]["name"] == "tracked_sgd"

@@ -92,6 +92,6 @@ def test_python_api_returns_what_the_cli_prints(tmp_path, capsys):
     from dqnbench.cli import main
     from tests.test_plots import write_synthetic_results
 
-    write_synthetic_results(tmp_path / "r", {"default": {}}, seeds=2, weights=False)
+    write_synthetic_results(tmp_path / "r", {"default": {}}, seeds=2)
     assert main(["report", str(tmp_path / "r"), "--format", "markdown"]) == 0
     assert capsys.readouterr().out == dqnbench.report(tmp_path / "r", "markdown")

@@ -174,7 +174,7 @@ class Agent:
 
     def probe(self, step: int) -> tuple[np.ndarray, float]:
         """Each row's max Q-value at the last act, and the explorer's value (ε) at ``step``: what curves plot."""
-        q_max = self.last_q_values.max(dim=-1).values.float().cpu().numpy()
+        q_max = self.last_q_values.detach().max(dim=-1).values.float().cpu().numpy()
         value = getattr(self.explorer.explorer, "value", None)
         return q_max, float(value(step)) if callable(value) else math.nan
 

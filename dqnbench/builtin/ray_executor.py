@@ -30,11 +30,12 @@ Failures, as with the ``process`` executor:
 Token authentication (Ray >= 2.5x): a head started with ``ray start --head``
 turns it on when ``~/.ray/auth_token`` exists, but a driver sends no token
 unless ``RAY_AUTH_MODE=token``. Connecting to ``address`` with ``RAY_AUTH_MODE``
-unset and a token where Ray documents it (``RAY_AUTH_TOKEN``,
-``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``), the driver sets
-``RAY_AUTH_MODE=token`` while it is connected (a cluster without token auth
-accepts it too); without a token, a refused connection is a user error naming
-the remedy. A local Ray started for the grid gets a token that lives only in
+unset, the driver first connects as it is; when the head refuses it and a token
+is where Ray documents it (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or
+``~/.ray/auth_token``), it connects again with ``RAY_AUTH_MODE=token`` while it
+is connected (token mode is not forced on a head without token auth: the
+workers' calls back to the driver would fail); without a token, a refused
+connection is a user error naming the remedy. A local Ray started for the grid gets a token that lives only in
 its processes' environment (``RAY_AUTH_TOKEN``), so no ``~/.ray/auth_token`` is
 left behind to change how a later ``ray start --head`` behaves.
 """
@@ -253,14 +254,16 @@ def token_available() -> bool:
 
 
 def auth_env(address: str | None) -> dict[str, str]:
-    """The environment variables the driver sets for token authentication (see the module doc); {} when none.
+    """The environment variables a driver starting a *local* Ray sets for token authentication; {} when none.
 
-    An explicit ``RAY_AUTH_MODE`` is always respected.
+    An explicit ``RAY_AUTH_MODE`` is always respected. For a cluster at an
+    ``address`` the driver first connects as it is and switches to token mode
+    only when the head refuses it (see :func:`_connect`): token mode against a
+    head without token auth breaks the workers' calls back to the driver (a
+    retried task fails with ``OwnerDiedError``).
     """
-    if AUTH_MODE in os.environ:
+    if AUTH_MODE in os.environ or address:
         return {}
-    if address:
-        return {AUTH_MODE: "token"} if token_available() else {}
     if token_available():
         return {}  # Ray's own default: a local cluster uses the token that exists
     return {AUTH_MODE: "token", AUTH_TOKEN: secrets.token_hex(32)}  # in memory only: no ~/.ray/auth_token
@@ -294,13 +297,15 @@ def _connect(ray: Any, address: str | None) -> tuple[bool, dict[str, str | None]
         _check_reachable(address)
     restore = _set_env(auth_env(address))
     try:
-        ray.init(
-            address=address,
-            log_to_driver=False,
-            include_dashboard=False,
-            logging_level=logging.ERROR,
-            configure_logging=True,
-        )
+        try:
+            _init(ray, address)
+        except ConnectionError:
+            # A head with token auth refuses a driver that sends no token (Ray >= 2.5x waits ~20 s first):
+            # connect again in token mode when a token is where Ray documents it.
+            if not (address and AUTH_MODE not in os.environ and token_available()):
+                raise
+            restore = {**_set_env({AUTH_MODE: "token"}), **restore}
+            _init(ray, address)
     except Exception as exc:
         _set_env(restore)
         where = f"the Ray cluster at {address}" if address else "a local Ray"
@@ -309,6 +314,16 @@ def _connect(ray: Any, address: str | None) -> tuple[bool, dict[str, str | None]
             text += f"; {TOKEN_REMEDY}"
         raise DqnbenchError(text) from exc
     return True, restore
+
+
+def _init(ray: Any, address: str | None) -> None:
+    ray.init(
+        address=address,
+        log_to_driver=False,
+        include_dashboard=False,
+        logging_level=logging.ERROR,
+        configure_logging=True,
+    )
 
 
 def ray_executor(
