@@ -72,3 +72,15 @@ class HangingPlugin:
     @_dqnbench.hookimpl
     def dqnbench_explorations(self):
         return {"hangs": hangs}
+
+
+def interruptible() -> None:
+    """``preexec_fn`` for a ``dqnbench run`` a test will Ctrl-C: SIGINT back to its default disposition.
+
+    A shell without job control starts background jobs with SIGINT ignored, and a
+    Python started that way never raises ``KeyboardInterrupt`` (so a test run as a
+    background job would see the grid finish, exit 0, instead of 130).
+    """
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -35,6 +35,7 @@ from dqnbench.plugin.registry import load_registry
 from dqnbench.run.runner import plan_failed
 from tests import plugin_fixtures
 from tests.conftest import TINY_EXPERIMENT
+from tests.reliability_helpers import interruptible
 
 NO_RAY = 'the "ray" executor needs the optional extra: pip install "dqnbench[ray]"'
 ROOT = Path(__file__).resolve().parent.parent
@@ -420,6 +421,7 @@ def test_ctrl_c_exits_130_keeps_finished_runs_and_stops_the_cluster_tasks(cluste
         text=True,
         cwd=ROOT,
         start_new_session=True,
+        preexec_fn=interruptible,
     )
     try:
         runs, deadline = tmp_path / "out" / "interrupt" / "runs", time.time() + 90

@@ -24,7 +24,7 @@ from dqnbench.cli import main
 from dqnbench.config.grid import load_grid, plan_grid
 from dqnbench.errors import DqnbenchError, ResultsError
 from dqnbench.run.results import runs_dir
-from tests.reliability_helpers import square_or_die
+from tests.reliability_helpers import interruptible, square_or_die
 
 GRID = """
 [experiment]
@@ -63,6 +63,7 @@ def start(grid: Path, out: Path) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        preexec_fn=interruptible,
     )
 
 
