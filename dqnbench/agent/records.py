@@ -31,7 +31,7 @@ import torch
 #: runs up to this many env steps keep one ``steps`` row per step; longer ones are windowed to about this many rows
 PER_STEP_ROWS = 100_000
 #: env steps between probes of max Q and ε (per-step tables); windowed tables probe once per window
-PROBE_EVERY = 10
+PROBE_EVERY = 50
 
 
 def steps_window(total_steps: int, window: int = 0) -> int:

@@ -249,7 +249,7 @@ class Results:
     - ``steps``: one row per env step: run_id, step (0-based index), episode,
       reward, t_act, t_env, t_learn (seconds), loss (NaN where nothing was
       learned), q_max (mean greedy Q-value at acting time) and epsilon (the
-      explorer's ε), probed every 10 steps (NaN between probes). Runs longer
+      explorer's ε), probed every 50 steps (NaN between probes). Runs longer
       than 100,000 steps (or with ``experiment.steps_window``) have one row per
       window of ``steps_n`` env steps instead: step and episode at the window's
       start, reward and times summed, loss, q_max and epsilon averaged.
