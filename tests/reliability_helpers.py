@@ -84,3 +84,22 @@ def interruptible() -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def kill_grid(name: str) -> str:
+    """A grid of 3 cells × 2 seeds × 1,500 CartPole steps: long enough to interrupt after its first runs."""
+    return f"""
+[experiment]
+name = "{name}"
+total_steps = 1500
+seeds = 2
+eval_every = 500
+eval_episodes = 2
+[agent]
+learning_starts = 200
+batch_size = 16
+[network]
+hidden = [16]
+[grid]
+"agent.lr" = [1e-3, 5e-4, 2e-3]
+"""

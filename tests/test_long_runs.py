@@ -22,7 +22,7 @@ from dqnbench.config.grid import plan_grid
 from dqnbench.errors import DqnbenchError, GridError
 from dqnbench.run.results import DamagedRunWarning
 from dqnbench.run.runner import RunTask, lost_outputs, never_learns
-from tests.reliability_helpers import HangingPlugin, Timed, square_or_hang
+from tests.reliability_helpers import HangingPlugin, Timed, kill_grid, square_or_hang
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -125,21 +125,7 @@ def test_a_ray_worker_killed_for_memory_is_recorded_with_the_reason(write_grid, 
 
 # --- SIGTERM -------------------------------------------------------------------------------------
 
-GRID = """
-[experiment]
-name = "term"
-total_steps = 1500
-seeds = 2
-eval_every = 500
-eval_episodes = 2
-[agent]
-learning_starts = 200
-batch_size = 16
-[network]
-hidden = [16]
-[grid]
-"agent.lr" = [1e-3, 5e-4, 2e-3]
-"""
+GRID = kill_grid("term")
 
 
 def children(pid: int) -> list[int]:

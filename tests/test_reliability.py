@@ -24,23 +24,9 @@ from dqnbench.cli import main
 from dqnbench.config.grid import load_grid, plan_grid
 from dqnbench.errors import DqnbenchError, ResultsError
 from dqnbench.run.results import runs_dir
-from tests.reliability_helpers import interruptible, square_or_die
+from tests.reliability_helpers import interruptible, kill_grid, square_or_die
 
-GRID = """
-[experiment]
-name = "kill"
-total_steps = 1500
-seeds = 2
-eval_every = 500
-eval_episodes = 2
-[agent]
-learning_starts = 200
-batch_size = 16
-[network]
-hidden = [16]
-[grid]
-"agent.lr" = [1e-3, 5e-4, 2e-3]
-"""
+GRID = kill_grid("kill")
 
 
 def start(grid: Path, out: Path) -> subprocess.Popen:

@@ -32,12 +32,19 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+
+from dqnbench.agent.envs import env_state, load_env_state
+
+if TYPE_CHECKING:  # the loop imports this module: its types only, for annotations
+    from dqnbench.agent.loop import Agent
+    from dqnbench.agent.records import StepRecords, TrainLog
 
 #: bumped when what a checkpoint holds changes; a checkpoint of another format is ignored (the run starts afresh)
 FORMAT = 1
@@ -331,3 +338,111 @@ def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and device.type == "cuda":
         torch.cuda.set_rng_state(state["cuda"], device)
+
+
+# --- what the training loop saves and restores ----------------------------------------------------
+
+
+def checkpoint_state(
+    agent: Agent,
+    envs: Any,
+    eval_envs: Any,
+    obs: np.ndarray,
+    logs: list[TrainLog],
+    records: StepRecords,
+    counters: tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, int]],
+    seeds: Sequence[int],
+    stacked: bool,
+    trained_s: float,
+    eval_s: float,
+) -> dict[str, Any]:
+    """Everything the loop holds before an env step, as plain data, arrays and tensors (see :mod:`~.checkpoint`).
+
+    Networks, optimizer, learn steps, explorer and learner (their ``state_dict``
+    if they have one: the built-ins keep no state), the replay (its
+    ``state_dict``; None for a replay without one, which a resumed run refills),
+    the envs where they can be restored exactly (None elsewhere), the
+    observation acted on next, episode counters, the logs so far, the seconds
+    spent, and the RNG states, taken last.
+    """
+    episode, episode_return, episode_start, diverged = counters
+    replay = component_state(agent.replay)
+    if replay is None:
+        warnings.warn(f"the replay {type(getattr(agent.replay, 'replay', agent.replay)).__name__} has no state_dict(): "
+                      "checkpoints skip it, and a resumed run refills it", RuntimeWarning, stacklevel=2)  # fmt: skip
+    return {
+        "run": {"seeds": list(seeds), "stacked": stacked, "n_actions": agent.n_actions},
+        "nets": {"online": agent.nets.online.state_dict(), "target": agent.nets.target.state_dict()},
+        "optimizer": optimizer_state(agent.optimizer),
+        "learn_steps": agent.learn_steps,
+        "explorer": component_state(agent.explorer.explorer),
+        "learner": component_state(agent.learner),
+        "replay": replay,
+        "envs": env_state(envs),
+        "eval_envs": env_state(eval_envs),
+        "obs": obs,
+        "counters": {"episode": episode, "return": episode_return, "start": episode_start, "diverged": diverged},
+        "logs": [{"episodes": log.episodes, "evals": log.evals} for log in logs],
+        "records": records.state_dict(),
+        "seconds": {"trained": trained_s, "eval": eval_s},
+        "rng": rng_state(agent.device),
+    }
+
+
+def resume(
+    saved: tuple[int, dict[str, Any]],
+    agent: Agent,
+    envs: Any,
+    eval_envs: Any,
+    logs: list[TrainLog],
+    records: StepRecords,
+    counters: tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, int]],
+    seeds: Sequence[int],
+    stacked: bool,
+    eval_seed_offset: int,
+) -> tuple[int, np.ndarray, float, float]:
+    """Restore a checkpoint into freshly built components: ``(step, obs, seconds trained, seconds evaluating)``.
+
+    Where the envs' state was not saved, the episode in progress is dropped
+    (not recorded) and a new one starts, reset with a seed derived from the
+    step, so the rerun stays reproducible. Raises ValueError (or KeyError)
+    when the checkpoint is another run's.
+    """
+    step, state = saved
+    run = state["run"]
+    if list(run["seeds"]) != list(seeds) or run["stacked"] != stacked or run["n_actions"] != agent.n_actions:
+        raise ValueError(f"it is of seeds {run['seeds']} (lock-step {run['stacked']}), not {list(seeds)} ({stacked})")
+    records.load_state_dict(state["records"])  # first: it checks the run's length and layout
+    agent.nets.online.load_state_dict(state["nets"]["online"])
+    agent.nets.target.load_state_dict(state["nets"]["target"])
+    load_optimizer_state(agent.optimizer, state["optimizer"])
+    agent.learn_steps = int(state["learn_steps"])
+    for component, component_saved in ((agent.explorer.explorer, state["explorer"]), (agent.learner, state["learner"])):
+        if component_saved is not None:
+            component.load_state_dict(component_saved)
+    if state["replay"] is not None:
+        agent.replay.load_state_dict(state["replay"])
+    else:
+        warnings.warn("this checkpoint holds no replay (the replay has no state_dict()): the resumed run refills it",
+                      RuntimeWarning, stacklevel=2)  # fmt: skip
+    episode, episode_return, episode_start, diverged = counters
+    saved_counters = state["counters"]
+    np.copyto(episode, saved_counters["episode"])
+    np.copyto(episode_return, saved_counters["return"])
+    np.copyto(episode_start, saved_counters["start"])
+    diverged.update(saved_counters["diverged"])
+    if state["envs"] is not None:
+        load_env_state(envs, state["envs"])
+        obs = np.array(state["obs"])
+    else:  # the episode in progress cannot be restored: a new one starts here
+        obs, _ = envs.reset(seed=seeds[0] + step)
+        episode_return[:] = 0.0
+        episode_start[:] = step
+    if state["eval_envs"] is not None:
+        load_env_state(eval_envs, state["eval_envs"])
+    else:
+        eval_envs.reset(seed=seeds[0] + eval_seed_offset + step)
+    for log, saved_log in zip(logs, state["logs"], strict=True):
+        log.episodes, log.evals = saved_log["episodes"], saved_log["evals"]
+    set_rng_state(state["rng"], agent.device)
+    return step, obs, float(state["seconds"]["trained"]), float(state["seconds"]["eval"])

@@ -21,7 +21,8 @@ params bound; nothing here knows which plugin built them.
 Given a :class:`~dqnbench.agent.checkpoint.Checkpoint`, :func:`train_runs`
 saves everything the loop holds every ``checkpoint.every`` env steps (one line
 in the loop) and, when its directory already holds one, goes on from there:
-see :func:`checkpoint_state` and :func:`resume`, and ``docs/checkpoints.md``.
+see :func:`~dqnbench.agent.checkpoint.checkpoint_state` and
+:func:`~dqnbench.agent.checkpoint.resume`, and ``docs/checkpoints.md``.
 """
 
 from __future__ import annotations
@@ -38,15 +39,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from dqnbench.agent.checkpoint import (
-    Checkpoint,
-    component_state,
-    load_optimizer_state,
-    optimizer_state,
-    rng_state,
-    set_rng_state,
-)
-from dqnbench.agent.envs import env_spaces, env_state, learning_reward, load_env_state, make_envs, terminal_next_obs
+from dqnbench.agent.checkpoint import Checkpoint, checkpoint_state, component_state, resume
+from dqnbench.agent.envs import env_spaces, learning_reward, make_envs, terminal_next_obs
 from dqnbench.agent.learning import autograd_backward
 from dqnbench.agent.nets import QNetworks, probe_observations
 from dqnbench.agent.numerics import flush_denormals
@@ -266,7 +260,7 @@ def train_runs(
     if saved is not None:
         try:
             first, obs, trained_s, eval_s = resume(
-                saved, agent, envs, eval_envs, logs, records, counters, seeds, stacked
+                saved, agent, envs, eval_envs, logs, records, counters, seeds, stacked, EVAL_SEED_OFFSET
             )
         except (ValueError, KeyError, TypeError, RuntimeError) as exc:  # another layout: start afresh, cleanly
             warnings.warn(f"ignoring checkpoint of {checkpoint.directory} ({type(exc).__name__}: {exc}); "
@@ -339,110 +333,6 @@ def train_runs(
     if progress is not None:
         progress(exp.total_steps)
     return logs
-
-
-def checkpoint_state(
-    agent: Agent,
-    envs: Any,
-    eval_envs: Any,
-    obs: np.ndarray,
-    logs: list[TrainLog],
-    records: StepRecords,
-    counters: tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, int]],
-    seeds: Sequence[int],
-    stacked: bool,
-    trained_s: float,
-    eval_s: float,
-) -> dict[str, Any]:
-    """Everything the loop holds before an env step, as plain data, arrays and tensors (see :mod:`~.checkpoint`).
-
-    Networks, optimizer, learn steps, explorer and learner (their ``state_dict``
-    if they have one: the built-ins keep no state), the replay (its
-    ``state_dict``; None for a replay without one, which a resumed run refills),
-    the envs where they can be restored exactly (None elsewhere), the
-    observation acted on next, episode counters, the logs so far, the seconds
-    spent, and the RNG states, taken last.
-    """
-    episode, episode_return, episode_start, diverged = counters
-    replay = component_state(agent.replay)
-    if replay is None:
-        warnings.warn(f"the replay {type(getattr(agent.replay, 'replay', agent.replay)).__name__} has no state_dict(): "
-                      "checkpoints skip it, and a resumed run refills it", RuntimeWarning, stacklevel=2)  # fmt: skip
-    return {
-        "run": {"seeds": list(seeds), "stacked": stacked, "n_actions": agent.n_actions},
-        "nets": {"online": agent.nets.online.state_dict(), "target": agent.nets.target.state_dict()},
-        "optimizer": optimizer_state(agent.optimizer),
-        "learn_steps": agent.learn_steps,
-        "explorer": component_state(agent.explorer.explorer),
-        "learner": component_state(agent.learner),
-        "replay": replay,
-        "envs": env_state(envs),
-        "eval_envs": env_state(eval_envs),
-        "obs": obs,
-        "counters": {"episode": episode, "return": episode_return, "start": episode_start, "diverged": diverged},
-        "logs": [{"episodes": log.episodes, "evals": log.evals} for log in logs],
-        "records": records.state_dict(),
-        "seconds": {"trained": trained_s, "eval": eval_s},
-        "rng": rng_state(agent.device),
-    }
-
-
-def resume(
-    saved: tuple[int, dict[str, Any]],
-    agent: Agent,
-    envs: Any,
-    eval_envs: Any,
-    logs: list[TrainLog],
-    records: StepRecords,
-    counters: tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, int]],
-    seeds: Sequence[int],
-    stacked: bool,
-) -> tuple[int, np.ndarray, float, float]:
-    """Restore a checkpoint into freshly built components: ``(step, obs, seconds trained, seconds evaluating)``.
-
-    Where the envs' state was not saved, the episode in progress is dropped
-    (not recorded) and a new one starts, reset with a seed derived from the
-    step, so the rerun stays reproducible. Raises ValueError (or KeyError)
-    when the checkpoint is another run's.
-    """
-    step, state = saved
-    run = state["run"]
-    if list(run["seeds"]) != list(seeds) or run["stacked"] != stacked or run["n_actions"] != agent.n_actions:
-        raise ValueError(f"it is of seeds {run['seeds']} (lock-step {run['stacked']}), not {list(seeds)} ({stacked})")
-    records.load_state_dict(state["records"])  # first: it checks the run's length and layout
-    agent.nets.online.load_state_dict(state["nets"]["online"])
-    agent.nets.target.load_state_dict(state["nets"]["target"])
-    load_optimizer_state(agent.optimizer, state["optimizer"])
-    agent.learn_steps = int(state["learn_steps"])
-    for component, component_saved in ((agent.explorer.explorer, state["explorer"]), (agent.learner, state["learner"])):
-        if component_saved is not None:
-            component.load_state_dict(component_saved)
-    if state["replay"] is not None:
-        agent.replay.load_state_dict(state["replay"])
-    else:
-        warnings.warn("this checkpoint holds no replay (the replay has no state_dict()): the resumed run refills it",
-                      RuntimeWarning, stacklevel=2)  # fmt: skip
-    episode, episode_return, episode_start, diverged = counters
-    saved_counters = state["counters"]
-    np.copyto(episode, saved_counters["episode"])
-    np.copyto(episode_return, saved_counters["return"])
-    np.copyto(episode_start, saved_counters["start"])
-    diverged.update(saved_counters["diverged"])
-    if state["envs"] is not None:
-        load_env_state(envs, state["envs"])
-        obs = np.array(state["obs"])
-    else:  # the episode in progress cannot be restored: a new one starts here
-        obs, _ = envs.reset(seed=seeds[0] + step)
-        episode_return[:] = 0.0
-        episode_start[:] = step
-    if state["eval_envs"] is not None:
-        load_env_state(eval_envs, state["eval_envs"])
-    else:
-        eval_envs.reset(seed=seeds[0] + EVAL_SEED_OFFSET + step)
-    for log, saved_log in zip(logs, state["logs"], strict=True):
-        log.episodes, log.evals = saved_log["episodes"], saved_log["evals"]
-    set_rng_state(state["rng"], agent.device)
-    return step, obs, float(state["seconds"]["trained"]), float(state["seconds"]["eval"])
 
 
 def _evaluate_into(

@@ -35,6 +35,24 @@ from torch import nn
 from dqnbench.plugin.hookspecs import hookimpl
 
 
+def owned_grads(params: list[nn.Parameter]) -> list[torch.Tensor]:
+    """The parameters' gradient buffers, allocated (zeros) where missing: a lean optimizer keeps these lists,
+    and learners write gradients into them in place."""
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    return [p.grad for p in params]
+
+
+def follow_replaced_grads(params: list[nn.Parameter], grads: list[torch.Tensor]) -> None:
+    """Point ``grads`` at any gradient tensor a learner replaced since (None, a zero gradient, gets a buffer)."""
+    for i, p in enumerate(params):
+        if p.grad is not grads[i]:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            grads[i] = p.grad
+
+
 class LeanAdam:
     """Adam (Kingma & Ba 2015), no weight decay.
 
@@ -51,10 +69,7 @@ class LeanAdam:
         self.exp_avgs = [torch.zeros_like(p) for p in params]
         self.exp_avg_sqs = [torch.zeros_like(p) for p in params]
         self.steps = [torch.zeros((), dtype=torch.float32, device=p.device) for p in params]
-        for p in params:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-        self.grads = [p.grad for p in params]
+        self.grads = owned_grads(params)
 
     def step(self) -> None:
         torch._foreach_add_(self.steps, 1)
@@ -156,10 +171,7 @@ class LeanRMSprop(torch.optim.RMSprop):
     ) -> None:
         super().__init__(params, lr=lr, alpha=alpha, eps=eps, centered=centered, momentum=momentum, foreach=True)
         self.params = [p for group in self.param_groups for p in group["params"]]
-        for p in self.params:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-        self.grads = [p.grad for p in self.params]
+        self.grads = owned_grads(self.params)
         self.dtype = self.params[0].dtype
         self._bind_state()
         #: the denominators, written in place each step (a fresh multi-MB allocation a step costs page faults)
@@ -201,11 +213,7 @@ class LeanRMSprop(torch.optim.RMSprop):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for i, p in enumerate(self.params):  # a learner that replaced a gradient tensor: use the new one from now
-            if p.grad is not self.grads[i]:
-                if p.grad is None:
-                    p.grad = torch.zeros_like(p)
-                self.grads[i] = p.grad
+        follow_replaced_grads(self.params, self.grads)  # a learner that replaced a gradient tensor
         group = self.param_groups[0]
         lr, alpha, eps, momentum = group["lr"], group["alpha"], group["eps"], group["momentum"]
         grads, square_avgs, avg = self.grads, self.square_avgs, self.avgs
