@@ -81,10 +81,13 @@ def test_a_missing_env_package_exits_2_from_the_cli(tmp_path):
 
 @pytest.mark.parametrize("lockstep", [True, False], ids=["lockstep", "independent"])
 def test_minatar_ids_run_in_local_worker_processes(tmp_path, lockstep):
-    """Process workers import nothing the parent registered: the env component registers MinAtar itself."""
+    """Process workers import nothing the parent registered: the env component registers MinAtar itself.
+
+    One lock-step group of both seeds (pinned: on 2 workers the cell would split into two plain runs).
+    """
     pytest.importorskip("minatar")
     grid = tmp_path / "g.toml"
-    grid.write_text(MINATAR_GRID)
+    grid.write_text(MINATAR_GRID.replace("eval_episodes = 1", "eval_episodes = 1\nlockstep_group = 2"))
     res = dqnbench.run_grid(
         grid, tmp_path / "out", workers=2, load_entrypoints=False, stream=io.StringIO(), lockstep=lockstep
     )

@@ -116,10 +116,16 @@ def test_half_written_runs_are_invisible_and_redone(write_grid, tmp_path):
     assert again.runs.run_id.tolist() == [run_id]
 
 
-def test_process_executor_matches_serial(write_grid, tmp_path):
-    grid = write_grid(steps=200, seeds=2)
-    serial = run(grid, tmp_path / "serial")
+@pytest.mark.parametrize("cells", [1, 2])
+def test_process_executor_matches_serial(write_grid, tmp_path, cells):
+    """Two cells fill 2 workers: the same lock-step cells as serial. One cell splits its 2 seeds into two
+    lock-step groups of one (plain runs, one per worker): what serial gives with ``lockstep_group = 1``."""
+    extra = '[grid]\n"agent.lr" = [1e-3, 2e-3]\n' if cells == 2 else ""
+    grid = write_grid(steps=200, seeds=2, extra=extra)
     parallel = run(grid, tmp_path / "process", executor="process", workers=2)
+    if cells == 1:
+        grid.write_text(grid.read_text().replace("eval_episodes = 2", "eval_episodes = 2\nlockstep_group = 1"))
+    serial = run(grid, tmp_path / "serial")
     cols = ["run_id", "step", "reward", "loss"]
     key = ["run_id", "step"]
     pd.testing.assert_frame_equal(

@@ -32,6 +32,7 @@ class QNetworks:
         self.target = copy.deepcopy(online).requires_grad_(False)
         self.members = members
         self.params = [p for p in online.parameters() if p.requires_grad]
+        self._copies: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
 
     @classmethod
     def of(cls, modules: list[nn.Module], obs: ObsSpec, device: torch.device, stacked: bool) -> QNetworks:
@@ -48,8 +49,21 @@ class QNetworks:
         return self.online(obs.unsqueeze(1)).squeeze(1)
 
     def sync_target(self) -> None:
-        """The hard target copy (Mnih et al. 2015): target ← online."""
-        self.target.load_state_dict(self.online.state_dict())
+        """The hard target copy (Mnih et al. 2015): target ← online, every parameter and buffer.
+
+        One in-place copy over the pairs of tensors, found once: ``load_state_dict``
+        costs ~200 µs of Python a copy, 2 µs per env step of the tutorial's agent.
+        Modules whose state holds anything but tensors take ``load_state_dict``.
+        """
+        if self._copies is None:
+            online, target = self.online.state_dict(keep_vars=True), self.target.state_dict(keep_vars=True)
+            tensors = all(isinstance(v, torch.Tensor) for v in (*online.values(), *target.values()))
+            if not tensors or online.keys() != target.keys():
+                self.target.load_state_dict(self.online.state_dict())
+                return
+            self._copies = ([target[k] for k in online], [online[k] for k in online])
+        with torch.no_grad():
+            torch._foreach_copy_(*self._copies)
 
     def clip_grad_norm(self, max_norm: float) -> None:
         """Clip the gradient's global norm to ``max_norm``: each member's own norm when stacked."""
@@ -59,8 +73,9 @@ class QNetworks:
         grads = [p.grad for p in self.params if p.grad is not None]
         norms = torch.stack([g.flatten(1).pow(2).sum(dim=1) for g in grads]).sum(dim=0).sqrt()
         scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
-        for g in grads:
-            g.mul_(scale.view(-1, *([1] * (g.dim() - 1))))
+        if bool((scale < 1.0).any()):  # a scale of exactly 1 changes nothing: skip rewriting every gradient
+            for g in grads:
+                g.mul_(scale.view(-1, *([1] * (g.dim() - 1))))
 
     def state_dicts(self) -> list[dict[str, torch.Tensor]]:
         """Each run's online ``state_dict`` on the CPU, as an independent run saves it."""

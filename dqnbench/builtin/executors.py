@@ -59,6 +59,9 @@ class RunTimedOut(BaseException):
 class SerialExecutor:
     """Runs one item after another in the calling process (a timed item in a thread of it, see the module doc)."""
 
+    #: tasks run at once (the runner splits lock-step cells to fill an executor's slots)
+    slots = 1
+
     def __init__(self, workers: int | None = None) -> None:
         self.workers = 1
 
@@ -148,6 +151,8 @@ class ProcessExecutor:
 
     def __init__(self, workers: int | None = None) -> None:
         self.workers = max(1, workers or os.cpu_count() or 1)
+        #: tasks run at once (the runner splits lock-step cells to fill them)
+        self.slots = self.workers
         self._pool: ProcessPoolExecutor | None = None
         self._started: Any = None
 

@@ -68,11 +68,16 @@ class LeanAdam:
         self.lr, self.betas, self.eps = float(lr), (float(betas[0]), float(betas[1])), float(eps)
         self.exp_avgs = [torch.zeros_like(p) for p in params]
         self.exp_avg_sqs = [torch.zeros_like(p) for p in params]
-        self.steps = [torch.zeros((), dtype=torch.float32, device=p.device) for p in params]
+        # One step counter per device, shared by its parameters (the fused kernel only reads it): one
+        # increment per step instead of a foreach over every parameter's own copy of the same number.
+        counters = {p.device: torch.zeros((), dtype=torch.float32, device=p.device) for p in params}
+        self.counters = list(counters.values())
+        self.steps = [counters[p.device] for p in params]
         self.grads = owned_grads(params)
 
     def step(self) -> None:
-        torch._foreach_add_(self.steps, 1)
+        for counter in self.counters:
+            counter.add_(1)
         torch._fused_adam_(
             self.params, self.grads, self.exp_avgs, self.exp_avg_sqs, [], self.steps,
             lr=self.lr, beta1=self.betas[0], beta2=self.betas[1], weight_decay=0.0, eps=self.eps,

@@ -122,6 +122,15 @@ class RayExecutor:
         self._pending: dict[Any, Any] = {}  # ObjectRef -> item, for close() after Ctrl-C
         self._deadlines: dict[Any, tuple[float, float]] = {}  # ObjectRef -> (deadline, timeout_s)
 
+    @property
+    def slots(self) -> int:
+        """Tasks run at once: ``workers`` when given, else the cluster's CPUs / ``num_cpus`` (see :meth:`_capacity`).
+
+        The runner splits a cell's lock-step seeds into this many groups when the
+        grid has fewer cells, so one cell spreads over the cluster's nodes.
+        """
+        return self.workers or self._capacity()
+
     def _capacity(self) -> int:
         """Tasks the cluster can run at once: its CPUs / ``num_cpus`` (at least 1)."""
         try:

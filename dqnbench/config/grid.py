@@ -65,6 +65,7 @@ _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "experiment.steps_window": (lambda v: 0 <= v <= 10**9, "an integer >= 0 (0 = per step up to 100k steps)"),
     "experiment.timeout_s": (lambda v: 0 <= v <= 10**9, "a number of seconds in [0, 10**9] (0 = no limit)"),
     "experiment.checkpoint_every": (lambda v: 0 <= v <= 10**9, "an integer >= 0 (0 = no checkpoints)"),
+    "experiment.lockstep_group": (lambda v: 0 <= v <= 10**6, "an integer >= 0 (0 = automatic)"),
     "experiment.eval_episodes": (lambda v: 1 <= v <= 10**6, "an integer in [1, 10**6]"),
     "experiment.device": (lambda v: v == "cpu" or v == "cuda" or v.startswith("cuda:"), '"cpu", "cuda" or "cuda:N"'),
     "agent.gamma": (lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]"),

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 #: ``[experiment]`` keys that say how runs execute or are stored, not what is trained: not part of the run ids
-EXECUTION_KEYS = ("name", "lockstep", "steps_window", "timeout_s", "checkpoint_every")
+EXECUTION_KEYS = ("name", "lockstep", "lockstep_group", "steps_window", "timeout_s", "checkpoint_every")
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,11 @@ class ExperimentConfig:
     #: train a cell's seeds as one batched program where its components allow (how runs
     #: execute, like the executor: not part of the run ids)
     lockstep: bool = True
+    #: at most this many of a cell's seeds per lock-step group, each group one task on its own worker;
+    #: 0 = automatic: one cell, one group, unless the grid has fewer tasks than the executor has workers,
+    #: when each cell's seeds split into groups that fill them (see ``docs/lockstep.md``; how runs execute:
+    #: not part of the run ids)
+    lockstep_group: int = 0
     #: env steps per row of the ``steps`` table; 0 = one row per step up to 100k steps, windows beyond
     #: (how results are stored, not what is trained: not part of the run ids)
     steps_window: int = 0

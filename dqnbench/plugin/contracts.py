@@ -86,6 +86,11 @@ class Executor(Protocol):
     item and yields ``(item, outcome)`` pairs in completion order, where
     ``outcome`` is ``fn(item)`` or the exception that prevented it from
     returning (a worker that died, say). It must not stop at the first failure.
+
+    An optional ``slots: int`` attribute says how many items run at once. When
+    a grid has fewer tasks than that, the runner splits each lock-step cell's
+    seeds into groups to fill them; without it, an executor is taken to run one
+    at a time and cells are not split.
     """
 
     def map_unordered(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[tuple[T, R | BaseException]]: ...

@@ -45,6 +45,7 @@ from dqnbench.plugin.checks import ContractError
 from dqnbench.plugin.contracts import Executor
 from dqnbench.plugin.host import ENTRY_POINT_GROUP
 from dqnbench.plugin.registry import Component, Registry, load_registry
+from dqnbench.run.groups import executor_slots, lockstep_groups, split_notes
 from dqnbench.run.lock import experiment_lock
 from dqnbench.run.progress import PROGRESS_DIR, RunProgress, print_summary, write_progress
 from dqnbench.run.results import (
@@ -473,13 +474,16 @@ def _execute(
     progress_dir = experiment_dir / PROGRESS_DIR
     shutil.rmtree(progress_dir, ignore_errors=True)
     progress_dir.mkdir(exist_ok=True)
+    slots = executor_slots(pool)
+    for note in split_notes(plan, lockstep_groups(plan, lockstep_cells, slots)):
+        print(note, file=stream, flush=True)
     tasks = [
         dataclasses.replace(
             task,
             progress_file=str(progress_dir / task.key),
             checkpoint_dir=str(experiment_dir / CHECKPOINTS_DIR / task.key),
         )
-        for task in make_tasks(todo, plan, refs, load_entrypoints, lockstep_cells)
+        for task in make_tasks(todo, plan, refs, load_entrypoints, lockstep_cells, slots)
     ]
     wanted = {spec.run_id for spec in todo}
     total_steps = sum(
@@ -580,18 +584,27 @@ def lockstep_problem(config: RunConfig, chosen: dict[str, Component], path: Path
 
 
 def make_tasks(
-    todo: list[RunSpec], plan: Plan, plugins: tuple[Any, ...], load_entrypoints: bool, lockstep: set[str]
+    todo: list[RunSpec],
+    plan: Plan,
+    plugins: tuple[Any, ...],
+    load_entrypoints: bool,
+    lockstep: set[str],
+    slots: int = 1,
 ) -> list[RunTask]:
-    """One task per unfinished run, except lock-step cells: one task of all their seeds.
+    """One task per unfinished run, except lock-step cells: one task per lock-step group with an unfinished seed.
 
-    A lock-step member's result depends on the seeds it trains with, so a cell
-    with any unfinished seed reruns as a whole and only the missing members are
-    written: an interrupted grid resumes to exactly the uninterrupted results.
+    Groups come from :func:`~dqnbench.run.groups.lockstep_groups` (one per cell,
+    unless there are workers to spare). A lock-step member's result depends on
+    the seeds of its group, so a group with any unfinished seed reruns as a whole
+    and only the missing members are written: an interrupted grid resumes to
+    exactly the uninterrupted results.
     """
-    unfinished_cells = {spec.cell for spec in todo if spec.cell in lockstep}
-    tasks = [RunTask((spec,), plugins, load_entrypoints) for spec in todo if spec.cell not in unfinished_cells]
-    for cell in unfinished_cells:
-        tasks.append(RunTask(tuple(s for s in plan.runs if s.cell == cell), plugins, load_entrypoints, stacked=True))
+    unfinished = {spec.run_id for spec in todo}
+    tasks = [RunTask((spec,), plugins, load_entrypoints) for spec in todo if spec.cell not in lockstep]
+    for groups in lockstep_groups(plan, lockstep, slots).values():
+        for group in groups:
+            if any(spec.run_id in unfinished for spec in group):
+                tasks.append(RunTask(group, plugins, load_entrypoints, stacked=len(group) > 1))
     return tasks
 
 
@@ -783,6 +796,7 @@ def base_record(spec: RunSpec, chosen: dict[str, Component], started: float) -> 
         "versions": versions(chosen),
         "started_at": started,
         "host": platform.node(),
+        "pid": os.getpid(),
         "wall_s": None,
         "steps_per_s": None,
         "final_return": None,
