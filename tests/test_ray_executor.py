@@ -455,7 +455,7 @@ def test_without_an_address_a_local_ray_is_started_for_the_grid_and_stopped(tiny
 @pytest.mark.slow
 def test_a_cell_with_more_seeds_than_a_node_spreads_its_lockstep_groups_over_the_cluster(cluster, tmp_path):
     """One cell of 4 seeds on a cluster of two 1-CPU nodes: two lock-step groups of 2, running at once."""
-    grid = write(tmp_path / "grid.toml", "spread", steps=1_500, seeds=4, eval_every=0)
+    grid = write(tmp_path / "grid.toml", "spread", steps=4_000, seeds=4, eval_every=0)
     res = run(grid, tmp_path / "out", "ray", executor_options={"address": cluster.address})
     assert set(res.runs.status) == {"ok"}, res.runs.error.tolist()
     groups = {}

@@ -34,7 +34,7 @@ bench-compare's min over short rounds exploits too (see
 step moved by ≤ 5 %. Without per-step timings (old results) the cost is
 ``1 / steps_per_s``.
 
-The unit of a speed sample is what ran independently: **a lock-step cell is
+The unit of a speed sample is what ran independently: **a lock-step group is
 one sample** (its K members share one batched step and one ``steps_per_s``),
 identified by the ``lockstep_members`` column, or, in results without it, by
 identical ``steps_per_s`` within a cell. Seeds of independent runs are one
@@ -194,7 +194,7 @@ class Side:
 def speed_groups(runs: pd.DataFrame) -> list[pd.DataFrame]:
     """A cell's successful runs split into independent speed samples (one per lock-step group).
 
-    Members of a lock-step cell share one batched step: with ``lockstep_members``
+    Members of a lock-step group share one batched step: with ``lockstep_members``
     > 1 they form one group per (``steps_per_s``, ``wall_s``); without the column,
     runs of the cell with identical ``steps_per_s`` are taken to be one group
     (independent runs never time identically to the last bit).

@@ -47,7 +47,7 @@ class ExperimentConfig:
     #: env steps per row of the ``steps`` table; 0 = one row per step up to 100k steps, windows beyond
     #: (how results are stored, not what is trained: not part of the run ids)
     steps_window: int = 0
-    #: seconds one run (or one lock-step cell, trained as one task) may take; past it the run is stopped and
+    #: seconds one run (or one lock-step group, trained as one task) may take; past it the run is stopped and
     #: recorded failed, and the grid goes on; 0 = no limit (how runs execute: not part of the run ids)
     timeout_s: float = 0.0
     #: env steps between mid-run checkpoints, which a rerun resumes from (0 = none). 10,000 steps: Atari

@@ -241,11 +241,11 @@ class Results:
     - ``runs``: one row per run: run_id, cell, label, seed, status, error, one
       column per resolved config key ("network.name", "agent.lr", …), wall_s,
       steps_per_s, final_return, lockstep_members (K when the run trained as one
-      of a lock-step cell's K members, 1 when it trained alone). A member's
-      ``wall_s`` and ``steps_per_s`` are its own share: the cell's wall time and
+      of a lock-step group's K members, 1 when it trained alone). A member's
+      ``wall_s`` and ``steps_per_s`` are its own share: the group's wall time and
       training time divided by K, so ``wall_s`` sums to the machine time the grid
-      took and every member of one cell shows the same figures (one speed
-      sample per cell, not K).
+      took and every member of one group shows the same figures (one speed
+      sample per group, not K).
     - ``steps``: one row per env step: run_id, step (0-based index), episode,
       reward, t_act, t_env, t_learn (seconds), loss (NaN where nothing was
       learned), q_max (mean greedy Q-value at acting time) and epsilon (the
