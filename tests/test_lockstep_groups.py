@@ -102,8 +102,10 @@ def test_a_members_results_depend_only_on_its_groups_seeds(write_grid, tmp_path)
     split = write_grid(steps=300, seeds=4)
     pair = write_grid(steps=300, filename="pair.toml", extra="")
     pair.write_text(pair.read_text().replace("seeds = 2", "seeds = [2, 3]"))
-    grouped = dqnbench.run_grid(split, tmp_path / "pool", workers=2, stream=io.StringIO(), plots=False,
+    stream = io.StringIO()
+    grouped = dqnbench.run_grid(split, tmp_path / "pool", workers=2, stream=stream, plots=False,
                                 load_entrypoints=False)  # fmt: skip
+    assert "4 seeds in 2 lock-step groups (2 + 2)" in stream.getvalue()  # the split is announced
     alone = dqnbench.run_grid(pair, tmp_path / "pair", executor="serial", stream=io.StringIO(), plots=False,
                               load_entrypoints=False)  # fmt: skip
     assert set(grouped.runs.status) == {"ok"}

@@ -85,7 +85,6 @@ def split_notes(plan: Plan, groups: dict[str, list[tuple[RunSpec, ...]]]) -> lis
             sizes = " + ".join(str(len(g)) for g in parts)
             notes.append(
                 f"note: cell {label!r}: {sum(map(len, parts))} seeds in {len(parts)} lock-step groups ({sizes}), "
-                "one per free worker; a member's results depend on its group's seeds, so set "
-                "experiment.lockstep_group to get the same split with any number of workers"
+                "one per free worker; results depend on the grouping: experiment.lockstep_group pins it"
             )
     return notes
