@@ -287,6 +287,24 @@ def test_ray_results_equal_serial_results_for_the_same_seeds(cluster, tiny_grid,
 
 
 @pytest.mark.slow
+def test_a_cell_with_more_seeds_than_a_node_spreads_its_lockstep_groups_over_the_cluster(cluster, tmp_path):
+    """One cell of 4 seeds on a cluster of two 1-CPU nodes: two lock-step groups of 2, running at once."""
+    grid = write(tmp_path / "grid.toml", "spread", steps=4_000, seeds=4, eval_every=0)
+    res = run(grid, tmp_path / "out", "ray", executor_options={"address": cluster.address})
+    assert set(res.runs.status) == {"ok"}, res.runs.error.tolist()
+    groups = {}
+    for run_id in res.runs.run_id:
+        record = res.record(run_id)
+        assert record["lockstep"]["members"] == 2
+        start = record["started_at"]
+        groups[tuple(record["lockstep"]["seeds"])] = (record["pid"], start, start + 2 * record["wall_s"])
+    assert sorted(groups) == [(0, 1), (2, 3)]
+    (pid_a, start_a, end_a), (pid_b, start_b, end_b) = groups.values()
+    assert pid_a != pid_b
+    assert start_a < end_b and start_b < end_a, groups  # the two groups trained at the same time
+
+
+@pytest.mark.slow
 def test_minatar_ids_run_on_ray_workers_without_registration_code(cluster, tmp_path):
     """The env component registers MinAtar in each Ray worker: nothing the driver registered travels."""
     pytest.importorskip("minatar")
@@ -450,21 +468,3 @@ def test_without_an_address_a_local_ray_is_started_for_the_grid_and_stopped(tiny
     got = run(grid, tmp_path / "out", "ray", workers=2)
     assert_same_results(got, serial)
     assert not ray.is_initialized()  # the executor started this Ray, so it shut it down
-
-
-@pytest.mark.slow
-def test_a_cell_with_more_seeds_than_a_node_spreads_its_lockstep_groups_over_the_cluster(cluster, tmp_path):
-    """One cell of 4 seeds on a cluster of two 1-CPU nodes: two lock-step groups of 2, running at once."""
-    grid = write(tmp_path / "grid.toml", "spread", steps=4_000, seeds=4, eval_every=0)
-    res = run(grid, tmp_path / "out", "ray", executor_options={"address": cluster.address})
-    assert set(res.runs.status) == {"ok"}, res.runs.error.tolist()
-    groups = {}
-    for run_id in res.runs.run_id:
-        record = res.record(run_id)
-        assert record["lockstep"]["members"] == 2
-        start = record["started_at"]
-        groups[tuple(record["lockstep"]["seeds"])] = (record["pid"], start, start + 2 * record["wall_s"])
-    assert sorted(groups) == [(0, 1), (2, 3)]
-    (pid_a, start_a, end_a), (pid_b, start_b, end_b) = groups.values()
-    assert pid_a != pid_b
-    assert start_a < end_b and start_b < end_a, groups  # the two groups trained at the same time
