@@ -9,6 +9,9 @@
   steps/s and peak memory vs K, as a ratio to the reference's single-run rate
   measured in the same session; writes ``lockstep_scaling.png`` (and
   ``.json``) into ``$DQNBENCH_BENCH_OUT`` or ``.benchmarks/``.
+  With benchmarks enabled, both assert issue #18's figures for the tutorial
+  agent: one run ≥ :data:`TUTORIAL_SINGLE_TARGET` × the port, K = 32 members ≥
+  :data:`TUTORIAL_K32_TARGET` × the port's single-run rate.
 
 - ``test_minatar_single_run_vs_reference`` and ``test_minatar_lockstep_vs_reference``:
   MinAtar's own ``examples/dqn.py`` ported in ``reference_minatar.py`` against
@@ -45,6 +48,10 @@ from .reference_minatar import run_reference as run_minatar_reference
 from .reference_tutorial import run_reference
 
 REPO = Path(__file__).resolve().parents[2]
+
+#: targets asserted when benchmarks are enabled (issue #18): the tutorial agent's single run against the port,
+#: and K = 32 lock-step members' aggregate against the port's single run
+TUTORIAL_SINGLE_TARGET, TUTORIAL_K32_TARGET = 2.5, 30.0
 
 CONFIGS = {
     # the tutorial's agent: 4-10-2, batch 32, lr 0.01, gamma 0.9, target copy every 100 learn steps
@@ -107,6 +114,8 @@ def test_single_run_vs_reference(benchmark, config):
         f"\n{config}: reference {ref:,.0f} steps/s, dqnbench {ours:,.0f} steps/s, ratio {ours / ref:.2f} "
         f"(reference with denormals flushed {ref_flushed:,.0f} steps/s, ratio {ours / ref_flushed:.2f})"
     )
+    if config == "tutorial" and not benchmark.disabled:
+        assert ours / ref >= TUTORIAL_SINGLE_TARGET, f"single run {ours / ref:.2f}× the port"
 
 
 SCALING_SCRIPT = """
@@ -160,6 +169,9 @@ def test_lockstep_scaling(benchmark):
             f"peak RSS {p['peak_rss_mb']:.0f} MB"
         )
     assert all(p["steps_per_s"] > 0 for p in points)
+    if not quick:
+        (k32,) = [p for p in points if p["members"] == 32]
+        assert k32["speedup_vs_reference"] >= TUTORIAL_K32_TARGET, f"K = 32: {k32['speedup_vs_reference']:.1f}×"
 
 
 def scaling_figure(points: list[dict], reference: float):
