@@ -9,11 +9,13 @@ both with every finished run saved, the lock released and one line of text.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 from dqnbench.errors import DqnbenchError
 from dqnbench.plugin.host import PluginWarning
@@ -165,6 +167,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     executor.check_params({"address": args.address} if args.address else {})
     if args.dry_run:
         print(plan.describe())
+        if not args.no_lockstep:
+            print(dry_run_groups(plan, registry, args.executor, args.workers))
         return EXIT_OK
     results = run_plan(
         plan,
@@ -189,6 +193,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         return EXIT_FAILED_RUNS
     return EXIT_OK
+
+
+def dry_run_groups(plan: Any, registry: Any, executor: str, workers: int | None) -> str:
+    """How the plan's lock-step cells would be grouped: known here for the local executors (or given ``--workers``);
+    another executor's capacity is only known once it starts (Ray asks its cluster)."""
+    from dqnbench.run.groups import describe_groups, lockstep_groups
+    from dqnbench.run.runner import lockstep_cells
+
+    cells = lockstep_cells(plan, registry, sys.stdout)
+    if not cells:
+        return "no cell trains in lock-step"
+    if workers is None and executor not in ("serial", "process"):
+        return f"lock-step groups: decided when the {executor} executor starts (one per free worker; docs/lockstep.md)"
+    slots = 1 if executor == "serial" else workers or os.cpu_count() or 1
+    header = f"lock-step groups on {slots} worker{'s' if slots > 1 else ''}:"
+    return "\n".join([header, *describe_groups(plan, lockstep_groups(plan, cells, slots))])
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:

@@ -201,3 +201,20 @@ def test_progress_counts_each_groups_steps_while_it_trains(write_grid, tmp_path,
     steps = [int(m.group(3).replace(",", "")) for m in LINE.finditer(stream.getvalue())]
     assert any(0 < s < 6000 for s in steps) and any(6000 < s < 12000 for s in steps), stream.getvalue()
     assert steps == sorted(steps) and steps[-1] == 12000
+
+
+def test_the_dry_run_shows_how_each_cells_seeds_will_be_grouped(write_grid, capsys):
+    from dqnbench.cli import main
+
+    grid = write_grid(seeds=7)
+    expected = {
+        ("--workers", "2"): ["lock-step groups on 2 workers:", "2 groups (4 + 3)"],
+        ("--workers", "16"): ["lock-step groups on 16 workers:", "7 single runs"],
+        ("--executor", "serial"): ["lock-step groups on 1 worker:", "one group of 7"],
+    }
+    for args, lines in expected.items():
+        assert main(["run", "--grid", str(grid), "--dry-run", *args]) == 0
+        out = capsys.readouterr().out
+        assert all(line in out for line in lines), (args, out)
+    assert main(["run", "--grid", str(grid), "--dry-run", "--no-lockstep"]) == 0
+    assert "lock-step" not in capsys.readouterr().out

@@ -88,3 +88,21 @@ def split_notes(plan: Plan, groups: dict[str, list[tuple[RunSpec, ...]]]) -> lis
                 "one per free worker; results depend on the grouping: experiment.lockstep_group pins it"
             )
     return notes
+
+
+def describe_groups(plan: Plan, groups: dict[str, list[tuple[RunSpec, ...]]]) -> list[str]:
+    """The ``--dry-run`` lines on lock-step: each lock-step cell's groups, one line per cell."""
+    lines = []
+    for cell, label, _ in plan.cells:
+        parts = groups.get(cell)
+        if parts is None:
+            continue
+        sizes = " + ".join(str(len(g)) for g in parts)
+        if len(parts) == 1:
+            what = f"one group of {sizes}"
+        elif all(len(g) == 1 for g in parts):
+            what = f"{len(parts)} single runs (a group of one is a plain run)"
+        else:
+            what = f"{len(parts)} groups ({sizes})"
+        lines.append(f"  cell {cell}  {label}: {what}")
+    return lines
