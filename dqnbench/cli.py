@@ -9,7 +9,6 @@ both with every finished run saved, the lock released and one line of text.
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 import threading
@@ -196,17 +195,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def dry_run_groups(plan: Any, registry: Any, executor: str, workers: int | None) -> str:
-    """How the plan's lock-step cells would be grouped: known here for the local executors (or given ``--workers``);
-    another executor's capacity is only known once it starts (Ray asks its cluster)."""
+    """How the plan's lock-step cells would be grouped, for an executor whose factory says its ``slots`` for
+    ``--workers`` without starting (the local ones); another one's capacity is known once it starts (Ray asks
+    its cluster)."""
     from dqnbench.run.groups import describe_groups, lockstep_groups
     from dqnbench.run.runner import lockstep_cells
 
     cells = lockstep_cells(plan, registry, sys.stdout)
     if not cells:
         return "no cell trains in lock-step"
-    if workers is None and executor not in ("serial", "process"):
+    slots_for = getattr(registry.get("executor", executor).factory, "slots", None)
+    if not callable(slots_for):
         return f"lock-step groups: decided when the {executor} executor starts (one per free worker; docs/lockstep.md)"
-    slots = 1 if executor == "serial" else workers or os.cpu_count() or 1
+    slots = slots_for(workers)
     header = f"lock-step groups on {slots} worker{'s' if slots > 1 else ''}:"
     return "\n".join([header, *describe_groups(plan, lockstep_groups(plan, cells, slots))])
 

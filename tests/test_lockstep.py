@@ -210,3 +210,31 @@ def test_a_cell_missing_one_member_is_retrained_whole_so_results_do_not_change(w
     pd_first = first.steps[cols].sort_values(["run_id", "step"]).reset_index(drop=True)
     pd_again = again.steps[cols].sort_values(["run_id", "step"]).reset_index(drop=True)
     assert pd_first.equals(pd_again)
+
+
+def _with_buffers(obs: ObsSpec, n_actions: int, hidden: list[int]) -> nn.Module:
+    """A network with buffers, a float and an integer one (batch norm's running stats and count)."""
+    return nn.Sequential(nn.Linear(int(obs), n_actions), nn.BatchNorm1d(n_actions))
+
+
+@pytest.mark.parametrize(
+    "factory, stacked", [(mlp, False), (mlp, True), (noisy, True), (_with_buffers, False)],
+    ids=["mlp-single", "mlp-stacked", "noisy-stacked", "buffers-single"],
+)  # fmt: skip
+def test_the_target_copy_equals_load_state_dict_parameters_and_buffers(factory, stacked):
+    """``sync_target``'s in-place copy gives the target exactly what ``load_state_dict`` would, buffers included."""
+    torch.manual_seed(0)
+    modules = [factory(ObsSpec(4), 3, hidden=[8]) for _ in range(2 if stacked else 1)]
+    nets = QNetworks.of(modules, ObsSpec(4), torch.device("cpu"), stacked)
+    with torch.no_grad():
+        for tensor in nets.online.state_dict().values():
+            tensor.add_(torch.randn_like(tensor) if tensor.is_floating_point() else 1)
+    expected = {k: v.clone() for k, v in nets.online.state_dict().items()}
+    for _ in range(2):  # the first call finds the pairs of tensors, the second reuses them
+        nets.sync_target()
+        got = nets.target.state_dict()
+        assert got.keys() == expected.keys() and all(torch.equal(got[k], expected[k]) for k in expected)
+        with torch.no_grad():
+            for tensor in nets.online.state_dict().values():
+                tensor.mul_(2)
+        expected = {k: v.clone() for k, v in nets.online.state_dict().items()}

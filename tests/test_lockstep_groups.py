@@ -80,9 +80,9 @@ def test_only_groups_with_an_unfinished_seed_become_tasks(registry):
     p = plan(registry, seeds=7)
     cell = p.cells[0][0]
     todo = [s for s in p.runs if s.seed == 5]
-    (task,) = make_tasks(todo, p, (), False, {cell}, slots=2)
+    (task,) = make_tasks(todo, (), False, lockstep_groups(p, {cell}, 2))
     assert [s.seed for s in task.specs] == [4, 5, 6] and task.stacked
-    tasks = make_tasks(list(p.runs), p, (), False, {cell}, slots=16)
+    tasks = make_tasks(list(p.runs), (), False, lockstep_groups(p, {cell}, 16))
     assert len(tasks) == 7 and not any(t.stacked for t in tasks)  # a group of one is a plain run
 
 

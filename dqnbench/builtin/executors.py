@@ -150,7 +150,7 @@ class ProcessExecutor:
     """
 
     def __init__(self, workers: int | None = None) -> None:
-        self.workers = max(1, workers or os.cpu_count() or 1)
+        self.workers = pool_size(workers)
         #: tasks run at once (the runner splits lock-step cells to fill them)
         self.slots = self.workers
         self._pool: ProcessPoolExecutor | None = None
@@ -265,6 +265,11 @@ class ProcessExecutor:
         self._pool = None
 
 
+def pool_size(workers: int | None) -> int:
+    """The process pool's size for ``--workers`` (None: the CPU count)."""
+    return max(1, workers or os.cpu_count() or 1)
+
+
 def serial(workers: int | None = None) -> SerialExecutor:
     """Run every run in this process, one after another (easiest to debug)."""
     return SerialExecutor(workers)
@@ -273,6 +278,11 @@ def serial(workers: int | None = None) -> SerialExecutor:
 def process(workers: int | None = None) -> ProcessExecutor:
     """Run runs in parallel in a local process pool, one torch thread each."""
     return ProcessExecutor(workers)
+
+
+# What each executor's ``slots`` will be for ``--workers``, known without starting it (``--dry-run`` reads it).
+serial.slots = lambda workers=None: SerialExecutor.slots
+process.slots = pool_size
 
 
 def _result(future: Future[Any]) -> Any:

@@ -100,7 +100,13 @@ class Executor(Protocol):
 
 
 class ExecutorFactory(Protocol):
-    """``factory(workers=None, **params) -> Executor``; ``workers`` None means "decide"."""
+    """``factory(workers=None, **params) -> Executor``; ``workers`` None means "decide".
+
+    An optional attribute ``slots(workers) -> int`` says what the executor's
+    ``slots`` will be without starting it, so ``dqnbench run --dry-run`` can show
+    how lock-step cells will be grouped (the local executors have it; Ray only
+    knows once connected to its cluster).
+    """
 
     def __call__(self, workers: int | None = None, **params: Any) -> Executor: ...
 

@@ -474,8 +474,8 @@ def _execute(
     progress_dir = experiment_dir / PROGRESS_DIR
     shutil.rmtree(progress_dir, ignore_errors=True)
     progress_dir.mkdir(exist_ok=True)
-    slots = executor_slots(pool)
-    for note in split_notes(plan, lockstep_groups(plan, lockstep_cells, slots)):
+    groups = lockstep_groups(plan, lockstep_cells, executor_slots(pool))
+    for note in split_notes(plan, groups):
         print(note, file=stream, flush=True)
     tasks = [
         dataclasses.replace(
@@ -483,7 +483,7 @@ def _execute(
             progress_file=str(progress_dir / task.key),
             checkpoint_dir=str(experiment_dir / CHECKPOINTS_DIR / task.key),
         )
-        for task in make_tasks(todo, plan, refs, load_entrypoints, lockstep_cells, slots)
+        for task in make_tasks(todo, refs, load_entrypoints, groups)
     ]
     wanted = {spec.run_id for spec in todo}
     total_steps = sum(
@@ -585,24 +585,22 @@ def lockstep_problem(config: RunConfig, chosen: dict[str, Component], path: Path
 
 def make_tasks(
     todo: list[RunSpec],
-    plan: Plan,
     plugins: tuple[Any, ...],
     load_entrypoints: bool,
-    lockstep: set[str],
-    slots: int = 1,
+    groups: dict[str, list[tuple[RunSpec, ...]]],
 ) -> list[RunTask]:
     """One task per unfinished run, except lock-step cells: one task per lock-step group with an unfinished seed.
 
-    Groups come from :func:`~dqnbench.run.groups.lockstep_groups` (one per cell,
-    unless there are workers to spare). A lock-step member's result depends on
-    the seeds of its group, so a group with any unfinished seed reruns as a whole
-    and only the missing members are written: an interrupted grid resumes to
-    exactly the uninterrupted results.
+    ``groups`` are the lock-step cells' groups (:func:`~dqnbench.run.groups.lockstep_groups`:
+    one per cell, unless there are workers to spare). A lock-step member's result
+    depends on the seeds of its group, so a group with any unfinished seed reruns
+    as a whole and only the missing members are written: an interrupted grid
+    resumes to exactly the uninterrupted results.
     """
     unfinished = {spec.run_id for spec in todo}
-    tasks = [RunTask((spec,), plugins, load_entrypoints) for spec in todo if spec.cell not in lockstep]
-    for groups in lockstep_groups(plan, lockstep, slots).values():
-        for group in groups:
+    tasks = [RunTask((spec,), plugins, load_entrypoints) for spec in todo if spec.cell not in groups]
+    for cell_groups in groups.values():
+        for group in cell_groups:
             if any(spec.run_id in unfinished for spec in group):
                 tasks.append(RunTask(group, plugins, load_entrypoints, stacked=len(group) > 1))
     return tasks

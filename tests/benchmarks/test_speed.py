@@ -34,6 +34,7 @@ import subprocess
 import sys
 import time
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -75,6 +76,14 @@ def tutorial_config(total_steps: int, hidden: tuple[int, ...], batch_size: int, 
     return spec, bind_components(spec.config, chosen)
 
 
+def best_of_rounds(benchmark, both: Callable[[], tuple], rounds: int) -> tuple[list[tuple], float, float]:
+    """``rounds`` calls of ``both`` (the first timed by pytest-benchmark), each giving ``(reference, dqnbench, …)``
+    rates; the rounds, and the best rate of each side: the round least disturbed by load."""
+    results = [benchmark.pedantic(both, rounds=1, iterations=1)]
+    results += [both() for _ in range(rounds - 1)]
+    return results, max(r[0] for r in results), max(r[1] for r in results)
+
+
 def reference_rate(total_steps: int, hidden: tuple[int, ...], batch_size: int) -> float:
     start = time.perf_counter()
     run_reference(total_steps, hidden=hidden, batch_size=batch_size)
@@ -93,9 +102,7 @@ def test_single_run_vs_reference(benchmark, config):
         learn_steps = int((log.loss == log.loss).sum())
         return ref, steps / log.train_s, learn_steps, flush_denormals(reference_rate)(steps, hidden, batch_size)
 
-    rounds = [benchmark.pedantic(both, rounds=1, iterations=1)]
-    rounds += [both() for _ in range(0 if benchmark.disabled else 2)]
-    ref, ours = max(r[0] for r in rounds), max(r[1] for r in rounds)  # best of each: least disturbed by load
+    rounds, ref, ours = best_of_rounds(benchmark, both, 1 if benchmark.disabled else 3)
     ref_flushed = max(r[3] for r in rounds)
     assert rounds[0][2] == steps - 2000  # the reference's learn steps: one per step once memory is full
     benchmark.extra_info.update(
@@ -247,9 +254,7 @@ def test_minatar_single_run_vs_reference(benchmark):
         log = train(spec.config, 0, components)
         return ref, steps / log.train_s, ref_learn, int((log.loss == log.loss).sum())
 
-    results = [benchmark.pedantic(both, rounds=1, iterations=1)]
-    results += [both() for _ in range(rounds - 1)]
-    ref, ours = max(r[0] for r in results), max(r[1] for r in results)  # best of each: least disturbed by load
+    results, ref, ours = best_of_rounds(benchmark, both, rounds)
     assert results[0][2] == results[0][3] == steps - replay_start - 1  # equal work: one learn step per frame
     benchmark.extra_info.update(
         measured=f"env steps/s, MinAtar DQN (examples/minatar-dqn.toml), dqnbench train() vs MinAtar's dqn.py, "
@@ -281,9 +286,7 @@ def test_minatar_lockstep_vs_reference(benchmark):
         wall = sum(log.train_s for log in logs)  # each log holds its 1/K share of the cell's wall time
         return ref, len(seeds) * steps / wall, [int((log.loss == log.loss).sum()) for log in logs]
 
-    results = [benchmark.pedantic(both, rounds=1, iterations=1)]
-    results += [both() for _ in range(rounds - 1)]
-    ref, ours = max(r[0] for r in results), max(r[1] for r in results)
+    results, ref, ours = best_of_rounds(benchmark, both, rounds)
     assert results[0][2] == [steps - replay_start - 1] * len(seeds)
     benchmark.extra_info.update(
         measured=f"aggregate env steps/s of {len(seeds)} seeds in one lock-step cell (examples/minatar-dqn.toml) "
