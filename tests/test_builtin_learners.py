@@ -206,13 +206,24 @@ def test_distributional_learners_declare_lockstep_and_several_outputs(cls):
     assert isinstance(factory(2), cls) and factory(2).outputs > 1
 
 
-def test_c51_with_a_v1_network_that_cannot_give_atoms_exits_2_naming_both(write_grid):
-    """A v1 plugin network (no ``outputs`` param) cannot give C51 its atoms: refused before anything runs."""
-    from dqnbench.errors import GridError
-    from dqnbench.run.runner import prepare
+def v1_catch_all(obs_dim, n_actions, **params):
+    """DESIGN.md's v1 signature, ``factory(obs_dim, n_actions, **params)``: it never heard of ``outputs``."""
+    width = params.get("width", 8)
+    return torch.nn.Sequential(torch.nn.Linear(obs_dim, width), torch.nn.ReLU(), torch.nn.Linear(width, n_actions))
 
-    def v1_dueling(obs_dim, n_actions, width=8):
-        return torch.nn.Sequential(torch.nn.Linear(obs_dim, width), torch.nn.ReLU(), torch.nn.Linear(width, n_actions))
+
+def v1_named(obs_dim, n_actions, width=8):
+    return torch.nn.Sequential(torch.nn.Linear(obs_dim, width), torch.nn.ReLU(), torch.nn.Linear(width, n_actions))
+
+
+@pytest.mark.parametrize("v1_dueling", [v1_named, v1_catch_all], ids=["named-params", "catch-all-params"])
+def test_c51_with_a_v1_network_that_cannot_give_atoms_exits_2_naming_both(write_grid, v1_dueling):
+    """A v1 plugin network (no ``outputs`` param, a ``**params`` catch-all included) cannot give C51 its atoms:
+    refused before anything runs; ``plugins --check`` does not ask it for atoms either."""
+    from dqnbench.devtools.diagnostics import check_components
+    from dqnbench.errors import GridError
+    from dqnbench.plugin.registry import load_registry
+    from dqnbench.run.runner import prepare
 
     plugin = type(
         "V1", (), {"__name__": "v1", "dqnbench_networks": dqnbench.hookimpl(lambda self: {"v1_dueling": v1_dueling})}
@@ -224,3 +235,4 @@ def test_c51_with_a_v1_network_that_cannot_give_atoms_exits_2_naming_both(write_
     message = str(err.value)
     assert "network.name: " in message and 'learner "c51"' in message and 'network "v1_dueling"' in message
     assert "51 outputs per action" in message
+    assert check_components(load_registry(False, (plugin,)), kinds=("network",)) == []

@@ -359,5 +359,6 @@ def test_a_grid_rerun_after_a_kill_resumes_from_the_checkpoint_and_then_removes_
     step_counter["steps"], step_counter["kill"] = 0, None
     second = dqnbench.run_grid(path, out, executor="serial", load_entrypoints=False, stream=io.StringIO(), plots=False)
     assert second.runs.status.tolist() == ["ok"] and second.runs.resumed_at.tolist() == [600]
+    assert str(second.runs.resumed_at.dtype) == "Int64"  # an env step, never 600.0
     assert step_counter["steps"] == 400  # the remaining 40% of the work, no more
     assert len(second.steps) == 1000 and not any(checkpoints.glob("*"))

@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+import types
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -315,3 +317,46 @@ def test_a_network_that_cannot_take_the_observations_exits_2_before_any_run(tmp_
     lines = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith(("A.L.E", "["))]
     assert "Traceback" not in proc.stderr and len(lines) == 1 and "network.name" in lines[0], proc.stderr
     assert message in lines[0], proc.stderr
+
+
+class V1Replay:
+    """DESIGN.md's v1 replay: flat float32 rows of ``obs_dim`` values."""
+
+    def __init__(self, capacity: int, obs_dim: int, gamma: float) -> None:
+        self.obs = np.zeros((capacity, obs_dim), dtype=np.float32)
+
+    def add(self, obs, action, reward, next_obs, terminated) -> None:
+        self.obs[0] = obs
+
+
+def v1_network(obs_dim: int, n_actions: int) -> nn.Module:
+    return nn.Sequential(nn.Linear(obs_dim, 8), nn.ReLU(), nn.Linear(8, n_actions))
+
+
+@pytest.mark.parametrize(
+    "section, key",
+    [
+        ('[network]\nname = "v1_net"\n', "network.name"),
+        ('[network]\nname = "minatar_cnn"\n[replay]\nname = "v1_replay"\n', "replay.name"),
+    ],
+)
+def test_v1_components_on_image_observations_exit_2_before_anything_runs(write_grid, section, key) -> None:
+    """v1 plugins are promised on vector observations only: on bool images a v1 network fails at its first
+    forward and a v1 replay at its first add, in every run of the cell. The plan refuses that pairing instead."""
+    from dqnbench.errors import GridError
+    from dqnbench.run.runner import prepare
+
+    register_image_envs()
+    plugin = types.SimpleNamespace(
+        __name__="v1_components",
+        dqnbench_networks=dqnbench.hookimpl(lambda: {"v1_net": v1_network}),
+        dqnbench_replays=dqnbench.hookimpl(lambda: {"v1_replay": V1Replay}),
+    )
+    grid = write_grid(section)
+    grid.write_text(grid.read_text().replace("[network]\nhidden = [16]\n", "").replace("CartPole-v1", GRID_ID))
+    with pytest.raises(GridError) as err:
+        prepare(grid, [plugin], load_entrypoints=False)
+    message = str(err.value)
+    assert f"{key}: " in message and f"cannot take {GRID_ID}'s observations (4, 10, 10) bool" in message
+    grid.write_text(grid.read_text().replace(GRID_ID, "CartPole-v1").replace('"minatar_cnn"', '"mlp"'))
+    prepare(grid, [plugin], load_entrypoints=False)  # on float vectors both are fine

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Literal
+
 import pytest
 
 from dqnbench.config.grid import load_grid
@@ -104,6 +107,59 @@ def test_missing_experiment_name(tmp_path, registry):
     path = tmp_path / "g.toml"
     path.write_text("[agent]\nlr = 0.1\n")
     assert "experiment.name: is required" in error_of(path, registry)
+    path.write_text("[experiment]\nname = 5\n")
+    assert "experiment.name: must be a string naming the results directory, got 5" in error_of(path, registry)
+
+
+@pytest.mark.parametrize(
+    "extra, key, expected",
+    [
+        ('[network]\nhidden = "64"\n', "network.hidden", "must be a list of integers, got '64'"),
+        ("[network]\nhidden = [64, 1.5]\n", "network.hidden", "must be a list of integers"),
+        ('[exploration]\nfraction = "x"\n', "exploration.fraction", "must be a number, got 'x'"),
+        ('[replay]\nname = "prioritized"\n[replay.prioritized]\nalpha = "x"\n', "replay.prioritized.alpha", "number"),
+        ("[optimizer.rmsprop]\ncentered = 1\n", "optimizer.rmsprop.centered", "must be true or false, got 1"),
+        ('[learner]\nname = "c51"\natoms = 5.5\n', "learner.atoms", "must be an integer, got 5.5"),
+    ],
+)
+def test_component_params_of_the_wrong_type_name_the_key_they_came_from(tmp_path, registry, extra, key, expected):
+    """Checked against the factory's annotations, before any factory sees them (``"64"`` was split into
+    the widths ``['6', '4']``; ``fraction = "x"`` raised Python's own ``TypeError``)."""
+    path = tmp_path / "grid.toml"
+    path.write_text('[experiment]\nname = "bad"\n' + extra)
+    message = error_of(path, registry)
+    assert message.startswith(f"{path}: {key}: "), message
+    assert expected in message
+
+
+class Custom:
+    """A plugin's own class: not a TOML type, so a param annotated with it is left to the factory."""
+
+
+def annotated_factory(
+    a: int = 1,
+    b: float | None = None,
+    c: Sequence[int] = (),
+    d: Literal["x", "y"] = "x",
+    e: Custom = None,
+    f: tuple[int, float] = (1, 2.0),
+    g=3,
+    h: Unresolvable = 0,  # noqa: F821 - a name only a type checker would see
+) -> None:
+    return None
+
+
+def test_param_annotations_judge_only_toml_types():
+    from dqnbench.config.params import expected_type
+
+    factory = annotated_factory
+    assert expected_type(factory, "a", 2) is None and expected_type(factory, "a", True) == "an integer"
+    assert expected_type(factory, "b", 1) is None and expected_type(factory, "b", "1") == "a number"
+    assert expected_type(factory, "c", [1, 2]) is None and expected_type(factory, "c", "12") == "a list of integers"
+    assert expected_type(factory, "d", "y") is None and expected_type(factory, "d", "z") == "'x' or 'y'"
+    assert expected_type(factory, "e", "anything") is None and expected_type(factory, "g", "anything") is None
+    assert expected_type(factory, "f", [1, 2.5]) is None and expected_type(factory, "f", [1]) is not None
+    assert expected_type(factory, "h", "anything") is None  # unresolvable: skipped, the others still judged
 
 
 @pytest.mark.parametrize("name", ["../escape", "/abs/path", "a/b", "a\\\\b", ".hidden", ".."])

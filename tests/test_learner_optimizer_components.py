@@ -117,10 +117,22 @@ def test_unknown_components_and_params_name_key_and_allowed_values(write_grid, r
     assert f"{key}: " in str(err.value) and expected in str(err.value)
 
 
-def test_agent_double_with_a_learner_that_has_no_double_is_a_grid_error(write_grid):
-    grid = with_agent_keys(write_grid('[learner]\nname = "mean_of_outputs"\n'), "double = true\n")
-    with pytest.raises(GridError, match=r"agent\.double: .*mean_of_outputs.* has no parameter 'double'"):
-        dqnbench.run_grid(grid, "unused", load_entrypoints=False, plugins=[LEARNER_PLUGIN], plots=False)
+def test_v1_agent_keys_mean_nothing_to_a_learner_without_them_so_a_v1_grid_can_gain_a_learner_axis(write_grid):
+    """DESIGN.md: ``agent.double`` and ``agent.loss`` mean the ``dqn`` learner's params. A learner that has no
+    such param ignores them (``double`` reaches ``c51`` and ``qr_dqn``, which define it), instead of refusing
+    the grid: ``[agent] loss = "huber"`` plus a learner axis used to exit 2 for the ``c51`` cell."""
+    from dqnbench.plugin.registry import load_registry
+
+    registry = load_registry(False, (LEARNER_PLUGIN,))
+    grid = with_agent_keys(
+        write_grid('[grid]\n"learner.name" = ["dqn", "c51", "qr_dqn", "munchausen", "mean_of_outputs"]\n'),
+        'double = true\nloss = "huber"\n',
+    )
+    params = {c.learner.name: c.learner.params for _, _, c in load_grid(grid, registry).cells}
+    assert params["dqn"]["double"] is True and params["dqn"]["loss"] == "huber"
+    assert params["c51"]["double"] is True and "loss" not in params["c51"]
+    assert params["qr_dqn"]["double"] is True and "loss" not in params["qr_dqn"]
+    assert "double" not in params["munchausen"] and "double" not in params["mean_of_outputs"]
 
 
 def test_a_learner_needing_several_outputs_and_a_v1_network_exit_2_naming_both(write_grid, tmp_path):

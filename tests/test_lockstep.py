@@ -14,12 +14,15 @@ from torch import nn
 import dqnbench
 import dqnbench.nn as dqnbench_nn
 from dqnbench.agent.envs import make_envs, terminal_next_obs
-from dqnbench.agent.nets import QNetworks, VmapStack, network_problem, stack_modules
+from dqnbench.agent.nets import QNetworks, VmapStack, network_problem, stack_modules, vmap_problem, widest_activation
 from dqnbench.builtin.dueling import dueling
 from dqnbench.builtin.envs import gymnasium
 from dqnbench.builtin.networks import mlp
 from dqnbench.builtin.noisy import noisy
+from dqnbench.config.grid import load_grid
 from dqnbench.plugin.obs import ObsSpec
+from dqnbench.plugin.registry import load_registry
+from dqnbench.run.runner import lockstep_cells
 
 
 def run(grid, out, **kwargs):
@@ -141,6 +144,45 @@ def test_cells_that_cannot_run_in_lockstep_fall_back_with_a_notice(write_grid, t
     lockstep = {r: "lockstep" in res.record(r) for r in res.runs.run_id}
     by_net = dict(zip(res.runs.run_id, res.runs["network.name"]))
     assert all(lockstep[r] == (by_net[r] == "mlp") for r in lockstep)
+
+
+def plain_mlp(width: int):
+    """A v1 network of plain ``torch.nn`` layers: it stacks only through vmap."""
+
+    def factory(obs_dim, n_actions):
+        return nn.Sequential(nn.Linear(obs_dim, width), nn.ReLU(), nn.Linear(width, n_actions))
+
+    return factory
+
+
+def test_vmap_lockstep_follows_a_rule_on_the_cells_shape_not_a_timing(write_grid, tmp_path, monkeypatch):
+    """A timing probe flips near its threshold with the machine's load, and lock-step changes a run's numbers:
+    the choice reads only the seeds and the widest layer, so the same grid gives the same results every time."""
+    obs = ObsSpec(4)
+    assert "from 8 seeds; this cell has 7" in vmap_problem(plain_mlp(64), obs, 2, 7)
+    assert vmap_problem(plain_mlp(64), obs, 2, 8) is None
+    assert vmap_problem(plain_mlp(2048), obs, 2, 8) is None
+    assert "4,096 values per sample" in vmap_problem(plain_mlp(4096), obs, 2, 32)
+    assert widest_activation(plain_mlp(300), obs, 2) == 300
+
+    def no_clock(*_args):
+        raise AssertionError("the lock-step choice must not read a clock")
+
+    monkeypatch.setattr("time.perf_counter", no_clock)
+
+    def dqnbench_networks():
+        return {"plain": plain_mlp(32), "wide": plain_mlp(4096)}
+
+    plugin = types.SimpleNamespace(__name__="plain_nets", dqnbench_networks=dqnbench.hookimpl(dqnbench_networks))
+    registry = load_registry(False, (plugin,))
+    for seeds, expected in ((4, set()), (8, {"network.name=plain"})):
+        grid = write_grid('[grid]\n"network.name" = ["plain", "wide"]\n', seeds=seeds)
+        grid.write_text(grid.read_text().replace("[network]\nhidden = [16]\n", ""))
+        plan = load_grid(grid, registry)
+        stream = io.StringIO()
+        cells = lockstep_cells(plan, registry, stream)
+        assert {label for cell, label, _ in plan.cells if cell in cells} == expected, stream.getvalue()
+        assert stream.getvalue().count("note:") == 2 - len(expected)
 
 
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Acrobot-v1"])

@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.parametrize(
     ("extra", "key", "value"),
     [
-        ("[network]\nhidden = 64\n", "network.hidden", "hidden = 64"),
+        ("[network]\nhidden = 64\n", "network.hidden", "got 64"),
         ('[optimizer]\nbetas = "fast"\n', "optimizer.betas", "fast"),
     ],
 )

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from dqnbench.agent.losses import LOSSES
+from dqnbench.config.params import expected_type
 from dqnbench.config.schema import (
     AgentConfig,
     ComponentConfig,
@@ -147,8 +148,11 @@ def plan_grid(raw: Mapping[str, Any], path: str | Path, registry: Registry) -> P
         if not isinstance(value, dict):
             raise GridError(path, section, f"must be a table [{section}], got {_typename(value)}")
     base = {k: v for k, v in raw.items() if k not in ("grid", "variants", "scores")}
-    if not isinstance(raw.get("experiment", {}).get("name"), str):
+    name = raw.get("experiment", {}).get("name")
+    if name is None:
         raise GridError(path, "experiment.name", "is required: a string naming the results directory")
+    if not isinstance(name, str):
+        raise GridError(path, "experiment.name", f"must be a string naming the results directory, got {_show(name)}")
     axes = _read_axes(raw.get("grid", {}), path)
     variants = _read_variants(raw.get("variants", {}), path)
     scores = read_scores(raw.get("scores", {}), path)
@@ -430,14 +434,13 @@ def _component_section(
             for key, value in sub.items():
                 params[key], origin[key] = value, f"{section}.{sub_name}.{key}"
     names, accepts_any = component.params()
-    for key, value in agent_params.items():  # agent.double / agent.loss: the learner's own keys win
-        if key in names or accepts_any:
+    # agent.double / agent.loss (v1) are the dqn learner's params: they set the param of that name of any learner
+    # that names it (double: c51 and qr_dqn too; the learner's own keys win) and mean nothing to the others, so a
+    # v1 grid can gain a "learner.name" axis unchanged
+    for key, value in agent_params.items():
+        if key in names:
             params.setdefault(key, value)
             origin.setdefault(key, f"agent.{key}")
-        elif key not in params:
-            raise GridError(
-                path, key_of(f"agent.{key}"), f"{component.describe()} has no parameter {key!r}{_allowed(key, names)}"
-            )
     for key, value in params.items():
         if not _jsonable(value):
             raise GridError(
@@ -449,6 +452,7 @@ def _component_section(
                 key_of(origin[key]),
                 f"{component.describe()} has no parameter {key!r}{_allowed(key, names)}",
             )
+        _check_param_type(component, key, value, origin[key], path, key_of)
     params = {**_factory_defaults(component.factory, names), **params}
     if section == "replay" and "total_steps" in names and params.get("total_steps") is None:
         params["total_steps"] = experiment.total_steps  # e.g. annealing over training
@@ -469,6 +473,14 @@ def _check_subtable(component: Any, table: Mapping[str, Any], dotted: str, path:
                 key_of(f"{dotted}.{key}"),
                 f"{component.describe()} has no parameter {key!r}{_allowed(key, names)}",
             )
+        _check_param_type(component, key, value, f"{dotted}.{key}", path, key_of)
+
+
+def _check_param_type(component: Any, key: str, value: Any, dotted: str, path: Path, key_of) -> None:
+    """A param whose value cannot be what the factory's annotation says (see :mod:`dqnbench.config.params`)."""
+    expected = expected_type(component.factory, key, value)
+    if expected is not None:
+        raise GridError(path, key_of(dotted), f"{component.describe()}: must be {expected}, got {_show(value)}")
 
 
 def _factory_defaults(factory: Any, names: list[str]) -> dict[str, Any]:

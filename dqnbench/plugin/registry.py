@@ -70,15 +70,18 @@ class Component:
         return names, accepts_any
 
     def accepts(self, keyword: str) -> bool:
-        """Does the factory take the keyword ``keyword`` (reserved ones included, e.g. a network's ``outputs``)?"""
+        """Does the factory name the keyword ``keyword`` in its signature (reserved ones, e.g. a network's ``outputs``)?
+
+        A catch-all ``**params`` does not count: DESIGN.md's v1 network factory is
+        ``factory(obs_dim, n_actions, **params)``, and such a factory ignores an
+        ``outputs`` it never heard of, so a distributional learner must not be
+        paired with it (that pairing is a grid error before anything runs).
+        """
         try:
             parameters = inspect.signature(self.factory).parameters.values()
         except (TypeError, ValueError):
-            return True
-        return any(
-            p.kind is p.VAR_KEYWORD or (p.name == keyword and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
-            for p in parameters
-        )
+            return False
+        return any(p.name == keyword and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) for p in parameters)
 
     def check_params(self, params: dict[str, Any]) -> None:
         """Raise :class:`DqnbenchError` for params the factory would not accept."""

@@ -341,6 +341,7 @@ def load_results(path: str | os.PathLike, all_runs: bool = False) -> Results:
         )
     rows = [run_row(r) for r in records.values()]
     runs = pd.DataFrame(rows, columns=_ordered_columns(rows))
+    runs["resumed_at"] = runs["resumed_at"].astype("Int64")  # an env step, or <NA>: not a float such as 600.0
     tables = {
         name: pd.concat(frames[name], ignore_index=True) if frames[name] else _empty_table(name) for name in TABLES
     }

@@ -36,7 +36,7 @@ import torch
 from dqnbench.agent.checkpoint import Checkpoint
 from dqnbench.agent.envs import env_spaces
 from dqnbench.agent.loop import Components, Diverged, TrainLog, train_runs
-from dqnbench.agent.nets import network_problem, vmap_slowdown
+from dqnbench.agent.nets import network_problem, probe_observations, vmap_problem
 from dqnbench.config.grid import Plan, RunSpec, load_grid
 from dqnbench.config.schema import RunConfig
 from dqnbench.errors import DqnbenchError, GridError, ResultsError
@@ -155,7 +155,44 @@ def check_cell(config: RunConfig, registry: Registry, path: Path) -> None:
         )
     network = check_network_builds(config, chosen, obs, n_actions, outputs, path)
     check_components_build(config, chosen, obs, n_actions, network, path)
+    check_images_are_read(config, chosen, obs, network, path)
     check_replay_memory(config, obs, path)
+
+
+def check_images_are_read(config: RunConfig, chosen: dict[str, Component], obs: Any, network: Any, path: Path) -> None:
+    """Observations other than float vectors (MinAtar's bools, Atari's uint8 frames) must fit the network and replay.
+
+    DESIGN.md promises v1 plugins (``obs_dim`` a flat size, float32 ``(B, obs_dim)``
+    inputs) only on vector observations. On images such a network fails at its
+    first forward and such a replay at its first ``add``, in every run of the
+    cell: that pairing is found here instead, and refused before anything runs.
+    On float vectors a failure stays a plugin bug that the cell's runs report.
+    """
+    if len(obs.shape) == 1 and obs.dtype == np.float32:
+        return
+    seen = f"{config.experiment.env}'s observations {tuple(obs.shape)} {obs.dtype.name}"
+    probe = probe_observations(obs, (2,))
+    checks = {
+        "network": lambda: network is not None and network(probe),
+        "replay": lambda: (
+            chosen["replay"]
+            .factory(CHECK_CAPACITY, obs, config.agent.gamma, **config.replay.params)
+            .add(probe[0].numpy(), 0, 0.0, probe[1].numpy(), False)
+        ),
+    }
+    for kind, check in checks.items():
+        try:
+            with torch.random.fork_rng(devices=[]), torch.no_grad():
+                check()
+        except Exception as exc:  # noqa: BLE001 - whatever the component objects to
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            hint = "a conv network (minatar_cnn, nature_cnn)" if kind == "network" else "a built-in replay"
+            raise GridError(
+                path,
+                f"{kind}.name",
+                f"{chosen[kind].describe()} cannot take {seen} ({type(exc).__name__}: {first}); components written "
+                f"for float vectors (DESIGN.md's v1 table) need them converted, or choose {hint}",
+            ) from None
 
 
 #: the replay capacity the pre-flight build uses: enough for a factory's own checks, no real memory
@@ -186,6 +223,8 @@ def check_components_build(
                 build(grid_params)
         except (DqnbenchError, ValueError) as exc:
             first = str(exc).split(" ", 1)[0]
+            if first not in grid_params:  # "could not convert string to float: 'x'": which param, if one
+                _blame_param(kind, grid_params, chosen[kind], build, exc, path)
             key = f"{kind}.{first}" if first in grid_params else f"{kind}.name"
             raise GridError(path, key, f"{chosen[kind].describe()} could not be built: {exc}") from None
         except Exception as exc:  # noqa: BLE001 - a wrong param type, or a plugin bug (its runs name it)
@@ -571,14 +610,12 @@ def lockstep_problem(config: RunConfig, chosen: dict[str, Component], path: Path
     problem, native = network_problem(network, obs, n_actions)
     if problem:
         return f"{chosen['network'].describe()} cannot be stacked ({problem})"
-    if not native:  # vmap: only where it beats separate runs
-        members = len(config.experiment.seeds)
-        with single_thread():
-            slowdown = vmap_slowdown(network, obs, n_actions, members, config.agent.batch_size)
-        if slowdown >= 1.0:
+    if not native:  # vmap: only where it pays, by a rule on the cell's shape (no timing: results must not flip)
+        problem = vmap_problem(network, obs, n_actions, len(config.experiment.seeds))
+        if problem:
             return (
-                f"{chosen['network'].describe()} stacked with vmap is {slowdown:.1f}× slower than "
-                f"{members} separate networks (build it from dqnbench.nn layers to stack it natively)"
+                f"{chosen['network'].describe()} stacks only through vmap, and {problem} "
+                "(build it from dqnbench.nn layers to stack it natively)"
             )
     return None
 
@@ -725,7 +762,7 @@ def finish_record(
     """The run's output once training ended: ok, or diverged (with the step)."""
     record["wall_s"] = wall_s
     if diverged is not None:
-        record.update(status="diverged", error=f"{diverged} (network {_describe(chosen['network'])})")
+        record.update(status="diverged", error=f"{diverged} ({_describe(chosen['network'])})")
         if log is None:
             return RunOutput(record)
     else:
