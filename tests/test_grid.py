@@ -149,6 +149,15 @@ def annotated_factory(
     return None
 
 
+class CallableFactory:
+    """A factory that is an unhashable callable object."""
+
+    __hash__ = None
+
+    def __call__(self, a: int = 1) -> None:
+        return None
+
+
 def test_param_annotations_judge_only_toml_types():
     from dqnbench.config.params import expected_type
 
@@ -160,6 +169,7 @@ def test_param_annotations_judge_only_toml_types():
     assert expected_type(factory, "e", "anything") is None and expected_type(factory, "g", "anything") is None
     assert expected_type(factory, "f", [1, 2.5]) is None and expected_type(factory, "f", [1]) is not None
     assert expected_type(factory, "h", "anything") is None  # unresolvable: skipped, the others still judged
+    assert expected_type(CallableFactory(), "a", "x") == "an integer"
 
 
 @pytest.mark.parametrize("name", ["../escape", "/abs/path", "a/b", "a\\\\b", ".hidden", ".."])

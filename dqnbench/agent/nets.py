@@ -189,7 +189,12 @@ VMAP_MAX_WIDTH = 2048
 
 def widest_activation(factory: Callable[[ObsSpec, int], nn.Module], obs: ObsSpec, n_actions: int) -> int:
     """The most values per sample any submodule of the network outputs, from one forward of a probe observation."""
-    net = factory(obs, n_actions)
+    with torch.random.fork_rng(devices=[]):  # a probe: the caller's random streams stay where they were
+        net = factory(obs, n_actions)
+        return _widest_output(net, probe_observations(obs, (1,)))
+
+
+def _widest_output(net: nn.Module, x: torch.Tensor) -> int:
     widest = 0
 
     def record(_module: nn.Module, _inputs: Any, output: Any) -> None:
@@ -200,7 +205,7 @@ def widest_activation(factory: Callable[[ObsSpec, int], nn.Module], obs: ObsSpec
     hooks = [module.register_forward_hook(record) for module in net.modules()]
     try:
         with torch.no_grad():
-            net(probe_observations(obs, (1,)))
+            net(x)
     finally:
         for hook in hooks:
             hook.remove()

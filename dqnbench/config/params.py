@@ -25,14 +25,27 @@ _NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a s
 _SEQUENCES = (list, tuple, collections.abc.Sequence, collections.abc.MutableSequence)
 
 
-@functools.cache
 def _hints(factory: Any) -> dict[str, Any]:
     """Each param's annotation, resolved one by one: one it cannot resolve is skipped, not all of them."""
+    try:
+        return _cached_hints(factory)
+    except TypeError:  # an unhashable callable object as the factory
+        return _cached_hints.__wrapped__(factory)
+
+
+@functools.cache
+def _cached_hints(factory: Any) -> dict[str, Any]:
     try:
         parameters = inspect.signature(factory).parameters
     except (TypeError, ValueError):
         return {}
-    function = inspect.unwrap(factory.__init__ if isinstance(factory, type) else factory)
+    if isinstance(factory, type):
+        function = factory.__init__
+    elif inspect.isroutine(factory):
+        function = factory
+    else:  # a callable object: its class's __call__
+        function = type(factory).__call__
+    function = inspect.unwrap(function)
     namespace = getattr(function, "__globals__", {})
     hints = {}
     for name, parameter in parameters.items():
@@ -50,9 +63,12 @@ def _hints(factory: Any) -> dict[str, Any]:
 def expected_type(factory: Any, key: str, value: Any) -> str | None:
     """What the factory's ``key`` must be (``"a list of integers"``) when ``value`` does not fit its annotation."""
     hint = _hints(factory).get(key)
-    if hint is None or not _judgeable(hint) or _fits(value, hint):
+    try:
+        if hint is None or not _judgeable(hint) or _fits(value, hint):
+            return None
+        return _describe(hint)
+    except Exception:  # noqa: BLE001 - an annotation no type checker would accept either: the factory judges
         return None
-    return _describe(hint)
 
 
 def _args(hint: Any) -> tuple[Any, ...]:
