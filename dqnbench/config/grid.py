@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from dqnbench.agent.losses import LOSSES
-from dqnbench.config.params import expected_type
+from dqnbench.config.params import describe, expected_type, fits
 from dqnbench.config.schema import (
     AgentConfig,
     ComponentConfig,
@@ -80,8 +80,6 @@ _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "agent.max_grad_norm": (lambda v: v >= 0 and math.isfinite(v), "a number >= 0 (0 = no clipping)"),
     "replay.capacity": (lambda v: 1 <= v <= 10**9, "an integer in [1, 10**9]"),
 }
-
-_TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
 
 
 @dataclass(frozen=True)
@@ -347,8 +345,8 @@ def _dataclass_section(cls: type, section: str, table: Mapping[str, Any], path: 
 def _check_value(value: Any, expected: Any, dotted: str, path: Path, key_of) -> Any:
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
-    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-        raise GridError(path, key_of(dotted), f"must be {_TYPE_NAMES[expected]}, got {_show(value)}")
+    if not fits(value, expected):
+        raise GridError(path, key_of(dotted), f"must be {describe(expected)}, got {_show(value)}")
     check = _CHECKS.get(dotted)
     if check and not check[0](value):
         raise GridError(path, key_of(dotted), f"must be {check[1]}, got {_show(value)}")

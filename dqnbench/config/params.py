@@ -64,9 +64,9 @@ def expected_type(factory: Any, key: str, value: Any) -> str | None:
     """What the factory's ``key`` must be (``"a list of integers"``) when ``value`` does not fit its annotation."""
     hint = _hints(factory).get(key)
     try:
-        if hint is None or not _judgeable(hint) or _fits(value, hint):
+        if hint is None or not _judgeable(hint) or fits(value, hint):
             return None
-        return _describe(hint)
+        return describe(hint)
     except Exception:  # noqa: BLE001 - an annotation no type checker would accept either: the factory judges
         return None
 
@@ -94,7 +94,8 @@ def _judgeable(hint: Any) -> bool:
     return False
 
 
-def _fits(value: Any, hint: Any) -> bool:
+def fits(value: Any, hint: Any) -> bool:
+    """Can a TOML ``value`` be ``hint`` (an int is a float, a bool is no int, a list is a sequence)?"""
     origin = typing.get_origin(hint)
     if hint is bool:
         return isinstance(value, bool)
@@ -107,30 +108,31 @@ def _fits(value: Any, hint: Any) -> bool:
     if origin is typing.Literal:
         return value in typing.get_args(hint)
     if _is_union(hint):
-        return any(_fits(value, a) for a in _args(hint))
+        return any(fits(value, a) for a in _args(hint))
     if origin in _SEQUENCES or hint in _SEQUENCES:
         if not isinstance(value, list):
             return False
         args = [a for a in typing.get_args(hint) if a is not Ellipsis]
         if origin is tuple and len(args) > 1 and Ellipsis not in typing.get_args(hint):
-            return len(value) == len(args) and all(_fits(v, a) for v, a in zip(value, args))
-        return not args or all(_fits(v, args[0]) for v in value)
+            return len(value) == len(args) and all(fits(v, a) for v, a in zip(value, args))
+        return not args or all(fits(v, args[0]) for v in value)
     return True
 
 
-def _describe(hint: Any) -> str:
+def describe(hint: Any) -> str:
+    """What a grid message calls values of ``hint``: ``"an integer"``, ``"a list of numbers"``."""
     origin = typing.get_origin(hint)
     if hint in _NAMES:
         return _NAMES[hint]
     if origin is typing.Literal:
         return " or ".join(repr(a) for a in typing.get_args(hint))
     if _is_union(hint):
-        return " or ".join(_describe(a) for a in _args(hint))
+        return " or ".join(describe(a) for a in _args(hint))
     args = [a for a in typing.get_args(hint) if a is not Ellipsis]
     if origin is tuple and len(args) > 1 and Ellipsis not in typing.get_args(hint):
-        return f"a list of {len(args)} values ({', '.join(_describe(a) for a in args)})"
+        return f"a list of {len(args)} values ({', '.join(describe(a) for a in args)})"
     if args:
-        return f"a list of {_plural(_describe(args[0]))}"
+        return f"a list of {_plural(describe(args[0]))}"
     return "a list"
 
 

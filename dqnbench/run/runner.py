@@ -154,43 +154,44 @@ def check_cell(config: RunConfig, registry: Registry, path: Path) -> None:
             "cannot give several (its factory takes no `outputs` param)",
         )
     network = check_network_builds(config, chosen, obs, n_actions, outputs, path)
-    check_components_build(config, chosen, obs, n_actions, network, path)
-    check_images_are_read(config, chosen, obs, network, path)
+    built = check_components_build(config, chosen, obs, n_actions, network, path)
+    check_images_are_read(config, chosen, obs, {"network": network, "replay": built["replay"]}, path)
     check_replay_memory(config, obs, path)
 
 
-def check_images_are_read(config: RunConfig, chosen: dict[str, Component], obs: Any, network: Any, path: Path) -> None:
+def check_images_are_read(
+    config: RunConfig, chosen: dict[str, Component], obs: Any, built: dict[str, Any], path: Path
+) -> None:
     """Observations other than float vectors (MinAtar's bools, Atari's uint8 frames) must fit the network and replay.
 
     DESIGN.md promises v1 plugins (``obs_dim`` a flat size, float32 ``(B, obs_dim)``
     inputs) only on vector observations. On images such a network fails at its
     first forward and such a replay at its first ``add``, in every run of the
-    cell: that pairing is found here instead, and refused before anything runs.
-    On float vectors a failure stays a plugin bug that the cell's runs report.
+    cell: that pairing is found here, on the pre-flight's own network and replay
+    (``built``; None where a plugin bug left none), and refused before anything
+    runs. On float vectors a failure stays a plugin bug that the cell's runs report.
     """
     if len(obs.shape) == 1 and obs.dtype == np.float32:
         return
-    seen = f"{config.experiment.env}'s observations {tuple(obs.shape)} {obs.dtype.name}"
     probe = probe_observations(obs, (2,))
-    checks = {
-        "network": lambda: network is not None and network(probe),
-        "replay": lambda: (
-            chosen["replay"]
-            .factory(CHECK_CAPACITY, obs, config.agent.gamma, **config.replay.params)
-            .add(probe[0].numpy(), 0, 0.0, probe[1].numpy(), False)
-        ),
+    uses = {
+        "network": lambda network: network(probe),
+        "replay": lambda replay: replay.add(probe[0].numpy(), 0, 0.0, probe[1].numpy(), False),
     }
-    for kind, check in checks.items():
+    for kind, use in uses.items():
+        if built[kind] is None:
+            continue
         try:
             with torch.random.fork_rng(devices=[]), torch.no_grad():
-                check()
+                use(built[kind])
         except Exception as exc:  # noqa: BLE001 - whatever the component objects to
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             hint = "a conv network (minatar_cnn, nature_cnn)" if kind == "network" else "a built-in replay"
             raise GridError(
                 path,
                 f"{kind}.name",
-                f"{chosen[kind].describe()} cannot take {seen} ({type(exc).__name__}: {first}); components written "
+                f"{chosen[kind].describe()} cannot take {config.experiment.env}'s observations "
+                f"{tuple(obs.shape)} {obs.dtype.name} ({type(exc).__name__}: {first}); components written "
                 f"for float vectors (DESIGN.md's v1 table) need them converted, or choose {hint}",
             ) from None
 
@@ -201,12 +202,13 @@ CHECK_CAPACITY = 1024
 
 def check_components_build(
     config: RunConfig, chosen: dict[str, Component], obs: Any, n_actions: int, network: Any, path: Path
-) -> None:
-    """Build the cell's replay (small), exploration and optimizer once, so a bad param stops the plan.
+) -> dict[str, Any]:
+    """Build the cell's replay (small), exploration and optimizer once, so a bad param stops the plan; what was built.
 
     The factory contract's user errors (DqnbenchError, ValueError) name their
     key where the message starts with it; any other exception is blamed on a
-    grid param only where the factory's default for it builds (see :func:`_blame_param`).
+    grid param only where the factory's default for it builds (see :func:`_blame_param`);
+    else it is a plugin bug that the cell's runs report, and that kind maps to None.
     """
     params = [torch.nn.Parameter(torch.zeros(1))] if network is None else list(network.parameters())
     builds = {
@@ -216,11 +218,12 @@ def check_components_build(
         "exploration": lambda p: chosen["exploration"].factory(n_actions, config.experiment.total_steps, **p),
         "optimizer": lambda p: chosen["optimizer"].factory(params, config.agent.lr, **p),
     }
+    built: dict[str, Any] = dict.fromkeys(builds)
     for kind, build in builds.items():
         grid_params = getattr(config, kind).params
         try:
             with torch.random.fork_rng(devices=[]):
-                build(grid_params)
+                built[kind] = build(grid_params)
         except (DqnbenchError, ValueError) as exc:
             first = str(exc).split(" ", 1)[0]
             if first not in grid_params:  # "could not convert string to float: 'x'": which param, if one
@@ -229,6 +232,7 @@ def check_components_build(
             raise GridError(path, key, f"{chosen[kind].describe()} could not be built: {exc}") from None
         except Exception as exc:  # noqa: BLE001 - a wrong param type, or a plugin bug (its runs name it)
             _blame_param(kind, grid_params, chosen[kind], build, exc, path)
+    return built
 
 
 def _blame_param(
