@@ -21,7 +21,10 @@ import pytest
 
 from dqnbench.devtools.benchcompare import (
     CALIBRATION_KEY,
+    CALIBRATION_PARTS_KEY,
     CALIBRATION_VERSION,
+    BenchComparison,
+    CalibrationWorkload,
     bench_compare,
     main,
     parse_fraction,
@@ -194,6 +197,76 @@ def test_table_keeps_parametrised_names_and_csv_has_the_numbers(tmp_path):
     assert "ratio,change,verdict" in comparison.render("csv").splitlines()[0]
 
 
+def test_the_calibration_workload_computes_autograds_gradients():
+    """The written-out backward pass (calibration v2) is the real gradient, not a stand-in of similar cost."""
+    torch = pytest.importorskip("torch")
+    workload = CalibrationWorkload()
+    x, y = workload.gather()
+    loss, grads = workload.gradients(x, y)
+    weights = [w.clone().requires_grad_() for w in workload.weights]
+    w1, b1, w2, b2, w3, b3 = weights
+    q = torch.relu(torch.relu(x @ w1 + b1) @ w2 + b2) @ w3 + b3
+    expected = ((q.max(dim=1).values - y) ** 2).mean()
+    assert loss == pytest.approx(float(expected.detach()))
+    for mine, theirs in zip(grads, torch.autograd.grad(expected, weights)):
+        torch.testing.assert_close(mine, theirs)
+    parts = workload.part_minimums(seconds=0.02)
+    assert set(parts) == {"gather", "forward", "backward", "update"} and all(0 < t < 0.02 for t in parts.values())
+
+
+def with_parts(path: Path, parts: dict[str, float]) -> Path:
+    data = json.loads(path.read_text())
+    data["benchmarks"][0]["extra_info"][CALIBRATION_PARTS_KEY] = parts
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_the_min_statistic_divides_by_the_sum_of_the_calibration_parts_mins(tmp_path):
+    base = with_parts(suite(tmp_path, "base.json"), {"gather": 100e-6, "update": 100e-6})
+    # the whole calibration call's min says 1.3x slower; its parts say the machine ran as fast as before
+    new = with_parts(suite(tmp_path, "new.json", scale=1.3), {"gather": 100e-6, "update": 100e-6})
+    comparison = bench_compare(base, new)
+    assert comparison.machine_factor == pytest.approx(1.0)
+    assert comparison.failed == ["t.py::test_act", "t.py::test_learn", "t.py::test_add"]
+    # other statistics have no per-part figure: the whole call's median is used
+    assert bench_compare(base, new, statistic="median").machine_factor == pytest.approx(1.3)
+    bad = with_parts(suite(tmp_path, "bad.json"), {"gather": "fast"})
+    with pytest.raises(DqnbenchError, match="parts_min_s.*non-numbers"):
+        bench_compare(base, bad)
+
+
+def test_a_folder_of_sessions_is_judged_by_its_best(tmp_path):
+    base = tmp_path / "base"
+    base.mkdir()
+    suite(base, "1.json")
+    # the second baseline session ran test_learn in a slow stretch, the third its calibration
+    with_parts(suite(base, "2.json", slower={"t.py::test_learn": 1.4}), {"all": 400e-6})
+    with_parts(suite(base, "3.json", scale=1.2), {"all": 480e-6})
+    new = suite(tmp_path, "new.json", slower={"t.py::test_learn": 1.1})
+    comparison = bench_compare(base, new)
+    assert not comparison.regressed
+    assert comparison.ratios()["t.py::test_learn"] == pytest.approx(1.1)
+    assert "best of 3 sessions" in comparison.render("markdown")
+    # one slow session alone would have failed it
+    assert bench_compare(base / "2.json", new).ratios()["t.py::test_learn"] == pytest.approx(1.1 / 1.4)
+    assert main([str(base), str(new)]) == 0
+
+
+def test_folders_without_reports_or_with_mixed_calibrations_are_user_errors(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DqnbenchError, match="no pytest-benchmark reports"):
+        bench_compare(empty, suite(tmp_path, "new.json"))
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    suite(mixed, "1.json")
+    old = json.loads(suite(mixed, "2.json").read_text())
+    old["benchmarks"][0]["extra_info"][CALIBRATION_KEY] = CALIBRATION_VERSION - 1
+    (mixed / "2.json").write_text(json.dumps(old))
+    with pytest.raises(DqnbenchError, match="different calibration workloads"):
+        bench_compare(mixed, suite(tmp_path, "new.json"))
+
+
 # --------------------------------------------------------------------------- real sessions
 
 
@@ -207,13 +280,22 @@ def run_session(out: Path, tests: list[str], env: dict[str, str] | None = None) 
     return out
 
 
+def run_sessions(folder: Path, tests: list[str], env: dict[str, str] | None = None, count: int = 2) -> Path:
+    """``count`` sessions into ``folder``: what ``bench-compare`` judges by their best, as the CI recipe runs it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for n in range(1, count + 1):
+        run_session(folder / f"{n}.json", tests, env)
+    return folder
+
+
 @pytest.fixture(scope="module")
 def baseline_session(tmp_path_factory) -> Path:
-    return run_session(tmp_path_factory.mktemp("bench") / "base.json", [CALIBRATION, PLANTED, *SUITE])
+    return run_sessions(tmp_path_factory.mktemp("bench") / "base", [CALIBRATION, PLANTED, *SUITE])
 
 
 def test_planted_30_percent_slowdown_of_one_component_is_flagged(baseline_session, tmp_path):
-    new = run_session(tmp_path / "planted.json", [CALIBRATION, PLANTED], {"DQNBENCH_PLANTED_SLOWDOWN": "0.3"})
+    slowed = {"DQNBENCH_PLANTED_SLOWDOWN": "0.3"}
+    new = run_sessions(tmp_path / "planted", [CALIBRATION, PLANTED], slowed)
     comparison = bench_compare(baseline_session, new, fail_above=0.15)
     ratio = comparison.ratios()["planted.py::test_planted_network_forward"]
     print(f"\nplanted 30% slowdown: calibrated ratio {ratio:.3f}\n" + comparison.render("markdown"))
@@ -241,7 +323,7 @@ def cpu_seconds(pid: int) -> float:
 
 @pytest.mark.slow
 def test_unchanged_code_under_machine_load_is_not_flagged(baseline_session, tmp_path):
-    """Busy loops on every core (NumPy matrix products, one thread each) during the whole second session."""
+    """Busy loops on every core (NumPy matrix products, one thread each) during both loaded sessions."""
     env = os.environ | {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     burners = [
         subprocess.Popen([sys.executable, "-c", BURNER], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -250,7 +332,7 @@ def test_unchanged_code_under_machine_load_is_not_flagged(baseline_session, tmp_
     try:
         time.sleep(0.5)
         start = time.perf_counter()
-        new = run_session(tmp_path / "loaded.json", [CALIBRATION, PLANTED, *SUITE])
+        new = run_sessions(tmp_path / "loaded", [CALIBRATION, PLANTED, *SUITE])
         elapsed = time.perf_counter() - start
         burned = sum(cpu_seconds(p.pid) for p in burners)
     finally:
@@ -259,10 +341,14 @@ def test_unchanged_code_under_machine_load_is_not_flagged(baseline_session, tmp_
             p.wait()
     comparison = bench_compare(baseline_session, new, fail_above=0.15)
     median = bench_compare(baseline_session, new, fail_above=0.15, statistic="median")
-    ratios = ", ".join(f"{name.split('::')[-1]} {r:.3f}" for name, r in comparison.ratios().items())
-    medians = ", ".join(f"{name.split('::')[-1]} {r:.3f}" for name, r in median.ratios().items())
-    print(f"\nunder load ({len(burners)} burners, {burned:.0f} CPU s in {elapsed:.0f} s): min ratios {ratios}; "
-          f"median ratios {medians}; machine factor {comparison.machine_factor:.3f}")  # fmt: skip
+    single = bench_compare(baseline_session / "1.json", new / "1.json", fail_above=0.15)
+
+    def show(c: BenchComparison) -> str:
+        return ", ".join(f"{name.split('::')[-1]} {r:.3f}" for name, r in c.ratios().items())
+
+    print(f"\nunder load ({len(burners)} burners, {burned:.0f} CPU s in {elapsed:.0f} s): best-of-2 min ratios "
+          f"{show(comparison)}; first sessions alone {show(single)}; median ratios {show(median)}; "
+          f"machine factor {comparison.machine_factor:.3f}")  # fmt: skip
     print(comparison.render("markdown"))
     if burned == burned:  # /proc is there: the burners really ran (sharing the cores with whatever else runs)
         assert burned > 0.1 * elapsed * len(burners)

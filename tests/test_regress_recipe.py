@@ -42,13 +42,14 @@ def run_script(*args: str, **env: str) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_quick_recipe_passes_on_unchanged_code(tmp_path):
     work = tmp_path / "regress"
-    done = run_script("all", str(work))
+    done = run_script("all", str(work), DQNBENCH_BENCH_SESSIONS="2")
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-5000:]
     for side in ("base", "new"):
-        assert (work / side / "bench.json").stat().st_size > 0
+        assert all((work / side / "bench" / f"{n}.json").stat().st_size > 0 for n in (1, 2))
         assert (work / side / "learning" / "regression" / "runs").is_dir()
     assert "OK: no benchmark slower" in (work / "bench-compare.md").read_text()
+    assert "best of 2 sessions" in (work / "bench-compare.md").read_text()
     assert "OK: no cell worse" in (work / "compare.md").read_text()
     assert "regress: speed exit 0, learning exit 0" in output
 

@@ -39,6 +39,7 @@ import json
 import math
 import os
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +52,11 @@ from dqnbench.errors import DqnbenchError
 #: ``extra_info`` key marking the calibration benchmark; its value is the workload's version
 CALIBRATION_KEY = "dqnbench_calibration"
 #: bumped whenever :class:`CalibrationWorkload` changes: sessions of different versions cannot be compared
-CALIBRATION_VERSION = 1
+CALIBRATION_VERSION = 2
+#: rounds of one calibration part timed back to back before the next part's turn
+CALIBRATION_PART_BLOCK = 20
+#: ``extra_info`` key of the calibration's per-part min times (seconds), summed for the min statistic
+CALIBRATION_PARTS_KEY = "parts_min_s"
 #: default allowed slowdown of a benchmark relative to the calibration (15 %)
 FAIL_ABOVE = 0.15
 #: statistics of pytest-benchmark's ``stats`` a comparison can use; the first is the default
@@ -77,11 +82,19 @@ class CalibrationWorkload:
 
     One call: gather 64 rows of a 10k-row NumPy table (uniform indices, then
     prioritised ones by cumulative-sum search, as replays do), a 4-64-64-2 MLP
-    forward and a squared TD-like loss, its gradients by autograd, and an
-    Adam-like update written to scratch buffers. The weights are never changed,
-    so every call costs the same (no drift into denormals, no data-dependent
-    paths), and it never touches dqnbench code, so a dqnbench regression cannot
-    hide by slowing the calibration too. About 0.1-0.5 ms on a current CPU core.
+    forward, the gradients of a squared TD-like loss written out as matrix
+    products, and an Adam-like update written to scratch buffers. The weights
+    are never changed, so every call costs the same (no drift into denormals, no
+    data-dependent paths), and it never touches dqnbench code, so a dqnbench
+    regression cannot hide by slowing the calibration too. About 0.1-0.3 ms on a
+    current CPU core.
+
+    Why the backward pass is written out (version 2): version 1 called
+    ``torch.autograd.grad``, and on shared VMs the min time of that call moved
+    by ±20 % from one process to the next (measured: 295-448 µs over eight
+    fresh processes of one machine, while the same matrix products written out
+    moved ±6 % and the NumPy and update parts ±2 %). The calibration divides
+    every benchmark, so its own noise is every benchmark's noise.
     """
 
     batch = 64
@@ -93,7 +106,7 @@ class CalibrationWorkload:
 
         gen = torch.Generator().manual_seed(0)
         shapes = [(4, 64), (64,), (64, 64), (64,), (64, 2), (2,)]
-        self.weights = [(torch.randn(s, generator=gen) * 0.1).requires_grad_() for s in shapes]
+        self.weights = [torch.randn(s, generator=gen) * 0.1 for s in shapes]
         self.moments = [torch.zeros(s) for s in shapes]
         self.scratch = [torch.empty(s) for s in shapes]
         rng = np.random.default_rng(0)
@@ -107,10 +120,17 @@ class CalibrationWorkload:
     def describe(self) -> str:
         return (
             f"calibration v{CALIBRATION_VERSION}: NumPy gather + searchsorted of {self.batch} rows, "
-            f"4-64-64-2 MLP forward/backward and an Adam-like update (torch, no dqnbench code)"
+            f"4-64-64-2 MLP forward/backward (matrix products) and an Adam-like update (torch, no dqnbench code)"
         )
 
     def __call__(self) -> float:
+        x, y = self.gather()
+        loss, grads = self.gradients(x, y)
+        self.update(grads)
+        return loss
+
+    def gather(self) -> tuple[Any, Any]:
+        """The next batch: 32 uniform rows and 32 by ``searchsorted`` on a cumulative sum (a prioritised draw)."""
         import numpy as np
         import torch
 
@@ -118,16 +138,73 @@ class CalibrationWorkload:
         self.calls += 1
         indices = np.concatenate([self.uniform[i, : self.batch // 2], np.searchsorted(self.cumulative, self.draws[i])])
         indices = np.minimum(indices[: self.batch], self.rows - 1)
-        x, y = torch.from_numpy(self.table[indices]), torch.from_numpy(self.targets[indices])
+        return torch.from_numpy(self.table[indices]), torch.from_numpy(self.targets[indices])
+
+    def forward(self, x: Any, y: Any) -> tuple[Any, ...]:
+        """The MLP's activations, each row's best action and TD-like error: what :meth:`backward` needs."""
+        import torch
+
         w1, b1, w2, b2, w3, b3 = self.weights
-        q = torch.relu(torch.relu(x @ w1 + b1) @ w2 + b2) @ w3 + b3
-        loss = ((q.max(dim=1).values - y) ** 2).mean()
-        grads = torch.autograd.grad(loss, self.weights)
-        with torch.no_grad():
-            for weight, moment, scratch, grad in zip(self.weights, self.moments, self.scratch, grads):
-                torch.add(moment.mul(0.9), grad, alpha=0.1, out=scratch)
-                torch.add(weight, scratch / (scratch.abs().sqrt() + 1e-8), alpha=-1e-3, out=scratch)
-        return float(loss.detach())
+        h1 = torch.relu(x @ w1 + b1)
+        h2 = torch.relu(h1 @ w2 + b2)
+        q = h2 @ w3 + b3
+        best, action = q.max(dim=1)
+        return x, h1, h2, q, action, best - y
+
+    def backward(self, cache: tuple[Any, ...]) -> tuple[Any, ...]:
+        """Gradients of ``mean(error²)`` for the six weights, as autograd would give them."""
+        import torch
+
+        x, h1, h2, q, action, error = cache
+        _, _, w2, _, w3, _ = self.weights
+        # d loss / dq is nonzero only at each row's max; then back through the layers
+        dq = torch.zeros_like(q).scatter_(1, action[:, None], (error * (2.0 / len(x)))[:, None])
+        dh2 = (dq @ w3.T) * (h2 > 0)
+        dh1 = (dh2 @ w2.T) * (h1 > 0)
+        return x.T @ dh1, dh1.sum(0), h1.T @ dh2, dh2.sum(0), h2.T @ dq, dq.sum(0)
+
+    def gradients(self, x: Any, y: Any) -> tuple[float, tuple[Any, ...]]:
+        """The loss ``mean((max_a q(x) - y)²)`` and its gradients."""
+        cache = self.forward(x, y)
+        return float((cache[-1] ** 2).mean()), self.backward(cache)
+
+    def update(self, grads: Sequence[Any]) -> None:
+        """An Adam-like step written to scratch buffers (the weights never change)."""
+        import torch
+
+        for weight, moment, scratch, grad in zip(self.weights, self.moments, self.scratch, grads):
+            torch.add(moment.mul(0.9), grad, alpha=0.1, out=scratch)
+            torch.add(weight, scratch / (scratch.abs().sqrt() + 1e-8), alpha=-1e-3, out=scratch)
+
+    def part_minimums(self, seconds: float = 0.5) -> dict[str, float]:
+        """The min time of each of the four parts, timed in turn (round-robin) for about ``seconds``.
+
+        Their sum is the calibration time ``bench-compare`` uses for the min statistic.
+        A round of one part is 10-100 µs, so many rounds run between two preemptions
+        and each part's min is reached in every session; the min of the whole call
+        (~200-300 µs a round) moved ±8 % from one process to the next where this sum
+        moved ±3 % (eight fresh processes of a shared 2-core VM). Round-robin timing
+        means a disturbed stretch of the session hits all parts alike.
+        """
+        x, y = self.gather()
+        cache = self.forward(x, y)
+        grads = self.backward(cache)
+        parts = {
+            "gather": self.gather,
+            "forward": lambda: self.forward(x, y),
+            "backward": lambda: self.backward(cache),
+            "update": lambda: self.update(grads),
+        }
+        best = dict.fromkeys(parts, math.inf)
+        clock = time.perf_counter
+        deadline = clock() + seconds
+        while clock() < deadline:
+            for name, part in parts.items():
+                for _ in range(CALIBRATION_PART_BLOCK):
+                    start = clock()
+                    part()
+                    best[name] = min(best[name], clock() - start)
+        return best
 
 
 # --------------------------------------------------------------------------- reading pytest-benchmark JSON
@@ -144,6 +221,17 @@ class BenchSession:
 
     def seconds(self, name: str, statistic: str) -> float:
         return float(self.benchmarks[name]["stats"][statistic])
+
+    def calibration_seconds(self, statistic: str) -> float:
+        """The calibration's time: for ``min``, the sum of its parts' mins when the session recorded them."""
+        parts = self.benchmarks[self.calibration].get("extra_info", {}).get(CALIBRATION_PARTS_KEY)
+        if statistic == "min" and isinstance(parts, Mapping) and parts:
+            try:
+                return float(sum(float(v) for v in parts.values()))
+            except (TypeError, ValueError):
+                raise DqnbenchError(f"{self.path}: the calibration's {CALIBRATION_PARTS_KEY!r} holds "
+                                    f"non-numbers: {dict(parts)!r}") from None  # fmt: skip
+        return self.seconds(self.calibration, statistic)
 
     def rounds(self, name: str) -> int:
         return int(self.benchmarks[name]["stats"].get("rounds", 0))
@@ -197,8 +285,23 @@ def find_calibration(path: Path, benchmarks: Mapping[str, Mapping[str, Any]], na
 
 
 def load_session(path: str | os.PathLike, calibration: str | None = None) -> BenchSession:
-    """Read a pytest-benchmark JSON report; a user error if it has no benchmarks or no calibration."""
+    """Read a pytest-benchmark JSON report or a folder of them; a user error if one lacks benchmarks or a calibration.
+
+    A folder's reports (``*.json``) are sessions of the same suite, merged into
+    their best: each benchmark's time is its fastest across the sessions, and the
+    calibration's too (part by part). On a shared runner a whole session can run
+    in a slow stretch; the best of two or three sessions is what the code costs.
+    """
     path = Path(path)
+    if not path.is_dir():
+        return _load_report(path, calibration)
+    reports = sorted(path.glob("*.json"))
+    if not reports:
+        raise DqnbenchError(f"{path}: a folder with no pytest-benchmark reports (*.json) in it")
+    return merge_sessions(path, [_load_report(report, calibration) for report in reports])
+
+
+def _load_report(path: Path, calibration: str | None) -> BenchSession:
     data = _read_json(path)
     benchmarks = {}
     for entry in data["benchmarks"]:
@@ -208,6 +311,35 @@ def load_session(path: str | os.PathLike, calibration: str | None = None) -> Ben
         raise DqnbenchError(f"{path}: the report holds no timed benchmarks (was pytest run with "
                             "--benchmark-disable? run the suite with --benchmark-enable)")  # fmt: skip
     return BenchSession(path, benchmarks, find_calibration(path, benchmarks, calibration), _machine(data))
+
+
+def merge_sessions(path: Path, sessions: Sequence[BenchSession]) -> BenchSession:
+    """Several sessions of one suite as one: every statistic the fastest of its sessions, rounds the fewest."""
+    versions = {repr(s.calibration_version) for s in sessions}
+    if len(versions) > 1:
+        raise DqnbenchError(f"{path}: its reports ran different calibration workloads ({', '.join(sorted(versions))})")
+    names = {s.calibration for s in sessions}
+    if len(names) > 1:
+        raise DqnbenchError(f"{path}: its reports name different calibration benchmarks ({', '.join(sorted(names))})")
+    merged: dict[str, dict[str, Any]] = {}
+    for session in sessions:
+        for name, entry in session.benchmarks.items():
+            if name not in merged:
+                extra = dict(entry.get("extra_info") or {})
+                merged[name] = {**entry, "stats": dict(entry["stats"]), "extra_info": extra}
+                continue
+            stats, other = merged[name]["stats"], entry["stats"]
+            for key in STATISTICS:
+                if key in stats and key in other:
+                    stats[key] = min(float(stats[key]), float(other[key]))
+            stats["rounds"] = min(int(stats.get("rounds", 0)), int(other.get("rounds", 0)))
+            parts = merged[name]["extra_info"].get(CALIBRATION_PARTS_KEY)
+            more = (entry.get("extra_info") or {}).get(CALIBRATION_PARTS_KEY)
+            if isinstance(parts, Mapping) and isinstance(more, Mapping) and parts.keys() == more.keys():
+                merged[name]["extra_info"][CALIBRATION_PARTS_KEY] = {k: min(parts[k], more[k]) for k in parts}
+    machines = list(dict.fromkeys(s.machine for s in sessions))
+    machine = f"{machines[0]}, best of {len(sessions)} sessions" if len(machines) == 1 else " / ".join(machines)
+    return BenchSession(path, merged, sessions[0].calibration, machine)
 
 
 # --------------------------------------------------------------------------- the comparison
@@ -301,7 +433,7 @@ def bench_compare(
             f"the calibration workloads differ ({old.path}: v{old.calibration_version}, "
             f"{cur.path}: v{cur.calibration_version}); save a new baseline with this dqnbench"
         )
-    old_cal, cur_cal = old.seconds(old.calibration, statistic), cur.seconds(cur.calibration, statistic)
+    old_cal, cur_cal = old.calibration_seconds(statistic), cur.calibration_seconds(statistic)
     if not (old_cal > 0 and cur_cal > 0):
         raise DqnbenchError(f"the calibration's {statistic} time is not positive in {old.path} or {cur.path}")
     rows = [_row(name, old, cur, statistic, old_cal, cur_cal, fail_above, min_rounds) for name in _names(old, cur)]
@@ -441,8 +573,12 @@ def parse_fraction(text: str) -> float:
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The ``bench-compare`` arguments (``dqnbench bench-compare``, ``python -m dqnbench.devtools.benchcompare``)."""
-    parser.add_argument("base", metavar="BASE.json", help="pytest-benchmark JSON report of the baseline")
-    parser.add_argument("new", metavar="NEW.json", help="pytest-benchmark JSON report to judge")
+    parser.add_argument(
+        "base",
+        metavar="BASE",
+        help="pytest-benchmark JSON report of the baseline, or a folder of reports of several sessions (best of them)",
+    )
+    parser.add_argument("new", metavar="NEW", help="pytest-benchmark JSON report to judge, or a folder of them")
     parser.add_argument(
         "--fail-above",
         type=parse_fraction,
