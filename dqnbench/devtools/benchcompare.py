@@ -26,6 +26,10 @@ divides out. This works when rounds are short (dqnbench's benchmarks time one
 step or one operation per round): a short round has a chance to run between two
 preemptions. ``median`` and ``mean`` are available for suites with long rounds.
 
+Either side may be a folder of reports, several sessions of one suite: each
+benchmark (and the calibration, part by part) counts with its fastest session,
+since a whole session on a shared runner can fall in a slow stretch.
+
 Missing benchmarks (on one side only) are reported and never fail; a file
 without a calibration benchmark is a :class:`~dqnbench.errors.DqnbenchError`
 saying how to add one. Different machines are the point: their names are shown
@@ -177,14 +181,16 @@ class CalibrationWorkload:
             torch.add(weight, scratch / (scratch.abs().sqrt() + 1e-8), alpha=-1e-3, out=scratch)
 
     def part_minimums(self, seconds: float = 0.5) -> dict[str, float]:
-        """The min time of each of the four parts, timed in turn (round-robin) for about ``seconds``.
+        """The min time of each of the four parts, for about ``seconds`` in all.
 
         Their sum is the calibration time ``bench-compare`` uses for the min statistic.
-        A round of one part is 10-100 µs, so many rounds run between two preemptions
-        and each part's min is reached in every session; the min of the whole call
-        (~200-300 µs a round) moved ±8 % from one process to the next where this sum
-        moved ±3 % (eight fresh processes of a shared 2-core VM). Round-robin timing
-        means a disturbed stretch of the session hits all parts alike.
+        A round of one part is 10-80 µs, so many rounds run between two preemptions
+        and each part's min is reached in every session. The parts take turns in
+        blocks of :data:`CALIBRATION_PART_BLOCK` rounds: a disturbed stretch of the
+        session hits all of them, while within a block the part runs with warm caches
+        (timed one round each in turn, the gather's min doubled and moved ±8 %).
+        Measured over twelve fresh sessions of a shared 2-core VM: the sum moved ±2 %
+        (167-174 µs), the min of the whole call ±8 %.
         """
         x, y = self.gather()
         cache = self.forward(x, y)
