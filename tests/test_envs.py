@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import dqnbench
-from dqnbench.agent.envs import env_spaces, make_envs, terminal_next_obs
+from dqnbench.agent.envs import env_spaces, learning_reward, make_envs, terminal_next_obs
 from dqnbench.builtin import envs as builtin_envs
 from dqnbench.errors import GridError
 from dqnbench.run.runner import prepare
@@ -122,6 +122,48 @@ def test_a_third_party_env_component_is_used_for_single_and_lockstep_runs(write_
         assert all(("lockstep" in res.record(r)) == lockstep for r in res.runs.run_id)
         assert set(res.steps.reward) == {3.0}  # every step's reward went through the component
     assert made and set(made) == {"CartPole-v1"}
+
+
+def test_an_env_components_learning_reward_and_frames_reach_single_and_lockstep_runs(write_grid, tmp_path):
+    """``dqnbench_learning_reward`` / ``dqnbench_frames`` set on the returned env count in lock-step too.
+
+    Lock-step members of a component without its own ``vector`` env run in a
+    ``SyncVectorEnv``, which hides the members' attributes; they were once ignored
+    there, so a reward-clipping plugin env learned from unclipped rewards in lock-step.
+    """
+    calls = {True: 0, False: 0}
+    mode = {"lockstep": False}
+
+    def halved(env_id, frames: int = 1):
+        env = gym.make(env_id)
+        if frames > 1:  # CartPole's 4 values as 2 stacked frames of 2
+            env = gym.wrappers.ReshapeObservation(env, (frames, 4 // frames))
+
+        def learn_from(rewards):
+            calls[mode["lockstep"]] += 1
+            return np.asarray(rewards) * 0.5
+
+        env.dqnbench_learning_reward = learn_from
+        env.dqnbench_frames = frames
+        return env
+
+    for members in (None, 2):
+        envs = make_envs(lambda env_id: halved(env_id, frames=2), "CartPole-v1", members)
+        assert learning_reward(envs)(np.ones(2)).tolist() == [0.5, 0.5]
+        assert env_spaces(envs, "CartPole-v1")[0].frames == 2
+        envs.close()
+    plugin = types.SimpleNamespace(__name__="halved_env", dqnbench_envs=dqnbench.hookimpl(lambda: {"halved": halved}))
+    grid = write_grid('[env]\nname = "halved"\n', steps=200, seeds=2)
+    for lockstep in (True, False):
+        mode["lockstep"] = lockstep
+        res = dqnbench.run_grid(
+            grid, tmp_path / f"out-{lockstep}", executor="serial", load_entrypoints=False, plugins=[plugin],
+            stream=io.StringIO(), lockstep=lockstep,
+        )  # fmt: skip
+        assert set(res.runs.status) == {"ok"}
+        assert all(("lockstep" in res.record(r)) == lockstep for r in res.runs.run_id)
+        assert set(res.steps.reward) == {1.0}  # recorded returns stay the env's; only learning sees the transform
+    assert calls[True] > 0 and calls[False] > 0
 
 
 def test_vector_envs_of_a_component_without_a_native_one_autoreset_in_the_same_step():

@@ -273,3 +273,28 @@ def test_a_plugin_env_whose_frames_change_shape_fails_its_run_naming_the_env(wri
     (error,) = res.runs.error.tolist()
     assert res.runs.status.tolist() == ["failed"]
     assert 'env "corrupting"' in error and "(2, 12, 11)" in error and "(2, 12, 12)" in error, error
+
+
+@needs_ale
+@pytest.mark.parametrize("lockstep", [True, False], ids=["lockstep", "independent"])
+def test_an_atari_grid_with_the_default_frame_stack_runs_with_every_builtin_replay(tmp_path, lockstep):
+    """ALE/Pong-v5, the default 4-frame stack, nature_cnn, uniform / prioritized / n-step replay, end to end.
+
+    The image pre-flight once fed the replay two unrelated random stacks, which a
+    frame-storing replay rightly refuses (a stack must slide by one frame), so
+    every Atari grid exited 2 before anything ran.
+    """
+    import dqnbench
+
+    grid = tmp_path / "pong.toml"
+    grid.write_text(
+        '[experiment]\nname = "pong"\nenv = "ALE/Pong-v5"\ntotal_steps = 80\nseeds = 2\neval_every = 0\n'
+        "eval_episodes = 1\n\n[agent]\nlearning_starts = 40\nbatch_size = 4\ntarget_update = 10\n\n"
+        '[network]\nname = "nature_cnn"\n\n[replay]\ncapacity = 200\n\n[env.atari]\nmax_frames = 200\n\n'
+        '[grid]\n"replay.name" = ["uniform", "prioritized", "nstep"]\n'
+    )
+    res = dqnbench.run_grid(grid, tmp_path / "out", executor="serial", lockstep=lockstep, plots=False)
+    assert set(res.runs.status) == {"ok"} and len(res.runs) == 6
+    assert set(res.runs.lockstep_members) == ({2} if lockstep else {1})
+    record = res.record(res.runs.run_id[0])
+    assert record["obs_shape"] == [4, 84, 84] and record["obs_dtype"] == "uint8"

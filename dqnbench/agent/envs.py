@@ -219,7 +219,7 @@ def env_spaces(env: Any, env_id: str) -> tuple[ObsSpec, int]:
         )
     if not isinstance(obs_space, gym.spaces.Box):
         raise DqnbenchError(f"environment {env_id} has {type(obs_space).__name__} observations; dqnbench needs Box")
-    frames = getattr(env, "dqnbench_frames", None) or getattr(getattr(env, "env", None), "dqnbench_frames", 1)
+    frames = component_attribute(env, "dqnbench_frames") or 1
     try:
         spec = ObsSpec(obs_space.shape, obs_space.dtype, frames)
     except ValueError as exc:
@@ -229,6 +229,21 @@ def env_spaces(env: Any, env_id: str) -> tuple[ObsSpec, int]:
 
 def learning_reward(env: Any) -> Callable[[np.ndarray], np.ndarray] | None:
     """The env component's reward transform for learning (``dqnbench_learning_reward``), or None."""
-    return getattr(env, "dqnbench_learning_reward", None) or getattr(
-        getattr(env, "env", None), "dqnbench_learning_reward", None
-    )
+    return component_attribute(env, "dqnbench_learning_reward")
+
+
+def component_attribute(env: Any, name: str) -> Any:
+    """An attribute the env component set on the env it returned, found behind dqnbench's own wrapping.
+
+    The component's env is ``env`` itself (a component's own ``vector`` env),
+    ``env.env`` (one run: :class:`OneEnv`) or each of ``env.envs`` (lock-step
+    members in a ``SyncVectorEnv``; they come from one factory, so the first speaks
+    for all). None when no layer sets it.
+    """
+    members = getattr(env, "envs", None)
+    layers = [env, getattr(env, "env", None), *(members[:1] if isinstance(members, list | tuple) else ())]
+    for layer in layers:
+        value = getattr(layer, name, None) if layer is not None else None
+        if value is not None:
+            return value
+    return None

@@ -174,9 +174,11 @@ def check_images_are_read(
     if len(obs.shape) == 1 and obs.dtype == np.float32:
         return
     probe = probe_observations(obs, (2,))
+    # a transition as an env gives it: with a frame stack, next_obs is obs slid by one new frame
+    after = torch.cat([probe[0][1:], probe[1][-1:]]) if obs.frames > 1 else probe[1]
     uses = {
         "network": lambda network: network(probe),
-        "replay": lambda replay: replay.add(probe[0].numpy(), 0, 0.0, probe[1].numpy(), False),
+        "replay": lambda replay: replay.add(probe[0].numpy(), 0, 0.0, after.numpy(), False),
     }
     for kind, use in uses.items():
         if built[kind] is None:
