@@ -159,7 +159,7 @@ def _positive_int(text: str) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from dqnbench.run.runner import plan_failed, prepare, run_plan, write_grid_plots
+    from dqnbench.run.runner import note_few_seeds, plan_failed, prepare, run_plan, write_grid_plots
 
     plan, registry = prepare(args.grid, strict=args.strict)
     executor = registry.get("executor", args.executor)  # unknown executors and options fail before any run
@@ -179,6 +179,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         lockstep=not args.no_lockstep,
     )
+    note_few_seeds(plan, sys.stdout)
     if not args.no_plots:
         write_grid_plots(results, plan, registry, sys.stdout)
     failed = plan_failed(results, plan)

@@ -23,8 +23,10 @@ def test_run_writes_results_prints_progress_and_summary(write_grid, tmp_path):
     assert "[2/2 runs] steps 400/400" in proc.stdout and "steps/s" in proc.stdout and "ETA" in proc.stdout
     assert "final return" in proc.stdout and "tiny: 2 runs" in proc.stdout
     assert len(list((tmp_path / "out" / "tiny" / "runs").iterdir())) == 2
-    again = dqnbench("run", "--grid", grid, "--out", tmp_path / "out", "--quiet")
+    assert "note: 2 seeds per cell" in proc.stdout
+    again = dqnbench("run", "--grid", grid, "--out", tmp_path / "out", "--quiet", "--no-plots")
     assert again.returncode == 0 and "2 of 2 runs already finished" in again.stdout
+    assert "note: 2 seeds per cell" in again.stdout  # the summary's statistics, plots or not
 
 
 def test_dry_run_prints_the_plan(write_grid, tmp_path):

@@ -441,21 +441,27 @@ def run_grid(
         quiet=quiet,
         stream=stream,
     )
+    note_few_seeds(plan, stream or sys.stdout)
     if plots:
         write_grid_plots(results, plan, registry, stream or sys.stdout)
     return results
 
 
-def write_grid_plots(results: Results, plan: Plan, registry: Registry, stream: TextIO) -> list[Path]:
-    """The plots ``dqnbench run`` writes after a grid (when a run succeeded), with the few-seeds warning once."""
-    if not (results.runs.status == "ok").any():
-        return []
-    from dqnbench.analysis.plots import write_plots
+def note_few_seeds(plan: Plan, stream: TextIO) -> None:
+    """The one-line note ``dqnbench run`` prints after a grid's summary when a cell has fewer than 5 seeds."""
     from dqnbench.analysis.stats import few_seeds_warning
 
     warning = few_seeds_warning(min(len(config.experiment.seeds) for _, _, config in plan.cells))
     if warning is not None:
         print(f"note: {warning}", file=stream)
+
+
+def write_grid_plots(results: Results, plan: Plan, registry: Registry, stream: TextIO) -> list[Path]:
+    """The plots ``dqnbench run`` writes after a grid (when a run succeeded)."""
+    if not (results.runs.status == "ok").any():
+        return []
+    from dqnbench.analysis.plots import write_plots
+
     written = write_plots(results, registry=registry)
     print(f"plots: {written[-1]}", file=stream)
     return written
