@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import re
 import types
@@ -410,6 +411,13 @@ def pixels_id():
 
 def test_components_are_probed_with_the_environments_observation_shape_and_dtype(registry, pixels_id):
     assert check_components(registry, env_id=pixels_id) == []  # uint8 frames through networks, replays, learners
+
+
+@pytest.mark.skipif(not importlib.util.find_spec("ale_py"), reason="needs ale-py")
+def test_atari_frames_check_the_learners_on_a_conv_net_not_the_mlp(registry):
+    """``--check --env ALE/Pong-v5`` once stopped at the learner check: its probe net was the mlp, which refuses
+    28,224 inputs. Learners are now checked on nature_cnn there; every built-in passes."""
+    assert check_components(registry, env_id="ALE/Pong-v5") == []
 
 
 def test_a_v1_network_is_fine_on_vectors_and_a_problem_on_frames(monkeypatch, pixels_id):

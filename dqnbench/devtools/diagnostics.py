@@ -39,9 +39,11 @@ from dqnbench.agent.envs import env_spaces
 from dqnbench.agent.learning import autograd_backward
 from dqnbench.agent.loop import seed_everything
 from dqnbench.agent.nets import QNetworks
+from dqnbench.builtin.conv import NATURE_CONVS, minatar_cnn, nature_cnn, smallest_image
 from dqnbench.builtin.networks import mlp
 from dqnbench.config.schema import RunConfig
 from dqnbench.errors import DqnbenchError
+from dqnbench.nn import UnsupportedObservations
 from dqnbench.plugin.batch import Batch
 from dqnbench.plugin.checks import check_actions, check_batch, check_learner, check_q_values
 from dqnbench.plugin.obs import ObsSpec
@@ -640,17 +642,33 @@ def _check_learner(component: Component, probe: _Probe) -> None:
 
 
 def _probe_networks(probe: _Probe, outputs: int, members: int | None) -> QNetworks:
-    """Online and target built-in ``mlp`` (hidden ``[16]``) for the learner check: one run or stacked members."""
+    """Online and target built-in networks for the learner check: one run or stacked members.
+
+    ``mlp`` (hidden ``[16]``) where it takes the observations; on images it refuses
+    (Atari frames are too many inputs), so the conv net a user would choose there:
+    ``nature_cnn`` on frames of 36 pixels or more, else ``minatar_cnn``.
+    """
     extra = {"outputs": outputs} if outputs != 1 else {}
-    modules = [mlp(probe.obs, probe.n_actions, hidden=[16], **extra) for _ in range(members or 1)]
+    modules = [_probe_network(probe, extra) for _ in range(members or 1)]
     return QNetworks.of(modules, probe.obs, torch.device("cpu"), stacked=members is not None)
+
+
+def _probe_network(probe: _Probe, extra: dict[str, int]) -> torch.nn.Module:
+    try:
+        return mlp(probe.obs, probe.n_actions, hidden=[16], **extra)
+    except UnsupportedObservations:
+        if len(probe.obs.shape) != 3:
+            raise
+    conv = nature_cnn if min(probe.obs.shape[1:]) >= smallest_image(NATURE_CONVS) else minatar_cnn
+    return conv(probe.obs, probe.n_actions, hidden=[16], **extra)
 
 
 def _check_learn(learner: Any, nets: QNetworks, batch: Batch, outputs: int) -> None:
     """``loss`` gives per-sample, differentiable losses and priorities; ``backward`` fills autograd's gradients."""
     lead = tuple(batch.weights.shape)
     where = "" if len(lead) == 1 else f" on {lead[0]} stacked members, batch fields {lead}"
-    stage = f"loss(nets, batch){where} (built-in mlp, outputs={outputs})"
+    net = getattr(nets.online, "name", None) or type(nets.online).__name__
+    stage = f"loss(nets, batch){where} (built-in {net}, outputs={outputs})"
     losses, priorities = _learner_loss(_stage(stage, lambda: learner.loss(nets, batch)), stage, lead, lead)
     if not losses.requires_grad:
         raise _Violation(stage, "the losses are not differentiable: compute them from nets.online(...) with gradients")
