@@ -32,6 +32,34 @@ def test_variants_are_named_cells_crossed_with_the_axes_in_grid_order(registry):
     assert len(p.runs) == 12
 
 
+@pytest.mark.parametrize(
+    ("grid", "labels"),
+    [
+        (
+            {"replay.name": ["uniform", "prioritized"], "replay.prioritized.alpha": [0.4, 0.6]},
+            ["replay.name=uniform", "replay.name=prioritized, replay.prioritized.alpha=0.4",
+             "replay.name=prioritized, replay.prioritized.alpha=0.6"],
+        ),
+        (
+            {"learner.c51.atoms": [11, 21], "learner.name": ["dqn", "c51"]},
+            ["learner.c51.atoms=11, learner.name=c51", "learner.name=dqn", "learner.c51.atoms=21, learner.name=c51"],
+        ),
+    ],
+)  # fmt: skip
+def test_an_axis_of_a_components_params_crossed_with_its_name_axis_runs_the_other_components_once(
+    registry, grid, labels
+):
+    """README: any dotted key can be an axis, ``[<kind>.<name>]`` params apply only where that component is chosen.
+
+    Crossed with the name axis, the other components' cells differ only in a value
+    they never read: one cell each, labelled without that axis (it once was the
+    error "resolve to the same config").
+    """
+    p = plan(registry, grid=grid)
+    assert sorted(label for _, label, _ in p.cells) == sorted(labels)
+    assert len(p.runs) == 2 * len(labels)
+
+
 def test_a_variant_that_resolves_to_another_cell_is_an_error(registry):
     with pytest.raises(GridError, match="resolve to the same config"):
         plan(registry, variants={"a": {}, "b": {"agent.lr": 1e-3}})  # 1e-3 is the default

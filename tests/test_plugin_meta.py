@@ -298,3 +298,41 @@ def test_hook_dqnbench_optimizers_optimizers_step_the_online_network(write_grid,
     assert len(steps) == 200 - 100 + 1 and all(steps)  # one step per learn step, each moving the online net
     final = results.record(results.runs.run_id[0])
     assert final["versions"]["components"]["optimizer"]["name"] == "tracked_sgd"
+
+
+def _needs_width(obs_dim, n_actions, width, hidden=(8,)):
+    return mlp(obs_dim, n_actions, hidden=[width])
+
+
+def _needs_momentum(parameters, lr, momentum):
+    return torch.optim.SGD(parameters, lr=lr, momentum=momentum)
+
+
+def _needs_floor(n_actions, total_steps, *, floor, start=1.0):
+    return linear(n_actions, total_steps, start=start, end=floor)
+
+
+@pytest.mark.parametrize(
+    ("hook", "kind", "factory", "param", "value"),
+    [
+        ("dqnbench_networks", "network", _needs_width, "width", 8),
+        ("dqnbench_optimizers", "optimizer", _needs_momentum, "momentum", 0.9),
+        ("dqnbench_explorations", "exploration", _needs_floor, "floor", 0.05),
+    ],
+)
+def test_a_required_factory_param_the_grid_leaves_out_exits_2_naming_it(
+    write_grid, tmp_path, hook, kind, factory, param, value
+):
+    """Without a default only the grid can give it: a grid error before any run, naming component and key.
+
+    Such a network or optimizer once passed the pre-flight and failed every run
+    with a bare ``TypeError: … missing 1 required positional argument`` naming
+    no component.
+    """
+    plugin = InProcessPlugin(**{hook: {"strict_one": factory}})
+    chosen = f'[grid]\n"{kind}.name" = ["strict_one"]\n'
+    grid = write_grid(chosen, steps=200, eval_every=0)
+    with pytest.raises(dqnbench.DqnbenchError, match=rf'{kind}.{param}: {kind} "strict_one" .* needs {kind}.{param}'):
+        dqnbench.run_grid(grid, tmp_path / "out", executor="serial", plugins=(plugin,), load_entrypoints=False)
+    assert not (tmp_path / "out").exists()
+    run_one(write_grid, tmp_path, plugin, chosen + f"\n[{kind}.strict_one]\n{param} = {value}\n")

@@ -162,17 +162,27 @@ def plan_grid(raw: Mapping[str, Any], path: str | Path, registry: Registry) -> P
         )
 
     cells: dict[str, tuple[str, str, RunConfig]] = {}
+    made: dict[str, tuple[str, dict[str, Any]]] = {}  # cell → (variant, axis values) it was first made from
     for variant, overrides in variants.items():
         for combo in combos:
             values = dict(zip(axes, combo))
             resolved = _with_overrides(_with_overrides(base, overrides, path, variant), values, path)
             names = {k: f'variants."{variant}"."{k}"' for k in overrides} | {k: f'grid."{k}"' for k in values}
             config = dataclasses.replace(resolve(resolved, path, registry, axis_keys=names), scores=scores)
-            axis_label = ", ".join(f"{k}={_label_value(v)}" for k, v in values.items())
-            label = ", ".join(x for x in (variant, axis_label) if x) or "default"
+            label = _cell_label(variant, values)
             cell = config.cell_id()
             if cell in cells:
-                raise GridError(path, "grid", f"cells {cells[cell][1]!r} and {label!r} resolve to the same config")
+                first_variant, first_values = made[cell]
+                unused = [k for k in values if values[k] != first_values[k]]
+                if first_variant != variant or not unused:
+                    raise GridError(path, "grid", f"cells {cells[cell][1]!r} and {label!r} resolve to the same config")
+                # e.g. "replay.prioritized.alpha" crossed with "replay.name": the uniform cells do not read alpha,
+                # so they are one cell, labelled without the axes that do not apply to it
+                kept = {k: v for k, v in first_values.items() if k not in unused}
+                made[cell] = (variant, kept)
+                cells[cell] = (cell, _cell_label(variant, kept), cells[cell][2])
+                continue
+            made[cell] = (variant, values)
             cells[cell] = (cell, label, config)
     runs = [
         RunSpec(run_id(cell, seed), cell, label, seed, config)
@@ -181,6 +191,11 @@ def plan_grid(raw: Mapping[str, Any], path: str | Path, registry: Registry) -> P
     ]
     name = raw["experiment"]["name"]
     return Plan(path, name, axes, list(cells.values()), runs)
+
+
+def _cell_label(variant: str, values: Mapping[str, Any]) -> str:
+    axis_label = ", ".join(f"{k}={_label_value(v)}" for k, v in values.items())
+    return ", ".join(x for x in (variant, axis_label) if x) or "default"
 
 
 def _read_axes(grid: Mapping[str, Any], path: Path) -> dict[str, list[Any]]:
