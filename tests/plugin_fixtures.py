@@ -21,6 +21,17 @@ class WrongShape(torch.nn.Module):
         return self.out(x)
 
 
+class SqueezesOneRow(torch.nn.Module):
+    """Right at every batch but 1, the acting batch: ``squeeze`` drops its batch axis."""
+
+    def __init__(self, obs_dim: int, n_actions: int):
+        super().__init__()
+        self.out = torch.nn.Linear(obs_dim, n_actions)
+
+    def forward(self, x):
+        return self.out(x).squeeze(0)
+
+
 class RaisesMidRun:
     """A replay whose sample raises after a while."""
 
@@ -49,7 +60,12 @@ def nan_network(obs_dim: int, n_actions: int):
 
 @dqnbench.hookimpl
 def dqnbench_networks():
-    return {"broken": broken_at_construction, "wrong_shape": WrongShape, "nan_net": nan_network}
+    return {
+        "broken": broken_at_construction,
+        "wrong_shape": WrongShape,
+        "squeeze_q": SqueezesOneRow,
+        "nan_net": nan_network,
+    }
 
 
 @dqnbench.hookimpl

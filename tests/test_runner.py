@@ -66,16 +66,20 @@ def test_results_tables_match_the_contract(write_grid, tmp_path):
 
 def test_failing_runs_are_recorded_with_their_component_and_the_rest_finish(write_grid, tmp_path):
     grid = write_grid(
-        '[grid]\n"network.name" = ["mlp", "broken", "wrong_shape"]\n[network]\nname = "mlp"\n', steps=200, seeds=1
+        '[grid]\n"network.name" = ["mlp", "broken", "wrong_shape", "squeeze_q"]\n[network]\nname = "mlp"\n',
+        steps=200,
+        seeds=1,
     )
     text = grid.read_text().replace("[network]\nhidden = [16]\n", "")
     grid.write_text(text)
     res = run(grid, tmp_path / "out", plugins=[plugin_fixtures])
     status = dict(zip(res.runs["network.name"], res.runs.status))
-    assert status == {"mlp": "ok", "broken": "failed", "wrong_shape": "failed"}
+    assert status == {"mlp": "ok", "broken": "failed", "wrong_shape": "failed", "squeeze_q": "failed"}
     errors = dict(zip(res.runs["network.name"], res.runs.error))
     assert 'network "broken" from tests' in errors["broken"] and "cannot build this network" in errors["broken"]
     assert 'network "wrong_shape"' in errors["wrong_shape"] and "expected (2, 2)" in errors["wrong_shape"]
+    # wrong only at the acting batch of 1: named as the network, not as the exploration that met it first
+    assert 'network "squeeze_q"' in errors["squeeze_q"] and "expected (1, 2)" in errors["squeeze_q"]
     failed_id = res.runs.run_id[res.runs["network.name"] == "broken"].item()
     assert "Traceback" in res.record(failed_id)["traceback"]
 

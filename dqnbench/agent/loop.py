@@ -380,7 +380,8 @@ def build(config: RunConfig, seeds: Sequence[int], components: Components, stack
     if stacked:  # the streams lock-step members share start afresh from the first seed
         seed_everything(seeds[0])
     with torch.random.fork_rng(devices=[]):  # a contract probe draws nothing from the run's RNG
-        check_network_outputs(modules[0], probe_observations(obs_spec, (2,)), n_actions, learner.outputs)
+        for batch in (2, 1):  # a learn batch, and the acting batch (a squeeze there breaks only acting)
+            check_network_outputs(modules[0], probe_observations(obs_spec, (batch,)), n_actions, learner.outputs)
     nets = QNetworks.of(modules, obs_spec, device, stacked)
     if stacked:
         replay = components.members_replay(members, config.replay.capacity, obs_spec, agent_config.gamma)
