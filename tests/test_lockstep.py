@@ -138,7 +138,7 @@ def test_cells_that_cannot_run_in_lockstep_fall_back_with_a_notice(write_grid, t
     res = dqnbench.run_grid(
         grid, tmp_path / "out", executor="serial", load_entrypoints=False, plugins=[plugin], stream=stream, plots=False
     )
-    notes = [line for line in stream.getvalue().splitlines() if line.startswith("note:")]
+    notes = [line for line in stream.getvalue().splitlines() if line.startswith("note:") and "lock-step" in line]
     assert len(notes) == 1 and "network.name=bn" in notes[0] and "runs its seeds independently" in notes[0]
     assert set(res.runs.status) == {"ok"}
     lockstep = {r: "lockstep" in res.record(r) for r in res.runs.run_id}
