@@ -36,9 +36,10 @@ def test_variants_are_named_cells_crossed_with_the_axes_in_grid_order(registry):
     ("grid", "labels"),
     [
         (
-            {"replay.name": ["uniform", "prioritized"], "replay.prioritized.alpha": [0.4, 0.6]},
+            {"replay.name": ["uniform", "prioritized"], "replay.prioritized.alpha": [0.4, 0.6, 0.8]},
             ["replay.name=uniform", "replay.name=prioritized, replay.prioritized.alpha=0.4",
-             "replay.name=prioritized, replay.prioritized.alpha=0.6"],
+             "replay.name=prioritized, replay.prioritized.alpha=0.6",
+             "replay.name=prioritized, replay.prioritized.alpha=0.8"],
         ),
         (
             {"learner.c51.atoms": [11, 21], "learner.name": ["dqn", "c51"]},

@@ -173,7 +173,7 @@ def plan_grid(raw: Mapping[str, Any], path: str | Path, registry: Registry) -> P
             cell = config.cell_id()
             if cell in cells:
                 first_variant, first_values = made[cell]
-                unused = [k for k in values if values[k] != first_values[k]]
+                unused = [k for k in values if k not in first_values or values[k] != first_values[k]]
                 if first_variant != variant or not unused:
                     raise GridError(path, "grid", f"cells {cells[cell][1]!r} and {label!r} resolve to the same config")
                 # e.g. "replay.prioritized.alpha" crossed with "replay.name": the uniform cells do not read alpha,
