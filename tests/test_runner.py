@@ -141,3 +141,26 @@ def test_process_executor_matches_serial(write_grid, tmp_path, cells):
 def test_unknown_executor_is_a_user_error(write_grid, tmp_path):
     with pytest.raises(dqnbench.DqnbenchError, match='unknown executor "slurm"'):
         run(write_grid(), tmp_path / "out", executor="slurm")
+
+
+def test_the_process_executor_from_a_script_on_stdin_says_why_it_cannot_spawn(write_grid, tmp_path):
+    """``python - <<EOF`` with executor="process": spawned workers cannot re-import a main script read from stdin.
+
+    Every run was once recorded as lost ("BrokenProcessPool"), the cause only on
+    stderr; now one clear error before any run, and the directory stays usable.
+    """
+    import subprocess
+    import sys
+
+    grid = write_grid(steps=100, seeds=2, eval_every=0)
+    script = (
+        "import dqnbench\n"
+        "try:\n"
+        f"    dqnbench.run_grid({str(grid)!r}, {str(tmp_path / 'out')!r}, executor='process', plots=False)\n"
+        "except dqnbench.DqnbenchError as exc:\n"
+        "    print('ERROR', exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, timeout=120)
+    assert "ERROR the process executor starts workers with spawn" in done.stdout, done.stdout + done.stderr
+    assert "'<stdin>' is not a file" in done.stdout and 'executor="serial"' in done.stdout
+    assert run(grid, tmp_path / "out").runs.status.eq("ok").all()  # nothing half-done, the lock released

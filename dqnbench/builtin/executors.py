@@ -31,6 +31,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
+from dqnbench.errors import DqnbenchError
 from dqnbench.plugin.hookspecs import hookimpl
 
 T = TypeVar("T")
@@ -135,6 +136,23 @@ def _init_worker(started: Any = None) -> None:
             pass
 
 
+def check_spawnable_main() -> None:
+    """Spawned workers re-import the parent's main script by its path: one read from stdin has none.
+
+    ``python - <<EOF … run_grid(executor="process")`` has ``__main__.__file__ ==
+    "<stdin>"``; every worker would die importing it and each run be recorded as
+    lost (``BrokenProcessPool``), the cause only on stderr. Said once, up front.
+    An interactive session or notebook has no ``__file__`` and spawns fine.
+    """
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    if main_file is not None and not os.path.exists(main_file):
+        raise DqnbenchError(
+            f"the process executor starts workers with spawn, which re-imports the main script, and "
+            f"{main_file!r} is not a file (a script read from stdin?): run it from a file (under "
+            f'`if __name__ == "__main__":`), or use executor="serial"'
+        )
+
+
 class ProcessExecutor:
     """A local pool of ``workers`` processes (default: the CPU count).
 
@@ -158,6 +176,7 @@ class ProcessExecutor:
 
     def _new_pool(self) -> ProcessPoolExecutor:
         self.close()
+        check_spawnable_main()
         context = multiprocessing.get_context("spawn")
         self._started = context.SimpleQueue()
         self._pool = ProcessPoolExecutor(
