@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import types
 
@@ -177,3 +178,34 @@ def test_vector_envs_of_a_component_without_a_native_one_autoreset_in_the_same_s
             finished += int(done.sum())
             assert not np.array_equal(terminal_next_obs(next_obs, info)[done], next_obs[done])
     assert finished >= 2
+
+
+@pytest.mark.skipif(not importlib.util.find_spec("minatar"), reason="needs MinAtar")
+def test_a_plugin_env_gets_minatar_ids_without_registering_them_itself(tmp_path):
+    """DESIGN.md: installed packages' ids need no registration code — for plugin env components too.
+
+    A plugin env doing a plain ``gym.make(env_id)`` passed ``plugins --check``
+    (whose probe had registered MinAtar first) but ``run`` refused the id. A fresh
+    interpreter, so nothing has registered the namespace before the runner does.
+    """
+    import subprocess
+    import sys
+
+    grid = tmp_path / "grid.toml"
+    grid.write_text(
+        '[experiment]\nname = "plain"\nenv = "MinAtar/Breakout-v1"\ntotal_steps = 60\nseeds = 2\neval_every = 0\n'
+        'eval_episodes = 1\n\n[agent]\nlearning_starts = 30\nbatch_size = 4\n\n[env]\nname = "plain"\n\n'
+        '[network]\nname = "minatar_cnn"\n'
+    )
+    script = (
+        "import types, gymnasium as gym, dqnbench\n"
+        "assert not any(k.startswith('MinAtar/') for k in gym.registry)\n"
+        "plain = lambda env_id: gym.make(env_id)\n"
+        "hook = dqnbench.hookimpl(lambda: {'plain': plain})\n"
+        "plugin = types.SimpleNamespace(__name__='plain_env', dqnbench_envs=hook)\n"
+        f"res = dqnbench.run_grid({str(grid)!r}, {str(tmp_path / 'out')!r}, executor='serial', plugins=[plugin], "
+        "plots=False)\n"
+        "print('STATUS', sorted(set(res.runs.status)))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert "STATUS ['ok']" in done.stdout, done.stdout[-2000:] + done.stderr[-3000:]

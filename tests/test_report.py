@@ -95,3 +95,12 @@ def test_python_api_returns_what_the_cli_prints(tmp_path, capsys):
     write_synthetic_results(tmp_path / "r", {"default": {}}, seeds=2)
     assert main(["report", str(tmp_path / "r"), "--format", "markdown"]) == 0
     assert capsys.readouterr().out == dqnbench.report(tmp_path / "r", "markdown")
+
+
+def test_the_footnote_says_how_rows_are_ordered():
+    """``--sort score`` once sorted the rows but kept saying "Rows in grid order"."""
+    results = _multi_env_results()
+    for fmt in ("table", "markdown"):
+        assert "Rows in grid order." in report(results, fmt, width=100)
+        by_score = report(results, fmt, width=100, sort="score")
+        assert "Rows best IQM first." in by_score.replace("\n", " ") and "grid order" not in by_score

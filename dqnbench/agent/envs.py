@@ -22,6 +22,7 @@ run starts a new episode there.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from types import FunctionType, MethodType
 from typing import Any
@@ -189,8 +190,40 @@ def _plain(value: Any) -> bool:
     return False
 
 
+#: namespace → (module that registers it, how it registers, dqnbench extra that installs it)
+NAMESPACE_PACKAGES: dict[str, tuple[str, str, str]] = {
+    "ALE": ("ale_py", "gym.register_envs", "atari"),
+    "MinAtar": ("minatar.gym", "register_envs", "minatar"),
+}
+
+
+def register_namespace(env_id: str) -> None:
+    """Import the package that registers ``env_id``'s namespace, if gymnasium does not know it yet.
+
+    Called before any env component (built-in or plugin) makes an env, in the
+    pre-flight and in every worker, so a plugin's plain ``gym.make("MinAtar/…")``
+    works as the built-ins do (DESIGN.md: installed packages' ids need no
+    registration code).
+    """
+    namespace = env_id.split("/", 1)[0] if "/" in env_id else None
+    if namespace not in NAMESPACE_PACKAGES or any(key.startswith(f"{namespace}/") for key in gym.registry):
+        return
+    module_name, how, extra = NAMESPACE_PACKAGES[namespace]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        raise DqnbenchError(
+            f'environment {env_id!r} needs the {module_name.split(".")[0]} package: pip install "dqnbench[{extra}]"'
+        ) from None
+    if how == "gym.register_envs":
+        gym.register_envs(module)
+    else:
+        getattr(module, how)()
+
+
 def make_envs(factory: Callable[..., gym.Env], env_id: str, members: int | None) -> Any:
     """One run's env (``members=None``) or ``members`` copies with same-step autoreset, from an env component."""
+    register_namespace(env_id)
     if members is None:
         return OneEnv(factory(env_id))
     vector = getattr(factory, "vector", None)

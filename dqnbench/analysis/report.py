@@ -122,7 +122,12 @@ def _threshold_header(summary: pd.DataFrame) -> str:
     return "steps to threshold"
 
 
-def footnote(summary: pd.DataFrame, confidence: float = stats.CONFIDENCE, n_resamples: int = stats.N_RESAMPLES) -> str:
+def footnote(
+    summary: pd.DataFrame,
+    confidence: float = stats.CONFIDENCE,
+    n_resamples: int = stats.N_RESAMPLES,
+    sort: str = "grid",
+) -> str:
     """How the numbers were made, and how many runs failed (they are excluded from every statistic)."""
     text = (
         "Scores: final greedy evaluation return of each run. IQM: interquartile mean over runs with a "
@@ -130,7 +135,8 @@ def footnote(summary: pd.DataFrame, confidence: float = stats.CONFIDENCE, n_resa
         "AUC: area under the evaluation-return curve divided by its step span (mean return over training), "
         "IQM over runs. Steps to ≥ threshold (the env's reward_threshold): median over runs, a run that "
         "never got there counting as never; (reached/runs). act / env / learn ms: mean milliseconds per env "
-        "step choosing actions, in env.step and learning. ok: successful/all runs. Rows in grid order."
+        "step choosing actions, in env.step and learning. ok: successful/all runs. "
+        + ("Rows best IQM first." if sort == "score" else "Rows in grid order.")
     )
     if bool(summary.get("small_n", pd.Series(dtype=bool)).any()):
         text += (f" {SMALL_MARK} n too small: fewer than {stats.SMALL_N} runs, the CI is Student's t interval "
@@ -153,6 +159,7 @@ def render_report(
     *,
     width: int | None = None,
     aggregates: Any = None,
+    sort: str = "grid",
 ) -> str:
     """Render a :func:`dqnbench.analysis.stats.cell_summary` as ``table`` (rich), ``markdown`` or ``csv``.
 
@@ -170,7 +177,7 @@ def render_report(
         return "no runs to report\n"
     frame = display_frame(summary)
     if fmt == "markdown":
-        text = markdown_table(frame) + "\n\n" + footnote(summary) + "\n"
+        text = markdown_table(frame) + "\n\n" + footnote(summary, sort=sort) + "\n"
         if aggregates is not None:
             text += "\n" + aggregate_section(aggregates, "markdown")
         return text
@@ -183,7 +190,7 @@ def render_report(
     speed = [c for c in SPEED_COLUMNS if c in frame.columns]
     score = [c for c in frame.columns if c not in speed or c in ("cell", "env")]
     parts = [fit_tables(frame[score], title, width), fit_tables(frame[speed], "speed per env step", width)]
-    text = "\n".join(parts) + wrap(footnote(summary), width)
+    text = "\n".join(parts) + wrap(footnote(summary, sort=sort), width)
     if aggregates is not None:
         text += "\n" + aggregate_section(aggregates, "table", width=width)
     return text
@@ -289,7 +296,7 @@ def report(
     if failures:
         return failures_text(results, fmt, width=width or max(100, shutil.get_terminal_size((160, 24)).columns))
     agg = aggregates(results.runs) if fmt != "csv" else None
-    return render_report(stats.summarize(results, **stats_kwargs), fmt, width=width, aggregates=agg)
+    return render_report(stats.summarize(results, **stats_kwargs), fmt, width=width, aggregates=agg, sort=sort)
 
 
 def failures_text(results: Results, fmt: str = "table", *, width: int = 100) -> str:

@@ -21,7 +21,6 @@ same-step autoreset; every other id gets ``SyncVectorEnv`` in that mode.
 from __future__ import annotations
 
 import difflib
-import importlib
 import inspect
 from typing import Any
 
@@ -30,36 +29,13 @@ import numpy as np
 from gymnasium.envs.classic_control.cartpole import CartPoleVectorEnv
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
+from dqnbench.agent.envs import NAMESPACE_PACKAGES, register_namespace  # noqa: F401 - re-exported
 from dqnbench.builtin.atari import atari
 from dqnbench.builtin.minatar_env import minatar
 from dqnbench.errors import DqnbenchError
 from dqnbench.plugin.hookspecs import hookimpl
 
 CARTPOLE_ENTRY_POINT = "gymnasium.envs.classic_control.cartpole:CartPoleEnv"
-
-#: namespace → (module that registers it, how it registers, dqnbench extra that installs it)
-NAMESPACE_PACKAGES: dict[str, tuple[str, str, str]] = {
-    "ALE": ("ale_py", "gym.register_envs", "atari"),
-    "MinAtar": ("minatar.gym", "register_envs", "minatar"),
-}
-
-
-def register_namespace(env_id: str) -> None:
-    """Import the package that registers ``env_id``'s namespace, if gymnasium does not know it yet."""
-    namespace = env_id.split("/", 1)[0] if "/" in env_id else None
-    if namespace not in NAMESPACE_PACKAGES or any(key.startswith(f"{namespace}/") for key in gym.registry):
-        return
-    module_name, how, extra = NAMESPACE_PACKAGES[namespace]
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError:
-        raise DqnbenchError(
-            f'environment {env_id!r} needs the {module_name.split(".")[0]} package: pip install "dqnbench[{extra}]"'
-        ) from None
-    if how == "gym.register_envs":
-        gym.register_envs(module)
-    else:
-        getattr(module, how)()
 
 
 def unknown_id_message(env_id: str) -> str:

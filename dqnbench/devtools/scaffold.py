@@ -550,9 +550,10 @@ Change the preprocessing freely but keep the contract: ``factory(env_id,
 **params) -> gymnasium.Env`` with Discrete actions and Box observations, in the
 shape and dtype the networks should see. ``env_id`` is the grid's
 ``experiment.env``. The factory runs in every worker process, so it makes the
-environment from installed packages alone (import the package that registers
-an id inside the factory, and raise ``dqnbench.DqnbenchError`` naming what to
-install when it is missing). For lock-step training dqnbench steps K copies
+environment from installed packages alone: dqnbench registers ``MinAtar/`` and
+``ALE/`` ids before calling it; for other suites import the package that
+registers an id inside the factory, and raise ``dqnbench.DqnbenchError`` naming
+what to install when it is missing. For lock-step training dqnbench steps K copies
 in a ``SyncVectorEnv``; a ``factory.vector(env_id, num_envs, **params)`` with
 same-step autoreset can supply a faster one.
 """

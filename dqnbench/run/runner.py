@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from dqnbench.agent.checkpoint import Checkpoint
-from dqnbench.agent.envs import env_spaces
+from dqnbench.agent.envs import env_spaces, register_namespace
 from dqnbench.agent.loop import Components, Diverged, TrainLog, train_runs
 from dqnbench.agent.nets import network_problem, probe_observations, vmap_problem
 from dqnbench.config.grid import Plan, RunSpec, load_grid
@@ -401,6 +401,7 @@ def check_network_builds(
 def check_env(env_id: str, component: Component, params: tuple[tuple[str, Any], ...], path: Path) -> tuple[Any, int]:
     """Make the env once with its component: unknown ids and non-discrete actions are grid errors; its spaces."""
     try:
+        register_namespace(env_id)  # as make_envs does in the workers: plugin envs get MinAtar/ALE ids too
         env = component.factory(env_id, **dict(params))
     except DqnbenchError as exc:
         # "frame_stack must be an int >= 1": the key is the env param the message starts with, where it names one
