@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,6 +82,25 @@ class Component:
         except (TypeError, ValueError):
             return False
         return any(p.name == keyword and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) for p in parameters)
+
+    def missing_params(self, params: Mapping[str, Any]) -> list[str]:
+        """Factory params without a default that neither the loop nor ``params`` gives (only the grid can).
+
+        The loop passes the contract's positionals (:data:`_POSITIONAL`, as :meth:`params`
+        skips them) and the reserved keywords (:data:`RESERVED`).
+        """
+        try:
+            signature = inspect.signature(self.factory)
+        except (TypeError, ValueError):
+            return []
+        given = {*params, *RESERVED.get(self.kind, ())}
+        missing = []
+        for i, p in enumerate(signature.parameters.values()):
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or i < len(_POSITIONAL[self.kind]):
+                continue
+            if p.default is p.empty and p.name not in given:
+                missing.append(p.name)
+        return missing
 
     def check_params(self, params: dict[str, Any]) -> None:
         """Raise :class:`DqnbenchError` for params the factory would not accept."""

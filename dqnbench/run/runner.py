@@ -21,7 +21,7 @@ import shutil
 import sys
 import time
 import traceback
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -132,18 +132,12 @@ def prepare(
     return plan, registry
 
 
-#: arguments the runner passes each kind's factory by position (DESIGN.md's factory signatures)
-REQUIRED_POSITIONAL = {"learner": 1, "network": 2, "replay": 3, "exploration": 2, "optimizer": 2}
-
-
 def check_cell(config: RunConfig, registry: Registry, path: Path) -> None:
     """User errors a cell's components make together, found before anything runs."""
     chosen = choose(config, registry)
-    check_required_params("env", chosen["env"], 1, config.env.params, path)
+    for kind in ("env", "learner", "network", "replay", "exploration", "optimizer"):
+        check_required_params(kind, chosen[kind], getattr(config, kind).params, path)
     obs, n_actions = check_env(config.experiment.env, chosen["env"], _frozen(config.env.params), path)
-    for kind, positional in REQUIRED_POSITIONAL.items():
-        given = ("outputs",) if kind == "network" else ()
-        check_required_params(kind, chosen[kind], positional, getattr(config, kind).params, path, given)
     try:
         learner = chosen["learner"].factory(n_actions, **config.learner.params)
         outputs = learner.outputs
@@ -281,27 +275,9 @@ def _plain(value: Any) -> Any:
     return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
-def check_required_params(
-    kind: str, component: Component, positional: int, params: Mapping[str, Any], path: Path, given: Iterable[str] = ()
-) -> None:
-    """A factory param without a default that the grid does not set is a grid error naming it, before any run.
-
-    The runner passes ``positional`` arguments (``n_actions``; ``capacity, obs,
-    gamma``; …), the grid's params and the names in ``given`` (``outputs``) by
-    keyword; anything else the factory requires only the grid can give.
-    Factories whose signature cannot be read are left to their runs.
-    """
-    try:
-        signature = inspect.signature(component.factory).parameters.values()
-    except (TypeError, ValueError):
-        return
-    named = {*params, *given}
-    slots = [p for p in signature if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    missing = [
-        p.name
-        for p in [*slots[positional:], *(p for p in signature if p.kind is p.KEYWORD_ONLY)]
-        if p.default is p.empty and p.name not in named
-    ]
+def check_required_params(kind: str, component: Component, params: Mapping[str, Any], path: Path) -> None:
+    """A factory param without a default that the grid does not set is a grid error naming it, before any run."""
+    missing = component.missing_params(params)
     if missing:
         keys = ", ".join(f"{kind}.{name}" for name in missing)
         raise GridError(
