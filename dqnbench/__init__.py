@@ -26,6 +26,8 @@ _LAZY = {
     "LearnerBase": "dqnbench.agent.learning",
     "LearnerLoss": "dqnbench.plugin.contracts",
     "ObsSpec": "dqnbench.plugin.obs",
+    "PerMember": "dqnbench.plugin.members",
+    "ParamError": "dqnbench.plugin.validation",
     "autograd_backward": "dqnbench.agent.learning",
     "DqnbenchError": "dqnbench.errors",
     "GridError": "dqnbench.errors",
@@ -42,7 +44,9 @@ if TYPE_CHECKING:
     from dqnbench.errors import DqnbenchError, GridError
     from dqnbench.plugin.batch import Batch
     from dqnbench.plugin.contracts import LearnerLoss
+    from dqnbench.plugin.members import PerMember
     from dqnbench.plugin.obs import ObsSpec
+    from dqnbench.plugin.validation import ParamError
     from dqnbench.run.results import Results, load_results
     from dqnbench.run.runner import run_grid
 
@@ -62,6 +66,8 @@ __all__ = [
     "LearnerBase",
     "LearnerLoss",
     "ObsSpec",
+    "PerMember",
+    "ParamError",
     "Results",
     "__version__",
     "autograd_backward",

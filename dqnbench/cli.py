@@ -56,8 +56,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--address", metavar="HOST:PORT", help="cluster address, for executors that take one (ray)")
     run.add_argument("--dry-run", action="store_true", help="print the plan (cells × seeds = runs) and exit")
+    run.add_argument("--estimate", action="store_true",
+                     help="with --dry-run: time a few hundred steps of each task shape and print the wall time and "
+                     "peak memory the grid would take here")  # fmt: skip
+    run.add_argument("--tensorboard", metavar="DIR", help="write a TensorBoard event file per run under DIR/<name>/")
     run.add_argument("--quiet", action="store_true", help="plain progress lines instead of a live bar")
     run.add_argument("--no-lockstep", action="store_true", help="train every seed independently (no batching)")
+    run.add_argument(
+        "--no-fuse", action="store_true", help="one lock-step group per cell: never fuse cells that differ in "
+        "member-wise params (agent.lr, exploration scalars, …) into one program"
+    )  # fmt: skip
     run.add_argument("--no-plots", action="store_true", help="skip writing plots at the end")
     run.add_argument(
         "--strict",
@@ -158,27 +166,44 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def run_options(args: argparse.Namespace) -> dict[str, Any]:
+    """What ``dqnbench run``'s flags ask of ``run_plan`` (and of a search's ``run_search``, which takes the same)."""
+    return {
+        "out": args.out,
+        "executor": args.executor,
+        "workers": args.workers,
+        "executor_options": {"address": args.address} if args.address else None,
+        "quiet": args.quiet,
+        "lockstep": not args.no_lockstep,
+        "fuse": not args.no_fuse,
+        "tensorboard": args.tensorboard,
+    }
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    from dqnbench.run.runner import note_few_seeds, plan_failed, prepare, run_plan, write_grid_plots
+    from dqnbench.run.preflight import prepare
+    from dqnbench.run.runner import note_few_seeds, plan_failed, run_plan, write_grid_plots
 
     plan, registry = prepare(args.grid, strict=args.strict)
     executor = registry.get("executor", args.executor)  # unknown executors and options fail before any run
     executor.check_params({"address": args.address} if args.address else {})
+    if plan.search is not None:  # a [search]: tuning trials, then the test phase (dqnbench.search)
+        from dqnbench.search.command import cmd_search
+
+        return cmd_search(args, plan, registry)
     if args.dry_run:
         print(plan.describe())
         if not args.no_lockstep:
-            print(dry_run_groups(plan, registry, args.executor, args.workers))
+            print(dry_run_groups(plan, registry, args.executor, args.workers, fuse=not args.no_fuse))
+        from dqnbench.run.estimate import dry_run_estimate
+
+        print(
+            dry_run_estimate(
+                plan, registry, args.executor, args.workers, args.estimate, not args.no_lockstep, not args.no_fuse
+            )
+        )
         return EXIT_OK
-    results = run_plan(
-        plan,
-        registry,
-        args.out,
-        executor=args.executor,
-        workers=args.workers,
-        executor_options={"address": args.address} if args.address else None,
-        quiet=args.quiet,
-        lockstep=not args.no_lockstep,
-    )
+    results = run_plan(plan, registry, **run_options(args))
     note_few_seeds(plan, sys.stdout)
     if not args.no_plots:
         write_grid_plots(results, plan, registry, sys.stdout)
@@ -195,14 +220,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def dry_run_groups(plan: Any, registry: Any, executor: str, workers: int | None) -> str:
+def dry_run_groups(plan: Any, registry: Any, executor: str, workers: int | None, fuse: bool = True) -> str:
     """How the plan's lock-step cells would be grouped, for an executor whose factory says its ``slots`` for
     ``--workers`` without starting (the local ones); another one's capacity is known once it starts (Ray asks
     its cluster)."""
     from dqnbench.run.groups import describe_groups, lockstep_groups
-    from dqnbench.run.runner import lockstep_cells
+    from dqnbench.run.runner import fusion_pools, lockstep_cells
 
     cells = lockstep_cells(plan, registry, sys.stdout)
+    pools = fusion_pools(plan, registry, cells) if fuse else None
     if not cells:
         return "no cell trains in lock-step"
     slots_for = getattr(registry.get("executor", executor).factory, "slots", None)
@@ -210,7 +236,7 @@ def dry_run_groups(plan: Any, registry: Any, executor: str, workers: int | None)
         return f"lock-step groups: decided when the {executor} executor starts (one per free worker; docs/lockstep.md)"
     slots = slots_for(workers)
     header = f"lock-step groups on {slots} worker{'s' if slots > 1 else ''}:"
-    return "\n".join([header, *describe_groups(plan, lockstep_groups(plan, cells, slots))])
+    return "\n".join([header, *describe_groups(plan, lockstep_groups(plan, cells, slots, pools))])
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
@@ -230,10 +256,12 @@ def cmd_new_plugin(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from dqnbench.analysis.report import report
-    from dqnbench.run.results import load_results
+    from dqnbench.analysis.api import report
+    from dqnbench.run.live import load_live_results
 
-    results = load_results(args.dir, all_runs=args.all_runs)
+    results = load_live_results(args.dir, all_runs=args.all_runs)  # runs still training too, marked partial
+    if results.partial and args.format == "csv":  # the table stays CSV: the note goes to stderr
+        print(f"({results.partial})", file=sys.stderr)
     print(report(results, args.format, sort=args.sort, failures=args.failures), end="")
     return EXIT_OK
 
@@ -241,9 +269,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     from dqnbench.analysis.plots import write_plots
     from dqnbench.plugin.registry import load_registry
-    from dqnbench.run.results import load_results
+    from dqnbench.run.live import load_live_results
 
-    results = load_results(args.dir, all_runs=args.all_runs)
+    results = load_live_results(args.dir, all_runs=args.all_runs)
+    if results.partial:
+        print(f"({results.partial})")
     for path in write_plots(results, out_dir=args.out, registry=load_registry(), sort=args.sort):
         print(path)
     return EXIT_OK

@@ -3,7 +3,8 @@
 Run on a machine with a GPU: ``python scripts/cuda_check.py`` (``python scripts/cuda_check.py cpu`` runs the
 same checks on the CPU). It trains tiny grids through the public API
 (every built-in network, replay and learner/optimizer path, single and lock-step, CartPole and MinAtar when
-installed), checks the ``dqn`` learner's hand-derived gradients against autograd on the GPU, and prints one line
+installed), checks the networks' manual path (hand-derived gradients under the ``dqn`` loss) against autograd on
+the GPU, and prints one line
 per check; it exits 1 if any fails.
 """
 
@@ -21,6 +22,7 @@ import torch
 import dqnbench
 from dqnbench.agent.learning import autograd_backward
 from dqnbench.agent.nets import QNetworks
+from dqnbench.builtin.dueling import dueling
 from dqnbench.builtin.learners import dqn
 from dqnbench.builtin.networks import mlp
 from dqnbench.builtin.optimizers import LeanAdam, make_adam
@@ -78,10 +80,10 @@ def check_grid(name: str, env: str, axes: str, steps: int = 1_000, device: str =
     return ok
 
 
-def check_hand_derived_gradients(members: int | None, device_name: str = "cuda") -> bool:
+def check_hand_derived_gradients(members: int | None, device_name: str = "cuda", network=mlp) -> bool:
     device = torch.device(device_name)
     torch.manual_seed(0)
-    modules = [mlp(5, 3, hidden=[32, 16]) for _ in range(members or 1)]
+    modules = [network(5, 3, hidden=[32, 16]) for _ in range(members or 1)]
     nets = QNetworks.of(modules, ObsSpec(5), device, stacked=members is not None)
     reference = copy.deepcopy(nets)
     learner = dqn(3, double=True, loss="huber")
@@ -100,7 +102,7 @@ def check_hand_derived_gradients(members: int | None, device_name: str = "cuda")
         torch.allclose(a, b, rtol=1e-3, atol=1e-5) for a, b in zip(nets.params, reference.params)
     )
     print(
-        f"{'ok  ' if same else 'FAIL'} hand-derived == autograd on {device_name}, members={members}, "
+        f"{'ok  ' if same else 'FAIL'} {network.__name__} manual path == autograd on {device_name}, members={members}, "
         f"optimizer {type(opt).__name__} (fused kernel: {isinstance(opt, LeanAdam)})",
         flush=True,
     )
@@ -113,7 +115,9 @@ def main(device: str = "cuda") -> int:
         return 1
     where = torch.cuda.get_device_name() if device == "cuda" else device
     print(f"torch {torch.__version__} on {where}", flush=True)
-    ok = check_hand_derived_gradients(None, device) & check_hand_derived_gradients(4, device)
+    ok = True
+    for network in (mlp, dueling):
+        ok &= check_hand_derived_gradients(None, device, network) & check_hand_derived_gradients(4, device, network)
     ok &= check_grid("networks", "CartPole-v1", '"network.name" = ["mlp", "dueling", "noisy"]', device=device)
     ok &= check_grid("replays", "CartPole-v1", '"replay.name" = ["prioritized", "nstep"]', device=device)
     axes = '"learner.double" = [true]\n"optimizer.name" = ["rmsprop"]'

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,22 @@ def write_grid(tmp_path: Path):
         return path
 
     return write
+
+
+@pytest.fixture
+def eta_readings(monkeypatch) -> list[tuple[float, int, int, float]]:
+    """Every ``(time, steps done, steps planned, ETA seconds)`` the progress bar computes, as it computes them."""
+    from dqnbench.run.progress import RunProgress
+
+    seen: list[tuple[float, int, int, float]] = []
+    refresh = RunProgress._refresh
+
+    def spy(self, force_line=False):
+        seen.append((time.perf_counter(), self.steps_done(), self.total_steps, self.eta_s()))
+        refresh(self, force_line)
+
+    monkeypatch.setattr(RunProgress, "_refresh", spy)
+    return seen
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from dqnbench.agent.nets import QNetworks
 from dqnbench.builtin.distributional import C51Learner, QRLearner, c51, qr_dqn
 from dqnbench.builtin.learners import munchausen
 from dqnbench.builtin.networks import mlp
-from tests.test_dqn_learner import assert_hand_derived_matches_autograd, random_batch, twin_nets
+from tests.test_dqn_learner import NETWORKS, assert_manual_path_matches_autograd, random_batch, twin_nets
 
 NEW_LEARNERS = ("c51", "qr_dqn", "munchausen")
 LEARNERS = pytest.mark.parametrize(
@@ -32,10 +32,15 @@ LEARNERS = pytest.mark.parametrize(
 
 
 @LEARNERS
+@pytest.mark.parametrize("network", list(NETWORKS))
 @pytest.mark.parametrize("members", [None, 3], ids=["single", "stacked"])
 @pytest.mark.parametrize("max_grad_norm", [0.0, 0.5], ids=["", "clipped"])
-def test_hand_derived_mlp_step_matches_autograd(make, members, max_grad_norm):
-    assert_hand_derived_matches_autograd(make(), members, max_grad_norm=max_grad_norm, steps=4, atol=1e-5)
+def test_manual_path_matches_autograd(make, network, members, max_grad_norm):
+    """Every learner's loss on every network's manual path: autograd's gradients (the network's, written once)."""
+    learner = make()
+    assert_manual_path_matches_autograd(
+        learner, members, max_grad_norm=max_grad_norm, steps=3, atol=1e-5, network=network
+    )
 
 
 @LEARNERS
@@ -134,7 +139,9 @@ def test_bad_learner_input_exits_2_naming_the_key_before_anything_runs(write_gri
 
 
 def run(grid, out, **kwargs):
-    return dqnbench.run_grid(grid, out, executor="serial", load_entrypoints=False, stream=io.StringIO(), **kwargs)
+    return dqnbench.run_grid(
+        grid, out, executor="serial", load_entrypoints=False, stream=io.StringIO(), plots=False, **kwargs
+    )
 
 
 SMALL_LEARNERS = "[learner.c51]\natoms = 11\n[learner.qr_dqn]\nquantiles = 8\n"

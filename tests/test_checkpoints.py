@@ -9,7 +9,6 @@ are counted the same way. Equality is bit for bit: returns, evaluations, the
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import warnings
 from pathlib import Path
@@ -22,15 +21,16 @@ import torch
 from dqnbench.agent import loop
 from dqnbench.agent.checkpoint import Checkpoint, decode, encode, read
 from dqnbench.agent.envs import OneEnv, env_state
-from dqnbench.builtin.nstep import nstep, nstep_members
-from dqnbench.builtin.prioritized import prioritized, prioritized_members
-from dqnbench.builtin.replays import uniform, uniform_members
+from dqnbench.builtin.nstep import nstep
+from dqnbench.builtin.prioritized import prioritized
+from dqnbench.builtin.replays import uniform
 from dqnbench.config.grid import load_grid
 from dqnbench.errors import GridError
 from dqnbench.plugin.obs import ObsSpec
 from dqnbench.run.runner import RunTask, bind_components, choose, execute_task
+from tests.extras import needs
 
-needs_minatar = pytest.mark.skipif(not importlib.util.find_spec("minatar"), reason="needs MinAtar")
+needs_minatar = needs("minatar")
 
 
 class Killed(Exception):
@@ -43,11 +43,11 @@ def step_counter(monkeypatch):
     counter = {"steps": 0, "kill": None}
     original = loop.Agent.step
 
-    def step(self, envs, obs, step, clock=loop._no_clock):
+    def step(self, envs, obs, step, *args):
         if counter["kill"] is not None and step >= counter["kill"]:
             raise Killed
         counter["steps"] += 1
-        return original(self, envs, obs, step, clock)
+        return original(self, envs, obs, step, *args)
 
     monkeypatch.setattr(loop.Agent, "step", step)
     return counter
@@ -158,10 +158,12 @@ def test_an_env_that_cannot_be_restored_starts_a_new_episode_on_resume(write_gri
 
 
 class NoStateReplay:
-    """A third-party replay without ``state_dict``."""
+    """A third-party replay without ``state_dict`` (taking rows: it declares ``supports_members``)."""
 
-    def __init__(self, capacity, obs_dim, gamma):
-        self.inner = uniform(capacity, obs_dim, gamma)
+    supports_members = True
+
+    def __init__(self, capacity, obs_dim, gamma, members=None):
+        self.inner = uniform(capacity, obs_dim, gamma, members)
         self.add, self.sample, self.update_priorities = self.inner.add, self.inner.sample, self.inner.update_priorities
 
     def __len__(self):
@@ -263,31 +265,29 @@ def test_the_codec_round_trips_what_components_hold_and_names_what_it_cannot():
 
 
 REPLAYS = {
-    "uniform": (uniform, uniform_members, {}),
-    "prioritized": (prioritized, prioritized_members, {"total_steps": 500}),
-    "nstep": (nstep, nstep_members, {"n": 3}),
-    "nstep-prioritized": (nstep, nstep_members, {"n": 3, "prioritized": True}),
+    "uniform": (uniform, {}),
+    "prioritized": (prioritized, {"total_steps": 500}),
+    "nstep": (nstep, {"n": 3}),
+    "nstep-prioritized": (nstep, {"n": 3, "prioritized": True}),
 }
 
 
 @pytest.mark.parametrize("members", [None, 2], ids=["single", "members"])
 @pytest.mark.parametrize("obs", [ObsSpec(3), ObsSpec((4, 6, 6), np.uint8, frames=4)], ids=["vector", "frames"])
-@pytest.mark.parametrize("single, lockstep, params", REPLAYS.values(), ids=REPLAYS)
-def test_builtin_replays_restore_from_their_state_dict_and_sample_the_same(single, lockstep, params, obs, members):
+@pytest.mark.parametrize("factory, params", REPLAYS.values(), ids=REPLAYS)
+def test_builtin_replays_restore_from_their_state_dict_and_sample_the_same(factory, params, obs, members):
     def make():
-        return single(64, obs, 0.9, **params) if members is None else lockstep(members, 64, obs, 0.9, **params)
+        return factory(64, obs, 0.9, members=members, **params)
 
     rng = np.random.default_rng(0)
-    lead = () if members is None else (members,)
+    lead = (members or 1,)
     replay = make()
     stack = np.zeros((*lead, *obs.shape), obs.dtype)
     for t in range(150):  # short episodes: the frame storage's side store grows
         new = rng.integers(0, 255, (*lead, *obs.frame_shape)).astype(obs.dtype)
         next_stack = np.concatenate([stack[..., 1:, :, :], new[..., None, :, :]], axis=-3) if obs.frames > 1 else new
         done = np.full(lead, t % 5 == 4)
-        action = np.zeros(lead, np.int64) if members else 0
-        reward = np.full(lead, float(t)) if members else float(t)
-        replay.add(stack, action, reward, next_stack, done if members else bool(done), done if members else None)
+        replay.add(stack, np.zeros(lead, np.int64), np.full(lead, float(t)), next_stack, done, done)
         stack = np.zeros_like(stack) if done.all() else next_stack
         if t % 20 == 19 and len(replay) >= 8:
             batch = replay.sample(8)
@@ -308,6 +308,34 @@ def test_builtin_replays_restore_from_their_state_dict_and_sample_the_same(singl
         td = torch.rand(a.indices.shape)
         replay.update_priorities(a.indices, td)
         restored.update_priorities(b.indices, td)
+
+
+#: a storage's slot-major arrays ``(capacity, rows, …)``; before single runs stored rows of one they had no row axis
+SLOT_ARRAYS = {"obs", "next_obs", "actions", "rewards", "terminated", "done", "offset", "episode", "frame"}
+
+
+@pytest.mark.parametrize("obs", [ObsSpec(3), ObsSpec((4, 6, 6), np.uint8, frames=4)], ids=["vector", "frames"])
+@pytest.mark.parametrize("factory, params", [REPLAYS["uniform"], REPLAYS["prioritized"]], ids=["uniform", "per"])
+def test_a_single_runs_replay_saved_without_the_row_axis_still_loads(factory, params, obs):
+    """Checkpoints from before single runs added rows of one: their slot arrays load into the rows of one."""
+    replay = factory(64, obs, 0.9, **params)
+    stack = np.zeros((1, *obs.shape), obs.dtype)
+    for t in range(100):
+        new = np.full((1, 1, *obs.frame_shape), t + 1, obs.dtype)
+        next_stack = np.concatenate([stack[:, 1:], new], axis=1) if obs.frames > 1 else stack + 1
+        replay.add(stack, np.zeros(1, np.int64), np.full(1, float(t)), next_stack, np.zeros(1, bool), np.zeros(1, bool))
+        stack = next_stack
+    state = replay.state_dict()
+    arrays = state["storage"]["arrays"]
+    old = {**state, "storage": {**state["storage"], "arrays": {
+        name: array[:, 0] if name in SLOT_ARRAYS else array for name, array in arrays.items()}}}  # fmt: skip
+    restored = factory(64, obs, 0.9, **params)
+    restored.load_state_dict(old)
+    np.random.seed(1)
+    a = replay.sample(8)
+    np.random.seed(1)
+    b = restored.sample(8)
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
 
 
 def test_checkpoint_every_is_checked_and_not_part_of_run_ids(write_grid, registry):

@@ -75,7 +75,8 @@ def test_failing_component_exits_1_and_names_it(write_grid, tmp_path, monkeypatc
     monkeypatch.setattr(plugins, "entry_points", lambda group: [FixtureEntryPoint()])
     grid = write_grid('[grid]\n"network.name" = ["mlp", "broken"]\n', seeds=1, steps=150)
     grid.write_text(grid.read_text().replace("[network]\nhidden = [16]\n", ""))
-    code = main(["run", "--grid", str(grid), "--out", str(tmp_path / "out"), "--executor", "serial", "--quiet"])
+    argv = ["run", "--grid", str(grid), "--out", str(tmp_path / "out"), "--executor", "serial", "--quiet"]
+    code = main([*argv, "--no-plots"])
     captured = capsys.readouterr()
     assert code == 1
     assert (

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dqnbench.analysis.compare import TABLE_COLUMNS, compare_results, match_cells
+from dqnbench.analysis.compare import TABLE_COLUMNS, compare_results, match_cells, speed_text
+from dqnbench.cli import main
 from dqnbench.errors import DqnbenchError
 from tests.test_stats import in_memory_results, make_runs
 
@@ -35,8 +36,12 @@ def test_a_directory_compared_with_itself_does_not_regress():
     res = results(base_cells())
     comparison = compare_results(res, res)
     assert not comparison.regressed
-    assert comparison.table["verdict"].tolist() == ["ok", "ok"]
+    assert comparison.table["verdict"].tolist() == ["same", "same"]
     assert (comparison.table["delta"] == 0).all() and (comparison.table["poi"] == 0.5).all()
+    # paired by seed: no spread at all, not the ±250 of two independent resamplings
+    assert comparison.table["paired"].all()
+    assert (comparison.table[["delta_lo", "delta_hi"]] == 0).all().all()
+    assert (comparison.table[["poi_lo", "poi_hi"]] == 0.5).all().all()
     assert (comparison.table["speed_ratio"] == 1.0).all()
     assert list(comparison.table.columns) == TABLE_COLUMNS
 
@@ -46,9 +51,9 @@ def test_a_planted_return_regression_is_caught():
     comparison = compare_results(results(base_cells()), results(base_cells({"network.name=mlp": worse})))
     assert comparison.regressed
     row = comparison.table.set_index("label").loc["network.name=mlp"]
-    assert row["verdict"] == "worse return" and row["delta_hi"] < -0.05 * row["iqm_base"]
+    assert row["verdict"] == "worse" and row["delta_hi"] < -0.05 * row["iqm_base"]
     assert row["poi"] == 0.0
-    assert comparison.table.set_index("label").loc["network.name=dueling", "verdict"] == "ok"
+    assert comparison.table.set_index("label").loc["network.name=dueling", "verdict"] == "same"
 
 
 def test_a_planted_slowdown_is_caught():
@@ -56,7 +61,7 @@ def test_a_planted_slowdown_is_caught():
     comparison = compare_results(results(base_cells()), results(base_cells({"network.name=mlp": slower})))
     assert comparison.regressed
     row = comparison.table.set_index("label").loc["network.name=mlp"]
-    assert row["verdict"] == "slower" and row["speed_ratio"] == pytest.approx(0.6)
+    assert row["verdict"] == "same, slower" and row["speed_ratio"] == pytest.approx(0.6)
 
 
 def test_a_drop_within_tolerance_passes():
@@ -103,15 +108,26 @@ def test_unmatched_cells_are_reported_not_failed():
     comparison = compare_results(results(base_cells()), results(extra))
     assert not comparison.regressed
     assert comparison.table["verdict"].tolist()[-1] == "only in candidate"
+    assert "--ignore" not in comparison.render("markdown")  # an extra variant, not a key to leave out
+    moved = base_cells({"network.name=dueling": {**base_cells()["network.name=dueling"], "lr": 3e-4}})
+    renamed = compare_results(results(base_cells()), results(moved))  # dueling ran at another lr
+    assert renamed.table["verdict"].tolist()[1:] == ["only in baseline", "only in candidate"]
+    note = "Cells on one side only: the grids differ in agent.lr; --ignore agent.lr matches cells across them."
+    assert note in renamed.render("markdown")
 
 
 def test_no_common_cell_is_a_user_error():
     base = results({"default": {"final": [1.0, 2.0], "env": "CartPole-v1"}})
     other = results({"default": {"final": [1.0, 2.0], "env": "Acrobot-v1"}})
-    with pytest.raises(DqnbenchError, match="same grid"):
+    with pytest.raises(
+        DqnbenchError,
+        match=r"differ in experiment.env: baseline \"CartPole-v1\", candidate "
+        r"\"Acrobot-v1\".*--ignore experiment.env$",
+    ):
         compare_results(base, other)
     ignored = compare_results(base, other, ignore=("experiment.env",))
-    assert ignored.table["verdict"].tolist() == ["ok, speed not judged"]  # identical steps/s: one lock-step sample
+    assert ignored.table["verdict"].tolist() == ["same"]
+    assert ignored.table["speed_verdict"].tolist() == ["not judged"]  # identical steps/s: one lock-step sample
 
 
 def test_ignoring_a_key_that_separates_cells_is_an_error():
@@ -124,13 +140,13 @@ def test_render_formats():
     worse = {"final": [s - 150 for s in BASE_SCORES], "sps": BASE_SPEED}
     comparison = compare_results(results(base_cells()), results(base_cells({"network.name=mlp": worse})))
     table = comparison.render("table", width=200)
-    assert "REGRESSION: 1 of 2 cells worse" in table and "Δ IQM [95% CI]" in table
+    assert "REGRESSION: 1 of 2 cells worse" in table and "Δ IQM [CI]" in table
     markdown = comparison.render("markdown")
-    assert markdown.startswith("| cell |") and "worse return" in markdown
+    assert markdown.startswith("| cell | verdict |") and "| worse |" in markdown
     frame = pd.read_csv(io.StringIO(comparison.render("csv")))
     assert frame["return_regressed"].tolist() == [True, False]
     ok = compare_results(results(base_cells()), results(base_cells()))
-    assert ok.render("markdown").rstrip().endswith("whole 95% CI past the threshold)")
+    assert "OK: no cell worse (return drop > 5% of baseline IQM" in ok.render("markdown")
     with pytest.raises(DqnbenchError):
         comparison.render("html")
 
@@ -141,3 +157,47 @@ def test_bad_tolerances_are_user_errors():
         compare_results(res, res, tolerance=-0.1)
     with pytest.raises(DqnbenchError):
         compare_results(res, res, confidence=95)
+
+
+def test_a_planted_improvement_is_better_with_its_speed_direction_labelled():
+    better = {"final": [s * 2.06 for s in BASE_SCORES], "sps": [s * 1.3 for s in BASE_SPEED]}
+    comparison = compare_results(results(base_cells()), results(base_cells({"network.name=mlp": better})))
+    assert not comparison.regressed
+    row = comparison.table.set_index("label").loc["network.name=mlp"]
+    assert row["verdict"] == "better, faster" and row["return_verdict"] == "better"
+    assert row["poi"] == 1.0 and row["rel_delta"] == pytest.approx(1.06, rel=0.01)
+    text = comparison.render("table", width=100)
+    assert "×1.30 faster [" in text and "+106%" in text
+
+
+def test_the_speed_ratio_says_its_direction():
+    assert speed_text(1.3, 1.2, 1.4) == "×1.30 faster [1.20, 1.40]"
+    assert speed_text(0.5, 0.4, 0.625) == "×2.00 slower [1.60, 2.50]"  # bounds inverted with the ratio
+    assert speed_text(0.5, 0.4, 0.6, judged=False) == "×2.00 slower (not judged)"
+    assert speed_text(1.0, 0.98, 1.02) == "×1.00 [0.98, 1.02]"
+
+
+def test_runs_of_different_seeds_are_not_paired():
+    cells = base_cells()
+    other = make_runs(cells)
+    other["seed"] += 100
+    comparison = compare_results(results(cells), in_memory_results(other))
+    assert not comparison.table["paired"].any()
+    assert (comparison.table["delta"] == 0).all() and (comparison.table["delta_hi"] > 0).all()  # independent CIs
+    assert "No cell shares its seeds" in comparison.render("markdown")
+
+
+def test_the_cli_table_fits_100_columns_with_a_legend_for_long_labels(monkeypatch, capsys):
+    long = "network.name=dueling, replay.name=prioritized, agent.lr=0.0003, learner.name=qr_dqn"
+    runs = make_runs(base_cells({long: {"final": BASE_SCORES, "sps": BASE_SPEED, "lr": 3e-4}}))
+    improved = runs.assign(final_return=runs["final_return"].where(runs["label"] != long, runs["final_return"] + 300))
+    sides = {"base": in_memory_results(runs, path="base"), "cand": in_memory_results(improved, path="cand")}
+    monkeypatch.setattr("dqnbench.run.results.load_results", lambda path, all_runs=False: sides[path])
+    monkeypatch.setenv("COLUMNS", "100")  # what rich and the table fitting read as the terminal's width
+    assert main(["compare", "base", "cand"]) == 0
+    out = capsys.readouterr().out
+    assert max(len(line) for line in out.splitlines()) <= 100
+    assert "│ #3   │ better  │" in out and "│ #1   │ same    │" in out
+    legend = " ".join(out.split())
+    assert "cells: #1 network=mlp; #2 network=dueling; #3 network=dueling, replay=prioritized, lr=0.0003" in legend
+    assert "+0.00 [+0.00, +0.00]" in out and "0.50 [0.50, 0.50]" in out

@@ -1,7 +1,9 @@
 """``compare`` on real runs: machine load never fails it, a planted 30 % slowdown in the stored timings does.
 
 The slowdown is planted in the data ``compare`` reads (the candidate's
-``steps.parquet`` timing columns), not in ``compare`` itself.
+``steps.parquet`` timing columns), not in ``compare`` itself: into a copy of
+the baseline, so the planted cell's speed ratio is the plant alone (a CI
+machine busy with other work can slow the baseline run itself by 20 %).
 """
 
 from __future__ import annotations
@@ -32,45 +34,49 @@ def _run(grid: Path, out: Path, lockstep: bool = False) -> Path:
     return out / "tiny"
 
 
-@pytest.fixture(scope="module")
-def baseline_and_loaded(tmp_path_factory):
-    """The same tiny grid (2 cells × 5 independent seeds, 600 steps) run alone, then beside 2 busy processes.
-
-    Five seeds, as ``compare``'s docs advise for CI jobs: with three, one run whose
-    median step fell in a slow stretch widened the planted cell's speed interval to
-    [0.61, 0.89] (ratio 0.74) and it was not judged slower; with five seeds of 600
-    steps the intervals measured ±0.02 (planted 0.665-0.688, loaded 0.95-1.01).
-    """
-    root = tmp_path_factory.mktemp("noise")
-    grid = root / "grid.toml"
-    from tests.conftest import TINY_EXPERIMENT
-
-    grid.write_text(TINY_EXPERIMENT.format(name="tiny", steps=600, seeds=5, eval_every=0) + GRID, encoding="utf-8")
-    base = _run(grid, root / "base")
+def run_loaded(grid: Path, out: Path, lockstep: bool = False) -> Path:
+    """The grid run beside 2 busy processes (one per core of a 2-core machine)."""
     busy = [multiprocessing.get_context("spawn").Process(target=_spin, args=(60.0,)) for _ in range(2)]
     for p in busy:
         p.start()
     try:
-        loaded = _run(grid, root / "loaded")
+        return _run(grid, out, lockstep)
     finally:
         for p in busy:
             p.terminate()
             p.join()
-    return base, loaded
 
 
-def test_machine_load_alone_never_exits_1(baseline_and_loaded, capsys):
-    base, loaded = baseline_and_loaded
+@pytest.fixture
+def baseline(write_grid, tmp_path) -> tuple[Path, Path]:
+    """The tiny grid (2 cells × 10 independent seeds, 400 steps) and its results run alone, for each test (and
+    each rerun).
+
+    Ten seeds: this VM's pace drifts by up to 40 % over seconds (CartPole's own
+    env step, pure Python, slows with it, and so does CPU time), so consecutive
+    runs of a cell share a slow stretch; with five seeds of 600 steps the planted
+    cell's interval was [0.57, 0.87] in one run in three (ratio 0.70, not judged
+    slower). A rerun (``flaky``) measures again: a slow stretch is not a verdict.
+    """
+    grid = write_grid(GRID, steps=400, seeds=10, eval_every=0)
+    return grid, _run(grid, tmp_path / "base")
+
+
+@pytest.mark.flaky(reruns=1)
+def test_machine_load_alone_never_exits_1(baseline, tmp_path, capsys):
+    grid, base = baseline
+    loaded = run_loaded(grid, tmp_path / "loaded")
     capsys.readouterr()
     assert main(["compare", str(base), str(loaded), "--format", "csv"]) == 0
     table = pd.read_csv(pd.io.common.StringIO(capsys.readouterr().out))
     assert table["speed_judged"].all() and table["speed_source"].eq("step time").all()
 
 
-def test_a_planted_30_percent_slowdown_exits_1(baseline_and_loaded, tmp_path, capsys):
-    base, loaded = baseline_and_loaded
+@pytest.mark.flaky(reruns=1)
+def test_a_planted_30_percent_slowdown_exits_1(baseline, tmp_path, capsys):
+    _, base = baseline
     slow = tmp_path / "slow"
-    shutil.copytree(loaded, slow)
+    shutil.copytree(base, slow)
     mlp = load_results(slow).runs.query("`network.name` == 'mlp'")["run_id"]
     for run_id in mlp:
         path = slow / "runs" / run_id / "steps.parquet"
@@ -81,8 +87,8 @@ def test_a_planted_30_percent_slowdown_exits_1(baseline_and_loaded, tmp_path, ca
     capsys.readouterr()
     assert main(["compare", str(base), str(slow), "--format", "csv"]) == 1
     table = pd.read_csv(pd.io.common.StringIO(capsys.readouterr().out)).set_index("label")
-    assert table.loc["network.name=mlp", "verdict"] == "slower"
-    assert table.loc["network.name=dueling", "verdict"].startswith("ok")
+    assert table.loc["network.name=mlp", "verdict"] == "same, slower"
+    assert table.loc["network.name=dueling", "verdict"] == "same"
 
 
 def test_a_lock_step_cell_is_one_speed_sample(write_grid, tmp_path, capsys):
@@ -92,4 +98,4 @@ def test_a_lock_step_cell_is_one_speed_sample(write_grid, tmp_path, capsys):
     assert main(["compare", str(base), str(base), "--format", "csv"]) == 0
     table = pd.read_csv(pd.io.common.StringIO(capsys.readouterr().out))
     assert table["nspeed_base"].tolist() == [1] and not table["speed_judged"].any()
-    assert table["verdict"].tolist() == ["ok, speed not judged"]
+    assert table["verdict"].tolist() == ["same"] and table["speed_verdict"].tolist() == ["not judged"]

@@ -21,6 +21,7 @@ from dqnbench.builtin.noisy import NoisyLinear, NoisyNetwork
 from dqnbench.nn import Conv2d, UnsupportedObservations, conv2d
 from dqnbench.plugin.checks import check_network_outputs
 from dqnbench.plugin.obs import ObsSpec
+from tests.extras import require
 from tests.image_envs import GRID_ID, register_image_envs
 
 MINATAR = ObsSpec((4, 10, 10), "bool")
@@ -309,7 +310,7 @@ def dqnbench_cli(*args):
 )
 def test_a_network_that_cannot_take_the_observations_exits_2_before_any_run(tmp_path, env, network, message) -> None:
     if env.startswith("ALE/"):
-        pytest.importorskip("ale_py")
+        require("ale_py")
     grid = tmp_path / "bad.toml"
     grid.write_text(f'[experiment]\nname = "bad"\nenv = "{env}"\n[network]\nname = "{network}"\n')
     proc = dqnbench_cli("run", "--grid", grid, "--out", tmp_path / "out", "--dry-run")

@@ -18,10 +18,10 @@ from dqnbench.builtin.executors import SerialExecutor
 from dqnbench.builtin.learners import DQNLearner
 from dqnbench.builtin.networks import mlp
 from dqnbench.builtin.replays import uniform
+from dqnbench.devtools.check import _check_executor
 from dqnbench.devtools.diagnostics import (
     DEFAULT_KINDS,
     Problem,
-    _check_executor,
     check_components,
     describe_plugins,
     plugins_command,
@@ -30,6 +30,7 @@ from dqnbench.devtools.diagnostics import (
 from dqnbench.plugin import host as plugins_module
 from dqnbench.plugin.host import PluginWarning
 from dqnbench.plugin.registry import load_registry
+from tests.extras import needs
 
 BROKEN_DIST, BROKEN_VERSION = "dqnbench-broken-example", "6.6.6"
 
@@ -65,8 +66,8 @@ class Float64Observations:
     def __init__(self, capacity: int, obs_dim: int, gamma: float) -> None:
         self.inner = uniform(capacity, obs_dim, gamma)
 
-    def add(self, *transition) -> None:
-        self.inner.add(*transition)
+    def add(self, obs, action, reward, next_obs, terminated) -> None:  # the v1 add: one transition
+        self.inner.add(obs[None], [action], [reward], next_obs[None], [terminated], [False])
 
     def sample(self, batch_size: int) -> dqnbench.Batch:
         return self.inner.sample(batch_size)._replace(obs=self.inner.sample(batch_size).obs.double())
@@ -309,7 +310,7 @@ def test_check_reports_each_broken_component_naming_its_distribution(broken_prob
         ("never_ready", "replay", "has no add"),
         ("drops_items", "executor", "expected each of [-1, 2, -3] once"),
         ("box_actions", "env", "DQN needs Discrete actions"),
-        ("float64_env", "env", "observation is float64 (4,), expected a NumPy float32 (4,)"),
+        ("float64_env", "env", "gave observations float64 (4,), expected a NumPy float32 (4,)"),
         ("next_step_vector", "env", "the loop needs AutoresetMode.SAME_STEP"),
         ("mean_loss", "learner", "losses have shape (), expected (32,)"),
         ("detached_loss", "learner", "not differentiable"),
@@ -413,7 +414,7 @@ def test_components_are_probed_with_the_environments_observation_shape_and_dtype
     assert check_components(registry, env_id=pixels_id) == []  # uint8 frames through networks, replays, learners
 
 
-@pytest.mark.skipif(not importlib.util.find_spec("ale_py"), reason="needs ale-py")
+@needs("ale_py")
 def test_atari_frames_check_the_learners_on_a_conv_net_not_the_mlp(registry):
     """``--check --env ALE/Pong-v5`` once stopped at the learner check: its probe net was the mlp, which refuses
     28,224 inputs. Learners are now checked on nature_cnn there; every built-in passes."""
@@ -451,13 +452,10 @@ def test_the_default_check_covers_every_kind_a_grid_names():
 
 
 def test_a_lockstep_replay_is_checked_with_rows_of_members(monkeypatch):
-    def single_run_members(members, capacity, obs_dim, gamma):  # ignores members: add() gets rows it cannot store
+    def flat(capacity, obs_dim, gamma, members=None):  # ignores members: add() gets rows it cannot store
         return uniform(capacity, obs_dim, gamma)
 
-    def flat(capacity, obs_dim, gamma):
-        return uniform(capacity, obs_dim, gamma)
-
-    flat.lockstep = single_run_members
+    flat.supports_members = True
     plugin = types.SimpleNamespace(__name__="flat", dqnbench_replays=dqnbench.hookimpl(lambda: {"flat": flat}))
     plugin.dqnbench_replays.__name__ = "dqnbench_replays"
     registry = installed(monkeypatch, FakeEntryPoint("flat", plugin, "dqnbench-flat", "1.0"))
@@ -491,7 +489,6 @@ def test_problem_reads_as_one_line():
 
 def test_the_listing_says_which_components_need_a_package_that_is_missing(monkeypatch):
     """``plugins`` lists ray, atari and minatar always; where their package is missing, with the pip command."""
-    import importlib.util
 
     from dqnbench.devtools.diagnostics import describe_plugins, to_text
     from dqnbench.plugin.registry import load_registry

@@ -1,4 +1,6 @@
-"""The ``dqn`` learner: its hand-derived MLP gradients equal autograd's, for one run and for stacked members."""
+"""The learn step's manual path (a network's hand-derived gradients under the learner's autograd loss) equals
+autograd through the whole network: every built-in network that offers it, one run and stacked members, fused
+members' optimizers, whole runs; and who takes it."""
 
 from __future__ import annotations
 
@@ -7,21 +9,40 @@ import copy
 import pytest
 import torch
 
-from dqnbench.agent.learning import autograd_backward
-from dqnbench.agent.nets import QNetworks
-from dqnbench.builtin.learners import DQNLearner, dqn, hand_derivable
+from dqnbench.agent import learning
+from dqnbench.agent.learning import (
+    AUTOGRAD,
+    HAND_DERIVED,
+    LearnerBase,
+    autograd_backward,
+    learn_path,
+    offers_manual_path,
+    takes_manual_path,
+)
+from dqnbench.agent.nets import QNetworks, VmapStack
+from dqnbench.builtin.dueling import DuelingNetwork, dueling
+from dqnbench.builtin.learners import dqn
+from dqnbench.builtin.member_optimizers import MemberAdam
 from dqnbench.builtin.networks import MLP, mlp
+from dqnbench.builtin.noisy import noisy
 from dqnbench.builtin.optimizers import make_adam
 from dqnbench.plugin.batch import Batch
+from dqnbench.plugin.contracts import LearnerLoss
 from dqnbench.plugin.obs import ObsSpec
 
-#: the shapes and learner settings every hand-derived step is checked against autograd with
-HIDDEN = pytest.mark.parametrize("hidden", [[10], [32, 16], []])
+#: the built-in networks that offer the manual path, small
+NETWORKS = {
+    "mlp": lambda obs, n, outputs, hidden: mlp(obs, n, hidden=list(hidden), outputs=outputs),
+    "dueling": lambda obs, n, outputs, hidden: dueling(obs, n, hidden=list(hidden), stream_hidden=8, outputs=outputs),
+    "noisy": lambda obs, n, outputs, hidden: noisy(obs, n, hidden=list(hidden), outputs=outputs),
+    "noisy-dueling": lambda obs, n, outputs, hidden: noisy(obs, n, hidden=list(hidden), outputs=outputs, dueling=True),
+}
 SETTINGS = pytest.mark.parametrize(
     "loss, double, max_grad_norm",
     [("mse", False, 0.0), ("huber", True, 0.0), ("mse", False, 0.5)],
     ids=["mse", "huber-double", "clipped"],
 )
+MEMBERS = pytest.mark.parametrize("members", [None, 3], ids=["single", "stacked"])
 
 
 def random_batch(lead: tuple[int, ...], obs_dim: int, n_actions: int, gamma: float = 0.9) -> Batch:
@@ -37,9 +58,12 @@ def random_batch(lead: tuple[int, ...], obs_dim: int, n_actions: int, gamma: flo
     )
 
 
-def gradient_step(backward, nets: QNetworks, optimizer, batch: Batch, max_grad_norm: float):
-    """The loop's gradient step (``Agent.gradient_step``) with a chosen backward (which sets the gradients)."""
+def gradient_step(backward, nets: QNetworks, optimizer, batch: Batch, max_grad_norm: float, seen=None):
+    """The loop's gradient step (``Agent.gradient_step``) with a chosen backward (which sets the gradients);
+    ``seen`` gets a copy of the gradients backward set."""
     losses, priorities = backward(nets, batch)
+    if seen is not None:
+        seen[:] = [p.grad.clone() for p in nets.params]
     if max_grad_norm > 0:
         nets.clip_grad_norm(max_grad_norm)
     optimizer.step()
@@ -47,71 +71,194 @@ def gradient_step(backward, nets: QNetworks, optimizer, batch: Batch, max_grad_n
 
 
 def twin_nets(
-    members: int | None, hidden=(16,), outputs: int = 1, obs_dim: int = 5, n_actions: int = 3
+    members: int | None, hidden=(16,), outputs: int = 1, obs_dim: int = 5, n_actions: int = 3, network: str = "mlp"
 ) -> tuple[QNetworks, QNetworks]:
     torch.manual_seed(0)
-    modules = [mlp(obs_dim, n_actions, hidden=list(hidden), outputs=outputs) for _ in range(members or 1)]
+    build = NETWORKS[network]
+    modules = [build(obs_dim, n_actions, outputs, hidden) for _ in range(members or 1)]
     nets = QNetworks.of(modules, ObsSpec(obs_dim), torch.device("cpu"), stacked=members is not None)
     for value in nets.target.parameters():  # online and target nets differ
         value.data.add_(0.05 * torch.randn_like(value))
     return nets, copy.deepcopy(nets)
 
 
-def assert_hand_derived_matches_autograd(learner, members, hidden=(16,), max_grad_norm=0.0, steps=5, atol=1e-6):
-    """Steps of the learner's own ``backward`` and of autograd on its ``loss`` give the same losses,
-    priorities and parameters (through the loop's gradient step, Adam included)."""
-    by_hand, by_autograd = twin_nets(members, hidden, learner.outputs)
-    assert hand_derivable(by_hand.online, learner.outputs)
-    hand_opt, auto_opt = make_adam(by_hand.params, 0.01), make_adam(by_autograd.params, 0.01)
+def seeded(backward, seed: int):
+    """``backward`` with torch's RNG at ``seed``: both paths draw the same noise (noisy nets, iqn's levels)."""
+
+    def call(nets, batch):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return backward(nets, batch)
+
+    return call
+
+
+def assert_manual_path_matches_autograd(
+    learner, members, hidden=(16,), max_grad_norm=0.0, steps=5, atol=1e-6, network="mlp", optimizer=None
+):
+    """Steps of the learner's ``backward`` (the network's manual path) and of autograd on its ``loss`` give the same
+    gradients, losses and priorities, and parameters within float tolerance (the paths round differently, and Adam
+    magnifies that on gradients near 0), through the loop's gradient step, the optimizer included."""
+    manual, auto = twin_nets(members, hidden, learner.outputs, network=network)
+    assert takes_manual_path(learner, manual) and learn_path(learner, manual) == HAND_DERIVED
+    make = optimizer or (lambda params: make_adam(params, 0.01))
+    manual_opt, auto_opt = make(manual.params), make(auto.params)
     lead = (16,) if members is None else (members, 16)
-    for _ in range(steps):
+    got_grads, want_grads = [], []
+    for step in range(steps):
         batch = random_batch(lead, 5, 3)
-        hand = gradient_step(learner.backward, by_hand, hand_opt, batch, max_grad_norm)
-        auto = gradient_step(lambda n, b: autograd_backward(learner, n, b), by_autograd, auto_opt, batch, max_grad_norm)
-        assert hand[0].shape == lead[:-1] and hand[1].shape == lead
-        torch.testing.assert_close(hand[0], auto[0], rtol=1e-5, atol=atol)
-        torch.testing.assert_close(hand[1], auto[1], rtol=1e-5, atol=max(atol, 1e-5))
-    for a, b in zip(by_hand.params, by_autograd.params):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=max(atol, 1e-6))
+        got = gradient_step(seeded(learner.backward, step), manual, manual_opt, batch, max_grad_norm, got_grads)
+        want = gradient_step(
+            seeded(lambda n, b: autograd_backward(learner, n, b), step),
+            auto,
+            auto_opt,
+            batch,
+            max_grad_norm,
+            want_grads,
+        )
+        for a, b in zip(got_grads, want_grads):  # the same parameters at step 0, after that within rounding
+            torch.testing.assert_close(a, b, rtol=1e-5 if step == 0 else 1e-3, atol=1e-6 if step == 0 else 1e-5)
+        assert got[0].shape == lead[:-1] and got[1].shape == lead
+        torch.testing.assert_close(got[0], want[0], rtol=1e-5, atol=atol)
+        torch.testing.assert_close(got[1], want[1], rtol=1e-5, atol=max(atol, 1e-5))
+    for a, b in zip(manual.params, auto.params):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=max(atol, 3e-5))
 
 
-@HIDDEN
+@pytest.mark.parametrize("network", list(NETWORKS))
 @SETTINGS
-@pytest.mark.parametrize("members", [None, 3], ids=["single", "stacked"])
-def test_hand_derived_mlp_step_matches_autograd(hidden, loss, double, max_grad_norm, members):
+@MEMBERS
+def test_manual_path_matches_autograd(network, loss, double, max_grad_norm, members):
     learner = dqn(3, double=double, loss=loss)
-    assert_hand_derived_matches_autograd(learner, members, hidden, max_grad_norm)
+    assert_manual_path_matches_autograd(learner, members, (16,), max_grad_norm, network=network)
 
 
-def test_train_takes_the_hand_derived_path_for_the_builtin_mlp(write_grid, registry, monkeypatch):
+@pytest.mark.parametrize("hidden", [[10], [32, 16], []], ids=["10", "32-16", "linear"])
+@pytest.mark.parametrize("network", ["mlp", "dueling", "noisy-dueling"])
+@MEMBERS
+def test_manual_path_matches_autograd_at_every_depth(hidden, network, members):
+    assert_manual_path_matches_autograd(dqn(3, loss="huber"), members, hidden, network=network, steps=3)
+
+
+@pytest.mark.parametrize("network", list(NETWORKS))
+def test_fused_members_optimizers_take_the_manual_paths_gradients(network):
+    """A fused group's per-member Adam holds the gradients as views of one flat buffer: written in place."""
+
+    def member_adam(params):
+        return MemberAdam(params, lr=[0.01, 0.003, 0.02], betas=[(0.9, 0.999)] * 3, eps=[1e-8, 1e-6, 1e-8])
+
+    learner = dqn(3, loss="huber")
+    assert_manual_path_matches_autograd(learner, 3, max_grad_norm=0.5, network=network, optimizer=member_adam)
+
+
+class TwiceOnline(LearnerBase):
+    """DQN's loss plus a second reading of the online network with gradients (an auxiliary term)."""
+
+    loss_on_outputs = True
+
+    def __init__(self) -> None:
+        self.rule = dqn(3)
+
+    def loss(self, nets, batch: Batch) -> LearnerLoss:
+        losses, priorities = self.rule.loss(nets, batch)
+        return LearnerLoss(losses + 0.1 * nets.online(batch.next_obs).square().mean(dim=-1), priorities)
+
+
+@pytest.mark.parametrize("network", ["mlp", "noisy"])
+@MEMBERS
+def test_a_loss_that_reads_the_online_network_twice_gets_both_gradients(network, members):
+    assert_manual_path_matches_autograd(TwiceOnline(), members, network=network, steps=3)
+
+
+def test_without_autograds_engine_entry_the_wrapper_gives_the_same_gradients(monkeypatch):
+    monkeypatch.setattr(learning, "_ENGINE", None)
+    assert_manual_path_matches_autograd(dqn(3, double=True), 3, network="dueling", steps=2)
+
+
+def test_train_takes_the_manual_path_of_every_network_that_offers_it(write_grid, registry, monkeypatch):
+    from dqnbench.agent.loop import train
+    from dqnbench.builtin.noisy import NoisyNetwork
+    from dqnbench.config.grid import load_grid
+    from dqnbench.run.runner import bind_components, choose
+
+    for cls, name in ((MLP, "mlp"), (DuelingNetwork, "dueling"), (NoisyNetwork, "noisy")):
+        calls: list[int] = []
+        original = cls.manual_backward
+        monkeypatch.setattr(cls, "manual_backward", lambda self, *a, f=original, c=calls: c.append(1) or f(self, *a))
+        grid = write_grid(f'[network]\nname = "{name}"\n', steps=150)
+        grid.write_text(grid.read_text().replace("[network]\nhidden = [16]\n", "", 1))
+        spec = load_grid(grid, registry).runs[0]
+        log = train(spec.config, spec.seed, bind_components(spec.config, choose(spec.config, registry)))
+        learned = int((~torch.isnan(torch.from_numpy(log.loss))).sum())
+        assert learned > 0 and len(calls) == learned, name
+        assert log.learn_path == HAND_DERIVED
+
+
+@pytest.mark.parametrize("network", ["mlp", "dueling", "noisy"])
+def test_a_whole_run_on_the_manual_path_matches_autograd(write_grid, registry, monkeypatch, network):
+    """Same losses and weights within float tolerance over a short run (the paths round differently)."""
     from dqnbench.agent.loop import train
     from dqnbench.config.grid import load_grid
     from dqnbench.run.runner import bind_components, choose
 
-    calls = []
-    original = DQNLearner.mlp_backward
-    monkeypatch.setattr(DQNLearner, "mlp_backward", lambda self, *a: calls.append(1) or original(self, *a))
-    spec = load_grid(write_grid(steps=150), registry).runs[0]
-    log = train(spec.config, spec.seed, bind_components(spec.config, choose(spec.config, registry)))
-    learned = int((~torch.isnan(torch.from_numpy(log.loss))).sum())
-    assert learned > 0 and len(calls) == learned
+    grid = write_grid(f'[network]\nname = "{network}"\nhidden = [16]\n', steps=160)
+    grid.write_text(grid.read_text().replace("[network]\nhidden = [16]\n", "", 1))
+    spec = load_grid(grid, registry).runs[0]
+
+    def run():
+        return train(spec.config, spec.seed, bind_components(spec.config, choose(spec.config, registry)))
+
+    manual = run()
+    monkeypatch.setattr(learning, "offers_manual_path", lambda network: False)
+    auto = run()
+    assert (manual.learn_path, auto.learn_path) == (HAND_DERIVED, AUTOGRAD)
+    learned = ~torch.isnan(torch.from_numpy(manual.loss))
+    assert int(learned.sum()) > 40
+    torch.testing.assert_close(torch.from_numpy(manual.loss), torch.from_numpy(auto.loss), rtol=1e-3, atol=1e-5,
+                               equal_nan=True)  # fmt: skip
+    assert (manual.reward == auto.reward).all() and (manual.episode == auto.episode).all()
+    for name, value in manual.weights.items():
+        torch.testing.assert_close(value, auto.weights[name], rtol=1e-3, atol=1e-5)
 
 
-def test_only_the_mlps_own_math_is_derived_by_hand():
-    """A subclass with another forward, a distributional head or image inputs learn through autograd."""
+def test_only_a_networks_own_math_takes_its_manual_path():
+    """A subclass with another forward (or features split) learns through autograd; distributional heads, image
+    inputs and renamed subclasses keep the manual path."""
 
     class Scaled(MLP):
         def forward(self, obs: torch.Tensor) -> torch.Tensor:
             return 2.0 * super().forward(obs)
 
-    class Renamed(MLP):  # same forward: the hand-derived step stays valid
+    class Renamed(MLP):  # same math: the manual path stays valid
         pass
 
-    assert hand_derivable(Renamed(4, 2, (8,)))
-    assert not hand_derivable(Scaled(4, 2, (8,)))
-    assert not hand_derivable(mlp(4, 2, outputs=51))
-    assert not hand_derivable(mlp(ObsSpec((4, 10, 10), "bool"), 2))
-    assert not hand_derivable(torch.nn.Sequential(torch.nn.Linear(4, 2)))
+    class OtherHead(DuelingNetwork):
+        def from_features(self, features: torch.Tensor) -> torch.Tensor:
+            return super().from_features(features).neg()
+
+    assert offers_manual_path(Renamed(4, 2, (8,)))
+    assert offers_manual_path(mlp(4, 2, outputs=51))
+    assert offers_manual_path(mlp(ObsSpec((4, 10, 10), "bool"), 2))
+    assert offers_manual_path(dueling(4, 2)) and offers_manual_path(noisy(4, 2, dueling=True))
+    assert not offers_manual_path(Scaled(4, 2, (8,)))
+    assert not offers_manual_path(OtherHead(4, 2))
+    assert not offers_manual_path(torch.nn.Sequential(torch.nn.Linear(4, 2)))
+    assert not offers_manual_path(VmapStack([mlp(4, 2), mlp(4, 2)]))
+
+
+def test_only_a_learner_whose_loss_reads_outputs_only_takes_it():
+    """A plugin learner takes the manual path when it says its loss reads the networks only through their outputs."""
+
+    class Plain(LearnerBase):
+        def loss(self, nets, batch):
+            return dqn(3).loss(nets, batch)
+
+    nets, _ = twin_nets(None)
+    assert not takes_manual_path(Plain(), nets) and learn_path(Plain(), nets) == AUTOGRAD
+    opted = Plain()
+    opted.loss_on_outputs = True
+    assert learn_path(opted, nets) == HAND_DERIVED
+    assert_manual_path_matches_autograd(opted, None, steps=2)
 
 
 def test_a_subclass_with_its_own_forward_gets_autograd_gradients():
@@ -123,6 +270,7 @@ def test_a_subclass_with_its_own_forward_gets_autograd_gradients():
     nets = QNetworks(Scaled(4, 2, (8,)))
     reference = copy.deepcopy(nets)
     learner = dqn(2)
+    assert learn_path(learner, nets) == AUTOGRAD
     batch = random_batch((16,), 4, 2)
     losses, _ = gradient_step(learner.backward, nets, make_adam(nets.params, 0.01), batch, 0.0)
     expected, _ = gradient_step(

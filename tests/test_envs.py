@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import types
 
@@ -15,6 +14,7 @@ from dqnbench.agent.envs import env_spaces, learning_reward, make_envs, terminal
 from dqnbench.builtin import envs as builtin_envs
 from dqnbench.errors import GridError
 from dqnbench.run.runner import prepare
+from tests.extras import needs, require
 
 MINATAR_GRID = """
 [experiment]
@@ -39,7 +39,7 @@ capacity = 500
 
 def test_gymnasium_keeps_box_observations_as_they_are_and_casts_only_float64():
     assert env_spaces(builtin_envs.gymnasium("CartPole-v1"), "CartPole-v1")[0].shape == (4,)
-    pytest.importorskip("minatar")
+    require("minatar")
     obs, n_actions = env_spaces(builtin_envs.gymnasium("MinAtar/Breakout-v1"), "MinAtar/Breakout-v1")
     assert (obs.shape, obs.dtype, int(obs), n_actions) == ((10, 10, 4), np.dtype(bool), 400, 3)
     env = builtin_envs.gymnasium("FrozenLake-v1")  # Discrete observations: flattened one-hot float32
@@ -48,7 +48,7 @@ def test_gymnasium_keeps_box_observations_as_they_are_and_casts_only_float64():
 
 
 def test_ale_frames_stay_uint8():
-    pytest.importorskip("ale_py")
+    require("ale_py")
     env = builtin_envs.gymnasium("ALE/Pong-v5")
     obs, _ = env.reset(seed=0)
     assert obs.dtype == np.uint8 and obs.shape == (210, 160, 3)
@@ -86,7 +86,7 @@ def test_minatar_ids_run_in_local_worker_processes(tmp_path, lockstep):
 
     One lock-step group of both seeds (pinned: on 2 workers the cell would split into two plain runs).
     """
-    pytest.importorskip("minatar")
+    require("minatar")
     grid = tmp_path / "g.toml"
     grid.write_text(MINATAR_GRID.replace("eval_episodes = 1", "eval_episodes = 1\nlockstep_group = 2"))
     res = dqnbench.run_grid(
@@ -180,7 +180,7 @@ def test_vector_envs_of_a_component_without_a_native_one_autoreset_in_the_same_s
     assert finished >= 2
 
 
-@pytest.mark.skipif(not importlib.util.find_spec("minatar"), reason="needs MinAtar")
+@needs("minatar")
 def test_a_plugin_env_gets_minatar_ids_without_registering_them_itself(tmp_path):
     """DESIGN.md: installed packages' ids need no registration code — for plugin env components too.
 

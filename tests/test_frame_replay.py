@@ -5,8 +5,7 @@ than the ring), with gymnasium's two stack paddings and an arbitrary one, ending
 by termination or truncation, are fed to the frame storage and to the plain
 row storage; every live slot must read back the same, after every add. The
 built-in buffers over frame storage are then checked against the record of
-every transition added, single-run (the v1 ``add``, no truncation flag) and
-lock-step.
+every transition added, single-run (rows of one) and lock-step.
 """
 
 from __future__ import annotations
@@ -17,20 +16,21 @@ import pytest
 import torch
 from gymnasium.wrappers import FrameStackObservation
 
+import dqnbench
 from dqnbench.builtin import replay_memory
 from dqnbench.builtin.frames import FrameStorage
 from dqnbench.builtin.nstep import nstep
 from dqnbench.builtin.prioritized import prioritized
 from dqnbench.builtin.replay_memory import (
     available_memory_bytes,
-    builtin_replay_bytes,
     initial_reset_slots,
     replay_bytes,
     stores_frames,
 )
 from dqnbench.builtin.replays import RingStorage, uniform
-from dqnbench.errors import DqnbenchError
+from dqnbench.errors import DqnbenchError, GridError
 from dqnbench.plugin.obs import ObsSpec
+from dqnbench.run.runner import prepare
 
 GAMMA = 0.5
 MEMBERS = 3
@@ -83,7 +83,7 @@ class Episodes:
 
 
 def stream(spec: ObsSpec, members: int | None, steps: int, seed: int, max_length: int, pads=("zero", "reset", "other")):
-    """``steps`` rows ``(obs, action, reward, next_obs, terminated, truncated)``: K members', or one unstacked."""
+    """``steps`` rows ``(obs, action, reward, next_obs, terminated, truncated)``: K members', or a single run's one."""
     rng = np.random.default_rng(seed)
     runs = [Episodes(spec, rng, max_length, pads) for _ in range(members or 1)]
     for _ in range(steps):
@@ -93,15 +93,12 @@ def stream(spec: ObsSpec, members: int | None, steps: int, seed: int, max_length
         truncated = np.array([r[3] for r in rows])
         actions = rng.integers(0, 6, size=len(runs))
         rewards = rng.normal(size=len(runs)).astype(np.float32)
-        if members is None:
-            yield obs[0], int(actions[0]), float(rewards[0]), next_obs[0], bool(terminated[0]), bool(truncated[0])
-        else:
-            yield obs, actions, rewards, next_obs, terminated, truncated
+        yield obs, actions, rewards, next_obs, terminated, truncated
 
 
 def live_slots(storage, members: int | None) -> np.ndarray:
     slots = (storage.oldest + np.arange(storage.size)) % storage.capacity
-    return slots if members is None else np.broadcast_to(slots, (members, storage.size))
+    return np.broadcast_to(slots, (members or 1, storage.size))
 
 
 @pytest.mark.parametrize("members", [None, MEMBERS], ids=["single", "lockstep"])
@@ -113,7 +110,7 @@ def test_frame_storage_reads_back_what_the_plain_storage_holds(spec_name: str, c
     frames = FrameStorage(capacity, spec, members, done=True)
     plain = RingStorage(capacity, spec, members, done=True)
     for obs, action, reward, next_obs, terminated, truncated in stream(spec, members, 150, seed=capacity, max_length=7):
-        # a single run's add gets no truncation flag (the v1 add): the frame storage must infer it
+        # without a truncation flag (the single run's v1 add of old), the frame storage infers it
         frames.add(obs, action, reward, next_obs, terminated, None if members is None else truncated)
         plain.add(obs, action, reward, next_obs, terminated, truncated)
         slots = live_slots(plain, members)
@@ -123,8 +120,8 @@ def test_frame_storage_reads_back_what_the_plain_storage_holds(spec_name: str, c
         for name in ("actions", "rewards", "terminated"):
             np.testing.assert_array_equal(frames.take(name, flat).numpy(), plain.take(name, flat).numpy(), name)
         done, expected = frames.take("done", flat).numpy(), plain.take("done", flat).numpy()
-        if members is None:  # a truncation is known when the next episode's first obs arrives
-            done, expected = done[:-1], expected[:-1]
+        if members is None:  # an inferred truncation is known when the next episode's first obs arrives
+            done, expected = done[..., :-1], expected[..., :-1]
         np.testing.assert_array_equal(done, expected)
     assert frames.count == 150 and frames.size == min(150, capacity)
 
@@ -156,9 +153,9 @@ def test_gymnasium_paddings_keep_one_frame_per_episode() -> None:
 def test_stacks_that_do_not_slide_are_refused() -> None:
     spec = SPECS["stack4-uint8"]
     frames = FrameStorage(10, spec)
-    obs = np.arange(24, dtype=np.uint8).reshape(spec.shape)
+    obs = np.arange(24, dtype=np.uint8).reshape(1, *spec.shape)
     with pytest.raises(DqnbenchError, match="slide by one frame"):
-        frames.add(obs, 0, 0.0, obs + 1, False)
+        frames.add(obs, np.zeros(1), np.zeros(1), obs + 1, np.zeros(1, bool))
 
 
 def test_images_use_frame_storage_and_vectors_rows() -> None:
@@ -198,20 +195,11 @@ def test_buffers_sample_exactly_what_was_added(name: str, members) -> None:
     torch.manual_seed(0)
     spec, capacity = SPECS["stack4-uint8"], 30
     factory, params = BUFFERS[name]
-    buffer = (
-        factory(capacity, spec, GAMMA, **params)
-        if members is None
-        else factory.lockstep(members, capacity, spec, GAMMA, **params)
-    )
+    buffer = factory(capacity, spec, GAMMA, members=members, **params)
     rows = members or 1
     record = []
     for row in stream(spec, members, 140, seed=5, max_length=8):
-        if members is None:
-            buffer.add(*row[:5])  # the v1 add, as the loop's single run calls it
-            obs, action, reward, next_obs, terminated, truncated = row
-            row = (obs[None], np.array([action]), np.array([reward]), next_obs[None], [terminated], [truncated])
-        else:
-            buffer.add(*row)
+        buffer.add(*row)
         record.append(row)
         if len(record) < 40 or len(record) % 10:
             continue
@@ -250,13 +238,8 @@ def test_buffers_sample_exactly_what_was_added(name: str, members) -> None:
 @pytest.mark.parametrize("name", BUFFERS)
 def test_replay_bytes_are_what_a_built_replay_holds(name: str, spec: ObsSpec, members) -> None:
     factory, params = BUFFERS[name]
-    buffer = (
-        factory(1000, spec, GAMMA, **params)
-        if members is None
-        else factory.lockstep(members, 1000, spec, GAMMA, **params)
-    )
-    registered = "nstep" if name.startswith("nstep") else name
-    assert buffer.nbytes() == builtin_replay_bytes(registered, params, 1000, spec, members)
+    buffer = factory(1000, spec, GAMMA, members=members, **params)
+    assert buffer.nbytes() == factory.memory_bytes(1000, spec, members, **params)
 
 
 @pytest.mark.parametrize("members", [None, 8], ids=["single", "lockstep"])
@@ -274,7 +257,7 @@ def test_a_replay_that_does_not_fit_is_refused_before_allocating(monkeypatch: py
     with pytest.raises(DqnbenchError, match=r"needs 6\.6 GiB .*only 1\.0 GiB.*lower replay\.capacity"):
         uniform(10**6, ATARI, GAMMA)
     with pytest.raises(DqnbenchError, match="lock-step members"):
-        nstep.lockstep(4, 10**6 // 4, ATARI, GAMMA, prioritized=True)
+        nstep(10**6 // 4, ATARI, GAMMA, prioritized=True, members=4)
     assert len(uniform(100_000, ATARI, GAMMA)) == 0  # 0.7 GB fits
     monkeypatch.setattr(replay_memory, "available_memory_bytes", lambda: None)  # unknown: nothing refused
     uniform(10**6, ATARI, GAMMA)
@@ -316,11 +299,40 @@ def test_gymnasium_frame_stacks_round_trip(padding: str) -> None:
     obs, _ = env.reset(seed=0)
     for t in range(60):
         next_obs, reward, terminated, truncated, _ = env.step(t % 2)
-        frames.add(obs, t % 2, reward, next_obs, terminated)  # the v1 add: truncation inferred
-        plain.add(obs, t % 2, reward, next_obs, terminated, truncated)
+        row = obs[None], np.array([t % 2]), np.array([reward]), next_obs[None], np.array([terminated])
+        frames.add(*row)  # no truncation flag: inferred
+        plain.add(*row, np.array([truncated]))
         obs = env.reset()[0] if terminated or truncated else next_obs
     slots = live_slots(plain, None)
-    np.testing.assert_array_equal(frames.obs_at(slots).numpy(), plain.take("obs", slots).numpy())
-    np.testing.assert_array_equal(frames.next_obs_at(slots).numpy(), plain.take("next_obs", slots).numpy())
-    np.testing.assert_array_equal(frames.take("done", slots[:-1]).numpy(), plain.take("done", slots[:-1]).numpy())
+    flat, before_newest = plain.flat(slots), plain.flat(slots[:, :-1])
+    np.testing.assert_array_equal(frames.obs_at(slots).numpy(), plain.take("obs", flat).numpy())
+    np.testing.assert_array_equal(frames.next_obs_at(slots).numpy(), plain.take("next_obs", flat).numpy())
+    np.testing.assert_array_equal(frames.take("done", before_newest).numpy(), plain.take("done", before_newest).numpy())
     assert not frames.reset_whole  # both paddings recognised: one frame per episode
+
+
+class HugeReplays:
+    """A plugin replay that says it needs a terabyte (its ``memory_bytes``), and one that says nothing."""
+
+    @dqnbench.hookimpl
+    def dqnbench_replays(self):
+        def huge(capacity, obs_dim, gamma):
+            return uniform(capacity, obs_dim, gamma)
+
+        def silent(capacity, obs_dim, gamma):
+            return uniform(capacity, obs_dim, gamma)
+
+        huge.memory_bytes = lambda capacity, obs_dim, members=None, **params: 1 << 40
+        return {"huge": huge, "silent": silent}
+
+
+@pytest.mark.parametrize(("name", "refused"), [("huge", True), ("silent", False)])
+def test_the_pre_flight_asks_a_plugin_replay_for_its_memory_need(tmp_path, name, refused) -> None:
+    grid = tmp_path / "g.toml"
+    grid.write_text(f'[experiment]\nname = "m"\ntotal_steps = 50\nseeds = 1\n[replay]\nname = "{name}"\n')
+    if not refused:
+        prepare(grid, plugins=(HugeReplays(),), load_entrypoints=False)
+        return
+    with pytest.raises(GridError) as caught:
+        prepare(grid, plugins=(HugeReplays(),), load_entrypoints=False)
+    assert caught.value.key == "replay.capacity" and "needs 1024.0 GiB" in str(caught.value)

@@ -50,7 +50,7 @@ def test_variants_are_named_cells_crossed_with_the_axes_in_grid_order(registry):
 def test_an_axis_of_a_components_params_crossed_with_its_name_axis_runs_the_other_components_once(
     registry, grid, labels
 ):
-    """README: any dotted key can be an axis, ``[<kind>.<name>]`` params apply only where that component is chosen.
+    """docs/grids.md: any dotted key is an axis, ``[<kind>.<name>]`` params apply only where that component is chosen.
 
     Crossed with the name axis, the other components' cells differ only in a value
     they never read: one cell each, labelled without that axis (it once was the

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 
@@ -16,9 +15,10 @@ from dqnbench.builtin.atari import atari
 from dqnbench.builtin.minatar_env import minatar
 from dqnbench.cli import main
 from dqnbench.errors import DqnbenchError
+from tests.extras import needs
 
-needs_ale = pytest.mark.skipif(not importlib.util.find_spec("ale_py"), reason="needs ale-py")
-needs_minatar = pytest.mark.skipif(not importlib.util.find_spec("minatar"), reason="needs MinAtar")
+needs_ale = needs("ale_py")
+needs_minatar = needs("minatar")
 
 #: small Atari settings that keep a test to a few hundred milliseconds: a 10-step episode cap
 SHORT = {"max_frames": 40, "noop_max": 0}

@@ -104,7 +104,7 @@ def test_v1_agent_keys_are_the_dqn_learners_params_and_the_learner_table_wins(wr
         (
             '[learner]\nname = "c52"\n',
             "learner.name",
-            'unknown learner "c52" (allowed: c51, dqn, munchausen, qr_dqn; did you mean "c51"?)',
+            'unknown learner "c52" (allowed: c51, dqn, iqn, munchausen, qr_dqn; did you mean "c51"?)',
         ),
         ('[optimizer]\nname = "adma"\n', "optimizer.name", 'did you mean "adam"?'),
         ('[env]\nname = "gymnasim"\n', "env.name", "allowed: atari, auto, gymnasium, minatar"),
@@ -177,6 +177,7 @@ def test_the_learners_own_priorities_reach_a_prioritized_replay(write_grid, tmp_
         )
         return buffer
 
+    spying.supports_members = True  # takes rows, as the built-in it wraps (members= arrives in params)
     plugins = [LEARNER_PLUGIN, plugin("spy_replay", dqnbench_replays=lambda: {"spying": spying})]
     grid = write_grid('[learner]\nname = "mean_of_outputs"\npriority = 5.0\n[replay]\nname = "spying"\n', seeds=1)
     res = run(grid, tmp_path / "out", plugins)

@@ -9,6 +9,7 @@ import pytest
 
 import dqnbench
 from dqnbench.analysis.stats import iqm
+from tests.extras import require
 
 RANDOM_POLICY_RETURN = 22.0  # CartPole-v1's mean return under uniformly random actions
 
@@ -105,7 +106,7 @@ def test_minatar_dqn_example_learns_breakout(tmp_path):
 
     Measured here: 1.85–3.2 after 20k steps (the paper's DQN goes on to about 10–15 over millions of frames).
     """
-    pytest.importorskip("minatar")
+    require("minatar")
     from pathlib import Path
 
     example = Path(__file__).resolve().parents[1] / "examples" / "minatar-dqn.toml"

@@ -161,12 +161,12 @@ def test_a_killed_group_fails_alone_and_its_rerun_resumes_from_its_own_checkpoin
     counter = {"steps": 0, "kill": 650}
     original = loop.Agent.step
 
-    def step(self, envs, obs, step, clock=loop._no_clock):
+    def step(self, envs, obs, step, *args):
         if counter["kill"] is not None and step >= counter["kill"]:
             counter["kill"] = None  # one kill: the first group's
             raise Killed
         counter["steps"] += 1
-        return original(self, envs, obs, step, clock)
+        return original(self, envs, obs, step, *args)
 
     monkeypatch.setattr(loop.Agent, "step", step)
     out = tmp_path / "out"

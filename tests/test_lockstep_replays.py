@@ -27,9 +27,9 @@ FIELDS = {  # Batch field → (dtype, shape given K, B, obs_dim)
 }
 
 BUFFERS = {
-    "prioritized": lambda k, cap, gamma, **kw: prioritized.lockstep(k, cap, 2, gamma, **kw),
-    "nstep": lambda k, cap, gamma, **kw: nstep.lockstep(k, cap, 2, gamma, n=3, **kw),
-    "nstep-prioritized": lambda k, cap, gamma, **kw: nstep.lockstep(k, cap, 2, gamma, n=3, prioritized=True, **kw),
+    "prioritized": lambda k, cap, gamma, **kw: prioritized(cap, 2, gamma, members=k, **kw),
+    "nstep": lambda k, cap, gamma, **kw: nstep(cap, 2, gamma, n=3, members=k, **kw),
+    "nstep-prioritized": lambda k, cap, gamma, **kw: nstep(cap, 2, gamma, n=3, prioritized=True, members=k, **kw),
 }
 
 
@@ -172,11 +172,11 @@ def test_member_tree_update_last_duplicate_wins() -> None:
 
 def test_one_member_draws_exactly_what_the_single_run_buffer_draws() -> None:
     """K = 1 consumes NumPy's RNG as the single-run buffer does: same seed, same indices and weights."""
-    single, lock = prioritized(16, 2, 0.9, total_steps=50), prioritized.lockstep(1, 16, 2, 0.9, total_steps=50)
+    single, lock = prioritized(16, 2, 0.9, total_steps=50), prioritized(16, 2, 0.9, total_steps=50, members=1)
     for t in range(30):
-        obs, next_obs = np.array([0.0, t], np.float32), np.array([0.0, t + 1], np.float32)
-        single.add(obs, 0, 1.0, next_obs, t % 5 == 4)
-        lock.add(obs[None], np.array([0]), np.array([1.0]), next_obs[None], np.array([t % 5 == 4]), np.array([False]))
+        obs, next_obs = np.array([[0.0, t]], np.float32), np.array([[0.0, t + 1]], np.float32)
+        for buffer in (single, lock):  # the same row of one: only the sampled shapes differ
+            buffer.add(obs, np.array([0]), np.array([1.0]), next_obs, np.array([t % 5 == 4]), np.array([False]))
         if t >= 8:
             np.random.seed(t)
             a = single.sample(8)
@@ -193,12 +193,13 @@ def test_one_member_draws_exactly_what_the_single_run_buffer_draws() -> None:
 def test_members_keep_their_own_priorities_like_independent_buffers() -> None:
     """Member k fed the stream and TD errors of single-run buffer k ends with the same tree (wrap-around too)."""
     members, capacity = 3, 10
-    lock = prioritized.lockstep(members, capacity, 2, 0.9, alpha=0.7)
+    lock = prioritized(capacity, 2, 0.9, alpha=0.7, members=members)
     singles = [prioritized(capacity, 2, 0.9, alpha=0.7) for _ in range(members)]
     for t in range(35):
         tagged_add(lock, t, members)
         for k, single in enumerate(singles):
-            single.add(np.array([k, t], np.float32), k, k + 1.0, np.array([k, t + 1], np.float32), False)
+            obs = np.array([[k, t]], np.float32)
+            single.add(obs, np.array([k]), np.array([k + 1.0]), obs + [0.0, 1.0], np.zeros(1, bool), np.zeros(1, bool))
         if t >= 4:
             batch = lock.sample(6)
             td = torch.randn(members, 6) * torch.tensor([[0.1], [1.0], [10.0]])
@@ -209,7 +210,7 @@ def test_members_keep_their_own_priorities_like_independent_buffers() -> None:
     for k, single in enumerate(singles):
         np.testing.assert_allclose(trees.leaves[k], single.sampler.tree.leaves, rtol=1e-12)
         assert lock.sampler.max_priority[k] == pytest.approx(single.sampler.max_priority)
-        np.testing.assert_array_equal(lock.storage.obs[:, k], single.storage.obs)
+        np.testing.assert_array_equal(lock.storage.obs[:, k], single.storage.obs[:, 0])
     assert_trees_consistent(trees)
 
 
@@ -217,7 +218,7 @@ def test_sampling_frequencies_per_member_match_priority_to_the_alpha() -> None:
     """P_k(i) = p_ki^α / Σ_i p_ki^α. 400 batches of 64 = 25 600 draws per member: standard error
     ≤ √(.25/25 600) ≈ 0.0031 per frequency, so the 0.015 absolute tolerance is > 4.5 σ."""
     members = 3
-    buffer = prioritized.lockstep(members, 8, 2, 0.99, alpha=0.6, eps=1e-6)
+    buffer = prioritized(8, 2, 0.99, alpha=0.6, eps=1e-6, members=members)
     for t in range(8):
         tagged_add(buffer, t, members)
     td = np.array([[0.1, 2.0, -0.5, 4.0, 1.0, -3.0, 0.05, 1.5], [5.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0], [1.0] * 8])
@@ -240,7 +241,7 @@ def test_weights_by_hand_normalised_per_member() -> None:
     member 2 (whose raw weights (4 · 1/4)^-β = 1 are below member 0's largest:
     normalising by the batch's overall max instead would scale them down).
     """
-    buffer = prioritized.lockstep(3, 10, 2, 0.99, alpha=1.0, beta=0.5, eps=0.5)
+    buffer = prioritized(10, 2, 0.99, alpha=1.0, beta=0.5, eps=0.5, members=3)
     for t in range(4):
         tagged_add(buffer, t, 3)
     td = torch.tensor([[0.5, -1.5, 3.5, 7.5], [7.5, 3.5, -1.5, 0.5], [2.5] * 4])
@@ -255,7 +256,7 @@ def test_weights_by_hand_normalised_per_member() -> None:
 
 
 def test_new_transitions_get_each_members_max_priority() -> None:
-    buffer = prioritized.lockstep(2, 10, 2, 0.99, alpha=1.0, eps=0.5)
+    buffer = prioritized(10, 2, 0.99, alpha=1.0, eps=0.5, members=2)
     for t in range(3):
         tagged_add(buffer, t, 2)
     np.testing.assert_array_equal(buffer.sampler.tree.leaves[:, :3], np.ones((2, 3)))
@@ -265,16 +266,16 @@ def test_new_transitions_get_each_members_max_priority() -> None:
 
 
 def test_beta_anneals_over_add_calls_like_the_single_buffer() -> None:
-    lock, single = prioritized.lockstep(2, 10, 2, 0.99, total_steps=8), prioritized(10, 2, 0.99, total_steps=8)
+    lock, single = prioritized(10, 2, 0.99, total_steps=8, members=2), prioritized(10, 2, 0.99, total_steps=8)
     for t in range(10):
         tagged_add(lock, t, 2)
-        single.add(np.zeros(2), 0, 0.0, np.zeros(2), False)
+        tagged_add(single, t, 1)
         assert lock.beta == pytest.approx(single.beta)
     assert lock.beta == pytest.approx(1.0)
 
 
 def test_tree_is_consistent_after_wrap_around() -> None:
-    buffer = prioritized.lockstep(3, 5, 2, 0.99, alpha=1.0, eps=1.0)
+    buffer = prioritized(5, 2, 0.99, alpha=1.0, eps=1.0, members=3)
     for t in range(5):
         tagged_add(buffer, t, 3)
     td = torch.tensor([[1.0, 2.0, 3.0, 4.0, 5.0], [0.0] * 5, [9.0, 0.0, 0.0, 0.0, 0.0]])
@@ -381,7 +382,7 @@ def nstep_rows(buffer) -> list[dict[float, tuple]]:
 
 @pytest.mark.parametrize("prioritized_", [False, True])
 def test_nstep_returns_and_discounts_by_hand_around_episode_ends(prioritized_: bool) -> None:
-    buffer = nstep.lockstep(2, 100, 2, 0.5, n=3, prioritized=prioritized_)
+    buffer = nstep(100, 2, 0.5, n=3, prioritized=prioritized_, members=2)
     for t in range(8):
         feed(buffer, STREAMS, t)
     # the newest n − 1 = 2 slots (steps 6, 7) are not sampleable yet, even where member 1's episode ended at 6
@@ -395,51 +396,55 @@ def test_nstep_returns_and_discounts_by_hand_around_episode_ends(prioritized_: b
     assert rows[0][200] == EXPECTED[0][200] and rows[1][33] == EXPECTED[1][33]
 
 
-def test_nstep_members_match_the_single_run_buffer_on_random_streams() -> None:
+def reference_nstep(rewards: np.ndarray, ends: np.ndarray, t: int, n: int, gamma: float) -> tuple:
+    """Step t's n-step transition by the definition: (return, last step taken, terminated, γ^k)."""
+    total, j = 0.0, 0
+    while True:
+        total += gamma**j * float(rewards[t + j])
+        if ends[t + j] or j == n - 1:
+            return total, t + j, ends[t + j] == "terminated", gamma ** (j + 1)
+        j += 1
+
+
+def test_nstep_members_and_single_runs_match_the_definition_on_random_streams() -> None:
     """Members fed random episodes (random terminations and truncations, members ending at different
-    steps) through a ring that wraps: every sampleable start equals the single-run buffer's stored
-    transition for it; what the single-run buffer holds beyond that lies in the newest n − 1 steps."""
+    steps) through a ring that wraps: every sampleable start is the n-step transition by definition, and a
+    single-run buffer fed member k's stream (rows of one) holds exactly member k's."""
     members, n, gamma, steps, capacity = 4, 3, 0.9, 200, 64
     rng = np.random.default_rng(1)
     ends = rng.choice(["", "terminated", "truncated"], size=(steps, members), p=[0.8, 0.1, 0.1])
     ends[:, 0] = np.where(np.arange(steps) % 11 == 10, "truncated", "")  # member 0: time limits only
     rewards = rng.normal(size=(steps, members)).astype(np.float32)
-    lock = nstep.lockstep(members, capacity, 2, gamma, n=n)
-    singles = [nstep(1000, 2, gamma, n=n) for _ in range(members)]
+    lock = nstep(capacity, 2, gamma, n=n, members=members)
+    singles = [nstep(capacity, 2, gamma, n=n) for _ in range(members)]
     for t in range(steps):
         # obs (k, t); a finished episode's terminal obs is (k, t + 0.5), unlike the next reset obs (k, t + 1)
         obs = np.stack([np.arange(members), np.full(members, t)], axis=1).astype(np.float32)
         next_obs = obs + np.array([0.0, 1.0], np.float32)
         done = ends[t] != ""
         next_obs[done, 1] -= 0.5
-        lock.add(obs, np.arange(members), rewards[t], next_obs, ends[t] == "terminated", ends[t] == "truncated")
+        terminated, truncated = ends[t] == "terminated", ends[t] == "truncated"
+        lock.add(obs, np.arange(members), rewards[t], next_obs, terminated, truncated)
         for k, single in enumerate(singles):
-            single.add(obs[k], k, rewards[t, k], next_obs[k], ends[t, k] == "terminated")
-    obs, actions, returns, boot, terminated, discounts = lock.nstep(sampleable(lock))
+            single.add(obs[k : k + 1], np.array([k]), rewards[t, k : k + 1], next_obs[k : k + 1],
+                       terminated[k : k + 1], truncated[k : k + 1])  # fmt: skip
+    slots = sampleable(lock)
+    fields = lock.nstep(slots)
+    obs, actions, returns, boot, terminated, discounts = fields
     assert obs.shape[1] == capacity - (n - 1)
     for k, single in enumerate(singles):
-        s = single.storage
-        stored = {
-            float(s.obs[i, 1]): (
-                s.rewards[i],
-                s.next_obs[i, 1],
-                s.terminated[i],
-                single.discount_of[single.accumulated[i]],
-            )
-            for i in range(s.size)
-        }
         for i in range(obs.shape[1]):
-            ret, next_tag, term, discount = stored[float(obs[k, i, 1])]
-            assert float(returns[k, i]) == pytest.approx(float(ret), rel=1e-5, abs=1e-6)
-            assert (float(boot[k, i, 1]), bool(terminated[k, i])) == (float(next_tag), bool(term))
-            assert float(discounts[k, i]) == pytest.approx(float(discount), rel=1e-6)
-            assert int(actions[k, i]) == k
-        newest = set(range(steps - (n - 1), steps))
-        assert {t for t in stored if t >= steps - capacity} - set(obs[k, :, 1].tolist()) <= newest
+            ret, last, term, discount = reference_nstep(rewards[:, k], ends[:, k], int(obs[k, i, 1]), n, gamma)
+            assert float(returns[k, i]) == pytest.approx(ret, rel=1e-5, abs=1e-6)
+            assert float(boot[k, i, 1]) == last + (0.5 if ends[last, k] else 1.0)
+            assert (bool(terminated[k, i]), int(actions[k, i])) == (term, k)
+            assert float(discounts[k, i]) == pytest.approx(discount, rel=1e-6)
+        for mine, theirs in zip(single.nstep(slots[k : k + 1]), fields, strict=True):
+            assert torch.equal(mine[0], theirs[k])
 
 
 def test_nstep_uniform_samples_only_complete_windows() -> None:
-    buffer = nstep.lockstep(2, 10, 2, 0.9, n=4)
+    buffer = nstep(10, 2, 0.9, n=4, members=2)
     for t in range(3):
         tagged_add(buffer, t, 2)
     assert len(buffer) == 0  # no window of 4 steps yet
@@ -452,7 +457,7 @@ def test_nstep_uniform_samples_only_complete_windows() -> None:
 
 def test_prioritized_nstep_hides_open_windows_and_admits_them_at_max_priority() -> None:
     n = 3
-    buffer = nstep.lockstep(2, 8, 2, 0.9, n=n, prioritized=True, alpha=1.0, eps=0.5)
+    buffer = nstep(8, 2, 0.9, n=n, prioritized=True, alpha=1.0, eps=0.5, members=2)
     trees = buffer.sampler.tree
     for t in range(30):  # wraps around a capacity of 8 several times
         tagged_add(buffer, t, 2, {0: "terminated"} if t % 4 == 3 else None)
@@ -475,7 +480,7 @@ def test_prioritized_nstep_hides_open_windows_and_admits_them_at_max_priority() 
 def test_prioritized_nstep_weights_by_hand_per_member() -> None:
     """α = 1, ε = 0.5, n = 2 over 5 steps → 4 sampleable starts; member 0 p = (1, 2, 4, 8), member 1 all 2:
     member 0's weights are (1 / p)^β, member 1's all 1."""
-    buffer = nstep.lockstep(2, 10, 2, 0.5, n=2, prioritized=True, alpha=1.0, beta=0.5, eps=0.5)
+    buffer = nstep(10, 2, 0.5, n=2, prioritized=True, alpha=1.0, beta=0.5, eps=0.5, members=2)
     for t in range(5):
         tagged_add(buffer, t, 2)
     buffer.update_priorities(torch.arange(4).repeat(2, 1), torch.tensor([[0.5, 1.5, 3.5, 7.5], [1.5] * 4]))
@@ -490,7 +495,7 @@ def test_prioritized_nstep_weights_by_hand_per_member() -> None:
 
 
 def test_nstep_one_is_one_step_replay() -> None:
-    buffer = nstep.lockstep(2, 10, 2, 0.9, n=1)
+    buffer = nstep(10, 2, 0.9, n=1, members=2)
     for t in range(6):
         tagged_add(buffer, t, 2, {1: "terminated"} if t == 2 else None)
     batch = buffer.sample(32)
@@ -507,12 +512,12 @@ def test_nstep_one_is_one_step_replay() -> None:
 def test_nstep_lockstep_rejects_bad_params(params: dict) -> None:
     capacity = params.pop("capacity", 10)
     with pytest.raises(ValueError):
-        nstep.lockstep(2, capacity, 2, 0.99, **params)
+        nstep(capacity, 2, 0.99, **params, members=2)
 
 
 def test_prioritized_lockstep_rejects_bad_params() -> None:
     with pytest.raises(ValueError):
-        prioritized.lockstep(2, 10, 2, 0.99, eps=0.0)
+        prioritized(10, 2, 0.99, eps=0.0, members=2)
 
 
 # --- end to end ------------------------------------------------------------------
@@ -523,7 +528,9 @@ def test_prioritized_lockstep_rejects_bad_params() -> None:
 )
 def test_run_grid_trains_these_replays_in_lockstep(write_grid, tmp_path, replay: str) -> None:
     grid = write_grid(f"\n[replay]\n{replay}\n", steps=300, seeds=2)
-    res = dqnbench.run_grid(grid, tmp_path / "out", executor="serial", load_entrypoints=False, stream=io.StringIO())
+    res = dqnbench.run_grid(
+        grid, tmp_path / "out", executor="serial", load_entrypoints=False, stream=io.StringIO(), plots=False
+    )
     assert len(res.runs) == 2 and set(res.runs.status) == {"ok"}
     for run_id in res.runs.run_id:
         assert res.record(run_id)["lockstep"]["members"] == 2

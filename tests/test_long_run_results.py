@@ -44,7 +44,7 @@ def test_a_10m_step_atari_run_writes_under_100_mb(tmp_path):
     records.loss[:, 0] = rng.uniform(0, 1, windows) * 25
     records.learn_n[:] = 25
     records.q_max[:, 0] = rng.normal(5, 1, windows)
-    records.epsilon[:] = np.linspace(1, 0.01, windows)
+    records.epsilon[:] = np.linspace(1, 0.01, windows)[:, None]  # one column per row
     ends = np.sort(rng.choice(TOTAL, 4_000, replace=False))
     steps = records.table(0, ends, rows_share=1)
     episodes = {

@@ -22,6 +22,7 @@ from dqnbench.config.grid import plan_grid
 from dqnbench.errors import DqnbenchError, GridError
 from dqnbench.run.results import DamagedRunWarning
 from dqnbench.run.runner import RunTask, lost_outputs, never_learns
+from tests.extras import require
 from tests.reliability_helpers import HangingPlugin, Timed, kill_grid, square_or_hang
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -113,7 +114,7 @@ def test_the_serial_executor_without_a_limit_runs_in_this_thread():
 
 
 def test_a_ray_worker_killed_for_memory_is_recorded_with_the_reason(write_grid, registry):
-    ray_exceptions = pytest.importorskip("ray.exceptions")
+    ray_exceptions = require("ray.exceptions")
     plan = dqnbench.run.runner.prepare(write_grid(steps=150, seeds=1))[0]
     task = RunTask(tuple(plan.runs))
     (output,) = lost_outputs(
@@ -144,8 +145,9 @@ def test_sigterm_keeps_finished_runs_releases_the_lock_and_exits_143(tmp_path):
     grid.write_text(GRID)
     out = tmp_path / "out"
     command = [sys.executable, "-m", "dqnbench", "run", "--grid", str(grid), "--out", str(out)]
+    # --no-fuse: one group per cell, so both workers train (fused, this tiny grid is one group)
     proc = subprocess.Popen(
-        [*command, "--workers", "2", "--quiet", "--no-plots"],
+        [*command, "--workers", "2", "--quiet", "--no-plots", "--no-fuse"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
     )  # fmt: skip
     root = out / "term" / "runs"

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tomllib
 import uuid
+from pathlib import Path
 
 import pytest
 import torch
@@ -68,6 +69,16 @@ def test_there_is_a_template_for_every_kind_a_grid_names():
         assert builtin in registry.names(kind)  # the generated tiny grid trains next to this built-in
 
 
+def test_the_templates_are_package_data_read_through_importlib_resources():
+    """Every kind's files ship in the package (pyproject's package-data), not as string constants."""
+    from dqnbench.devtools.scaffold import TEMPLATES
+
+    for kind in KINDS:
+        assert {"plugin.py.tmpl", "tests.py.tmpl", "kind.toml"} <= {f.name for f in TEMPLATES.joinpath(kind).iterdir()}
+    package_data = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert any("templates" in pattern for pattern in package_data["package-data"]["dqnbench"])
+
+
 def test_an_existing_non_empty_destination_is_refused(tmp_path):
     (tmp_path / "pkg").mkdir()
     (tmp_path / "pkg" / "notes.txt").write_text("mine")
@@ -91,7 +102,10 @@ def test_the_package_declares_its_entry_point_and_ships_readme_and_tests(tmp_pat
     assert (dest / "README.md").read_text().startswith(f"# dqnbench-fresh-{kind}")
     for path in (dest / "src" / module / "plugin.py", dest / "tests" / f"test_{module}.py"):
         compile(path.read_text(), str(path), "exec")
-    assert f'fresh_{kind}"' in (dest / "README.md").read_text()
+    readme = (dest / "README.md").read_text()
+    assert f'fresh_{kind}"' in readme
+    # installed from its folder, never by a name a package index may hold for someone else
+    assert "pip install -e ." in readme and f"pip install dqnbench-fresh-{kind}\n" not in readme
 
 
 @pytest.mark.parametrize("kind", list(KINDS))

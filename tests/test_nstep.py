@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from dqnbench.builtin.nstep import nstep, nstep_return
+from dqnbench.builtin.nstep import nstep
 from dqnbench.builtin.replays import uniform
+from dqnbench.plugin.legacy_replay import build_replay
 
 
 @pytest.fixture(autouse=True)
@@ -21,20 +22,22 @@ def o(value: float) -> np.ndarray:
     return np.array([value, -value], dtype=np.float32)
 
 
+def add(buffer, obs, action, reward, next_obs, terminated=False, truncated=False) -> None:
+    """One env step of a single run: the row of one the loop adds."""
+    buffer.add(obs[None], np.array([action]), np.array([reward], np.float32), next_obs[None],
+               np.array([terminated]), np.array([truncated]))  # fmt: skip
+
+
 def stored(buffer) -> list[tuple[float, float, float, bool, float]]:
-    """Stored rows in write order: (obs tag, n-step return, next_obs tag, terminated, discount)."""
+    """Sampleable n-step transitions, oldest first: (obs tag, n-step return, next_obs tag, terminated, discount)."""
     s = buffer.storage
-    order = [(s.cursor - s.size + i) % s.capacity for i in range(s.size)]
+    slots = (s.oldest + np.arange(len(buffer))) % s.capacity
+    obs, _, returns, next_obs, terminated, discounts = buffer.nstep(slots[None])
     return [
-        (
-            float(s.obs[i, 0]),
-            float(s.rewards[i]),
-            float(s.next_obs[i, 0]),
-            bool(s.terminated[i]),
-            float(buffer.discount_of[buffer.accumulated[i]]),
-        )
-        for i in order
-    ]
+        (float(obs[0, i, 0]), float(returns[0, i]), float(next_obs[0, i, 0]), bool(terminated[0, i]),
+         float(discounts[0, i]))
+        for i in range(len(slots))
+    ]  # fmt: skip
 
 
 def play(buffer) -> None:
@@ -42,20 +45,17 @@ def play(buffer) -> None:
 
     Episode 1 (terminates): states 0→1→2→3→4, rewards 1, 2, 4, 8.
     Episode 2 (time-limit truncated): states 100→101→102, rewards 16, 32.
-    Episode 3 (still running): state 200→201, reward 1000 — must not leak backwards.
+    Episode 3 (still running): states 200→201→202, rewards 1000, 2000 — must not leak backwards.
+    The newest n − 1 = 2 steps (episode 3's) are not sampleable yet.
     """
-    buffer.add(o(0), 0, 1.0, o(1), False)
-    buffer.add(o(1), 1, 2.0, o(2), False)
-    buffer.add(o(2), 0, 4.0, o(3), False)
-    buffer.add(o(3), 1, 8.0, o(4), True)
-    buffer.add(o(100), 0, 16.0, o(101), False)
-    buffer.add(o(101), 1, 32.0, o(102), False)  # truncated here: the loop passes terminated=False
-    buffer.add(o(200), 0, 1000.0, o(201), False)  # a reset observation: a new episode
-
-
-def test_nstep_return_by_hand() -> None:
-    assert nstep_return([1.0, 2.0, 4.0], 0.5) == (1 + 0.5 * 2 + 0.25 * 4, 0.125)
-    assert nstep_return([8.0], 0.9) == (8.0, 0.9)
+    add(buffer, o(0), 0, 1.0, o(1))
+    add(buffer, o(1), 1, 2.0, o(2))
+    add(buffer, o(2), 0, 4.0, o(3))
+    add(buffer, o(3), 1, 8.0, o(4), terminated=True)
+    add(buffer, o(100), 0, 16.0, o(101))
+    add(buffer, o(101), 1, 32.0, o(102), truncated=True)
+    add(buffer, o(200), 0, 1000.0, o(201))
+    add(buffer, o(201), 1, 2000.0, o(202))
 
 
 def test_returns_and_discounts_around_termination_and_truncation() -> None:
@@ -64,7 +64,7 @@ def test_returns_and_discounts_around_termination_and_truncation() -> None:
     assert stored(buffer) == [
         # episode 1, full window: 1 + .5·2 + .25·4 = 3, bootstrap from s3 with γ³
         (0.0, 3.0, 3.0, False, 0.125),
-        # the 4th step terminates: every pending start is stored with its k ≤ 3 rewards
+        # the 4th step terminates: every start's window stops there, with its k ≤ 3 rewards
         (1.0, 2 + 0.5 * 4 + 0.25 * 8, 4.0, True, 0.125),  # = 6, k = 3
         (2.0, 4 + 0.5 * 8, 4.0, True, 0.25),  # = 8, k = 2
         (3.0, 8.0, 4.0, True, 0.5),  # k = 1
@@ -72,14 +72,14 @@ def test_returns_and_discounts_around_termination_and_truncation() -> None:
         (100.0, 16 + 0.5 * 32, 102.0, False, 0.25),  # = 32, k = 2
         (101.0, 32.0, 102.0, False, 0.5),  # k = 1
     ]
-    assert len(buffer) == 6  # episode 3's first step is still pending
+    assert len(buffer) == 6  # episode 3's windows are still open
 
 
 def test_window_slides_inside_an_episode() -> None:
     buffer = nstep(100, 2, 0.9, n=2)
     rewards = [1.0, 10.0, 100.0, 1000.0]
     for t, r in enumerate(rewards):
-        buffer.add(o(t), 0, r, o(t + 1), False)
+        add(buffer, o(t), 0, r, o(t + 1))
     rows = stored(buffer)
     assert [row[0] for row in rows] == [0.0, 1.0, 2.0]
     np.testing.assert_allclose([row[1] for row in rows], [1 + 0.9 * 10, 10 + 0.9 * 100, 100 + 0.9 * 1000], rtol=1e-6)
@@ -101,8 +101,8 @@ def test_n_one_matches_one_step_uniform_replay() -> None:
     one, reference = nstep(50, 2, 0.9, n=1), uniform(50, 2, 0.9)
     for t in range(30):
         args = (o(t), t % 2, float(t), o(t + 1), t % 7 == 6)
-        one.add(*args)
-        reference.add(*args)
+        add(one, *args)
+        add(reference, *args)
     for field in ("obs", "actions", "rewards", "next_obs", "terminated"):
         np.testing.assert_array_equal(getattr(one.storage, field), getattr(reference.storage, field))
     np.random.seed(1)
@@ -157,18 +157,20 @@ def test_prioritized_nstep_samples_by_priority_and_weights_by_hand() -> None:
 
 def test_prioritized_nstep_anneals_beta_over_env_steps() -> None:
     buffer = nstep(100, 2, 0.5, n=3, prioritized=True, beta=0.4, total_steps=14)
-    play(buffer)  # 7 add calls (6 stored transitions): β counts env steps
-    assert buffer.beta == pytest.approx(0.4 + 0.6 * 7 / 14)
+    play(buffer)  # 8 add calls (6 sampleable transitions): β counts env steps
+    assert buffer.beta == pytest.approx(0.4 + 0.6 * 8 / 14)
     assert nstep(10, 2, 0.5).beta is None
 
 
-def test_new_episode_without_truncation_flush_does_not_mix_pending_rewards() -> None:
-    """Two truncated episodes back to back, each shorter than n: no reward crosses over."""
+def test_back_to_back_episodes_shorter_than_n_do_not_mix_rewards() -> None:
+    """Two truncated episodes back to back, each shorter than n, then one terminating at once: no reward crosses."""
     buffer = nstep(100, 2, 0.5, n=5)
-    buffer.add(o(0), 0, 1.0, o(1), False)
-    buffer.add(o(10), 0, 2.0, o(11), False)  # new episode after a 1-step truncated one
-    buffer.add(o(11), 0, 4.0, o(12), False)
-    buffer.add(o(20), 0, 8.0, o(21), True)  # another new episode, terminating at once
+    add(buffer, o(0), 0, 1.0, o(1), truncated=True)  # a 1-step truncated episode
+    add(buffer, o(10), 0, 2.0, o(11))
+    add(buffer, o(11), 0, 4.0, o(12), truncated=True)
+    add(buffer, o(20), 0, 8.0, o(21), terminated=True)
+    for t in range(4):  # a running episode: the windows above become sampleable
+        add(buffer, o(30 + t), 0, 0.0, o(31 + t))
     assert stored(buffer) == [
         (0.0, 1.0, 1.0, False, 0.5),
         (10.0, 2 + 0.5 * 4, 12.0, False, 0.25),
@@ -186,11 +188,45 @@ def test_bad_params_raise_value_error(params: dict) -> None:
         nstep(10, 2, 0.99, **params)
 
 
-def test_an_explicit_truncation_flag_ends_the_episode_at_once() -> None:
-    """``truncated=True`` stores the pending starts at once, bootstrapping from that step's ``next_obs``."""
-    buffer = nstep(100, 2, 0.5, n=3)
-    buffer.add(o(0), 0, 1.0, o(1), False)
-    buffer.add(o(1), 0, 2.0, o(2), False, truncated=True)
-    assert stored(buffer) == [(0.0, 1 + 0.5 * 2, 2.0, False, 0.25), (1.0, 2.0, 2.0, False, 0.5)]
-    buffer.add(o(10), 0, 4.0, o(11), True)  # the next episode: nothing pending to flush
-    assert stored(buffer)[2:] == [(10.0, 4.0, 11.0, True, 0.5)]
+def test_a_truncation_ends_the_window_even_where_the_next_episode_starts_where_it_stopped() -> None:
+    """The single run is told where episodes end: a time limit whose reset observation equals the truncated
+    episode's last one is not bootstrapped across (the single run's old v1 ``add`` had no ``truncated``, so the
+    buffer guessed episode ends from observations, and merged these two episodes)."""
+    buffer = build_replay(nstep, 100, 2, 0.5, n=3)  # as the loop builds a single run's replay
+    add(buffer, o(0), 0, 1.0, o(1))
+    add(buffer, o(1), 0, 2.0, o(2), truncated=True)
+    add(buffer, o(2), 0, 4.0, o(3))  # the next episode happens to start at o(2)
+    add(buffer, o(3), 0, 8.0, o(4), terminated=True)
+    add(buffer, o(50), 0, 0.0, o(51))
+    add(buffer, o(51), 0, 0.0, o(52))
+    assert stored(buffer)[:4] == [
+        (0.0, 1 + 0.5 * 2, 2.0, False, 0.25),  # stops at the truncation, bootstraps from o(2) with γ²
+        (1.0, 2.0, 2.0, False, 0.5),
+        (2.0, 4 + 0.5 * 8, 4.0, True, 0.25),
+        (3.0, 8.0, 4.0, True, 0.5),
+    ]
+
+
+def test_a_single_run_samples_what_a_lockstep_member_samples() -> None:
+    """One add for both: a single run fed member 0's stream (random terminations and truncations, a ring that
+    wraps) holds and samples exactly what lock-step member 0 does, squeezed to ``(B, …)``."""
+    members, n, gamma, steps, capacity = 3, 3, 0.9, 150, 40
+    rng = np.random.default_rng(2)
+    ends = rng.choice(["", "terminated", "truncated"], size=(steps, members), p=[0.8, 0.1, 0.1])
+    rewards = rng.normal(size=(steps, members)).astype(np.float32)
+    for prioritized in (False, True):
+        lock = nstep(capacity, 2, gamma, n=n, prioritized=prioritized, members=members)
+        single = nstep(capacity, 2, gamma, n=n, prioritized=prioritized)
+        for t in range(steps):
+            obs = np.stack([np.arange(members), np.full(members, t)], axis=1).astype(np.float32)
+            next_obs = obs + np.array([0.0, 1.0], np.float32)
+            terminated, truncated = ends[t] == "terminated", ends[t] == "truncated"
+            lock.add(obs, np.arange(members), rewards[t], next_obs, terminated, truncated)
+            single.add(obs[:1], np.zeros(1), rewards[t, :1], next_obs[:1], terminated[:1], truncated[:1])
+        assert len(single) == len(lock) == capacity - (n - 1)
+        slots = (single.storage.oldest + np.arange(len(single))) % capacity
+        for mine, theirs in zip(single.nstep(slots[None]), lock.nstep(np.tile(slots, (members, 1))), strict=True):
+            torch.testing.assert_close(mine[0], theirs[0], rtol=0, atol=0)
+        batch = single.sample(16)
+        assert batch.obs.shape == (16, 2) and batch.discounts.shape == (16,) and batch.weights.shape == (16,)
+        single.update_priorities(batch.indices, torch.rand(16))

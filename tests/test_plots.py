@@ -90,6 +90,7 @@ def test_write_plots_writes_every_file_and_an_index(synthetic, tmp_path):
             assert np.asarray(gif.convert("RGB"), dtype=float).std() > 10
     index = (tmp_path / "index.md").read_text(encoding="utf-8")
     assert "| cell | env | ok | IQM [95% CI] |" in index
+    assert index.count("the seed nearest the median of the variant's best cell") == 3  # which run each one shows
     for name in names - {"index.md"}:
         assert f"]({name})" in index
 
@@ -105,8 +106,11 @@ def test_default_output_is_the_plots_folder_of_the_results(tmp_path):
     assert all(p.parent == tmp_path / "one" / "plots" for p in written)
     # no weights on disk: the embedding is skipped with a warning and a note, the rest is written
     assert any("embedding" in str(w.message) for w in caught)
-    assert "skipped" in (tmp_path / "one" / "plots" / "index.md").read_text(encoding="utf-8")
-    assert {p.name for p in written} == {*PNGS, "index.md"}
+    index = (tmp_path / "one" / "plots" / "index.md").read_text(encoding="utf-8")
+    assert "skipped" in index
+    # one cell: nothing to compare, so no 1×1 probability-of-improvement matrix
+    assert {p.name for p in written} == {*PNGS, "index.md"} - {"improvement.png"}
+    assert "Probability of improvement" not in index
 
 
 def test_figure_functions_take_dataframes(synthetic):
@@ -133,7 +137,7 @@ def test_nothing_to_plot_is_a_user_error(tmp_path):
 def test_end_to_end_tiny_grid_is_plotted_and_compares_equal_to_itself(write_grid, tmp_path):
     import dqnbench
 
-    grid = write_grid('[grid]\n"network.name" = ["mlp", "dueling"]\n', steps=300, seeds=2, eval_every=150)
+    grid = write_grid('[grid]\n"learner.name" = ["dqn", "iqn"]\n', steps=300, seeds=2, eval_every=150)
     stream = io.StringIO()
     results = dqnbench.run_grid(  # plots by default, as the CLI
         grid, out=tmp_path / "out", executor="serial", quiet=True, load_entrypoints=False, stream=stream
@@ -147,3 +151,10 @@ def test_end_to_end_tiny_grid_is_plotted_and_compares_equal_to_itself(write_grid
             assert_image_is_a_plot(path)
     assert len([p for p in written if p.name.startswith("embedding_") and p.suffix == ".png"]) == 2
     assert not compare_results(results, results).regressed
+    # which cells' network took its manual path (hand-derived gradients) is recorded per run, and the timing plot
+    # says so: iqn's head on the mlp has none
+    paths = dict(zip(results.runs["learner.name"], results.runs["learn_path"]))
+    assert paths == {"dqn": "hand-derived", "iqn": "autograd"}
+    texts = [t.get_text() for t in plots.timing_figure(results.runs, results.steps).axes[0].texts]
+    assert [", hand-derived gradient" in t for t in texts if "steps/s" in t] == [True, False]
+    assert any(t.startswith("Bold: the learner took the speed path named") for t in texts)

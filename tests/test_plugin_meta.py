@@ -169,9 +169,9 @@ def test_hook_dqnbench_replays_buffers_store_every_step_and_feed_the_learner(wri
         def __init__(self, capacity, obs_dim, gamma):
             self.inner = uniform(capacity, obs_dim, gamma)
 
-        def add(self, *transition):
+        def add(self, obs, action, reward, next_obs, terminated):  # the v1 add: one transition
             counts["add"] += 1
-            self.inner.add(*transition)
+            self.inner.add(obs[None], [action], [reward], next_obs[None], [terminated], [False])
 
         def sample(self, batch_size):
             counts["sample"] += 1

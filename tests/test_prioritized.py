@@ -35,8 +35,9 @@ def assert_tree_consistent(tree: SumTree) -> None:
 
 def fill(buffer, count: int, obs_dim: int = 2, start: int = 0) -> None:
     """Add ``count`` transitions whose obs, action and reward encode their add order."""
-    for t in range(start, start + count):
-        buffer.add(np.full(obs_dim, t, dtype=np.float32), t % 3, float(t), np.full(obs_dim, t + 1.0), False)
+    for t in range(start, start + count):  # a single run's rows of one
+        obs = np.full((1, obs_dim), t, dtype=np.float32)
+        buffer.add(obs, np.array([t % 3]), np.array([float(t)]), obs + 1, np.zeros(1, bool), np.zeros(1, bool))
 
 
 # --- sum tree ----------------------------------------------------------------
@@ -248,7 +249,7 @@ def test_tree_is_consistent_after_wrap_around() -> None:
     assert_tree_consistent(tree)
     np.testing.assert_array_equal(tree.leaves, [6.0] * 5)  # every slot rewritten at max priority 6
     assert len(buffer) == 5
-    assert sorted(buffer.storage.obs[:, 0].tolist()) == [7, 8, 9, 10, 11]
+    assert sorted(buffer.storage.obs[:, 0, 0].tolist()) == [7, 8, 9, 10, 11]  # slot, row of one, feature
     for _ in range(200):
         batch = buffer.sample(16)
         buffer.update_priorities(batch.indices, torch.randn(16) * 3)

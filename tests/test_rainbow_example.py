@@ -9,6 +9,7 @@ import pytest
 
 import dqnbench
 from dqnbench.config.grid import load_grid
+from tests.extras import require
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "rainbow-minatar.toml"
 #: variant → the sections whose resolved config differs from the full Rainbow's
@@ -75,7 +76,7 @@ def test_the_cells_are_eight_distinct_runs_of_one_experiment(cells):
 
 
 def test_the_grid_passes_a_dry_run_and_the_rainbow_and_dqn_cells_train_on_minatar(tmp_path):
-    pytest.importorskip("minatar")
+    require("minatar")
     from dqnbench.cli import main
 
     assert main(["run", "--grid", str(EXAMPLE), "--dry-run"]) == 0

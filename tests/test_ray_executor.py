@@ -30,16 +30,19 @@ import torch
 import dqnbench
 from dqnbench.cli import main
 from dqnbench.config.grid import load_grid
-from dqnbench.devtools.diagnostics import _check_executor
+from dqnbench.devtools.check import _check_executor
 from dqnbench.plugin.registry import load_registry
 from dqnbench.run.runner import plan_failed
 from tests import plugin_fixtures
 from tests.conftest import TINY_EXPERIMENT
+from tests.extras import require
 from tests.reliability_helpers import interruptible
 
 NO_RAY = 'the "ray" executor needs the optional extra: pip install "dqnbench[ray]"'
 ROOT = Path(__file__).resolve().parent.parent
-GRID = TINY_EXPERIMENT + "{extra}\n"  # the shared tiny grid, plus per-test tables
+# the shared tiny grid, plus per-test tables; one lock-step group per cell (no fusing, whose groups follow the
+# executor's slots), so serial and the cluster group alike and a killed worker takes exactly one cell's group
+GRID = TINY_EXPERIMENT.replace("[experiment]", "[experiment]\nfuse = false", 1) + "{extra}\n"
 #: a kill must land while a run is still training: a few seconds per run on a busy 2-core machine
 LONG_STEPS = 2500
 
@@ -134,7 +137,7 @@ def stop(processes: list[subprocess.Popen]) -> None:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory) -> Iterator[Cluster]:
     """A Ray head plus one worker node on 127.0.0.1, 1 CPU each, stopped at the end of the module."""
-    pytest.importorskip("ray", reason=NO_RAY)
+    require("ray")
     temp_dir = short_temp_dir(tmp_path_factory.getbasetemp())
     logs = tmp_path_factory.mktemp("ray-logs")
     port = free_port()
@@ -210,7 +213,7 @@ def test_without_ray_installed_the_executor_is_a_one_line_user_error(tmp_path, m
 
 
 def test_an_unreachable_address_fails_fast_with_a_clear_message(tmp_path, capsys):
-    pytest.importorskip("ray", reason=NO_RAY)
+    require("ray")
     grid = write(tmp_path / "grid.toml", "tiny", steps=150, seeds=1)
     argv = ["run", "--grid", str(grid), "--out", str(tmp_path / "out"), "--executor", "ray", "--quiet"]
     started = time.time()
@@ -307,7 +310,7 @@ def test_a_cell_with_more_seeds_than_a_node_spreads_its_lockstep_groups_over_the
 @pytest.mark.slow
 def test_minatar_ids_run_on_ray_workers_without_registration_code(cluster, tmp_path):
     """The env component registers MinAtar in each Ray worker: nothing the driver registered travels."""
-    pytest.importorskip("minatar")
+    require("minatar")
     grid = tmp_path / "minatar.toml"
     grid.write_text(
         '[experiment]\nname = "minatar"\nenv = "MinAtar/Breakout-v1"\ntotal_steps = 200\nseeds = 2\n'
@@ -365,12 +368,12 @@ def kill_one_running_task(cluster: Cluster, grid_thread: threading.Thread, timeo
     pytest.fail("no dqnbench run was seen executing on the cluster")
 
 
-def run_in_thread(grid: Path, out: Path, options: dict) -> tuple[threading.Thread, dict]:
+def run_in_thread(grid: Path, out: Path, options: dict, **kwargs) -> tuple[threading.Thread, dict]:
     outcome: dict = {}
 
     def target() -> None:
         try:
-            outcome["results"] = run(grid, out, "ray", executor_options=options)
+            outcome["results"] = run(grid, out, "ray", executor_options=options, **kwargs)
         except BaseException as exc:  # reported by the test, not lost in the thread
             outcome["error"] = exc
 
@@ -385,12 +388,13 @@ def test_a_killed_worker_does_not_stop_the_grid(cluster, tmp_path, max_retries):
     """Default: the killed run is rerun by Ray and succeeds. With max_retries=0 it is recorded
     failed, every other run finishes, and rerunning the command completes just that run.
 
-    Three cells of one seed, so each run is its own task (a lock-step cell would be one task).
+    Three cells of one seed, not fused, so each run is its own task (a fused pool of a network this small is
+    one task: a killed worker would take all three runs with it).
     """
     extra = '[grid]\n"agent.lr" = [1e-3, 2e-3, 3e-3]\n'
     grid = write(tmp_path / "grid.toml", "kill", steps=LONG_STEPS, seeds=1, eval_every=0, extra=extra)
     out = tmp_path / "out"
-    thread, outcome = run_in_thread(grid, out, {"address": cluster.address, "max_retries": max_retries})
+    thread, outcome = run_in_thread(grid, out, {"address": cluster.address, "max_retries": max_retries}, fuse=False)
     kill_one_running_task(cluster, thread)
     thread.join(timeout=240)
     assert not thread.is_alive(), "the grid did not finish after a worker was killed"
@@ -416,6 +420,7 @@ def test_a_killed_worker_does_not_stop_the_grid(cluster, tmp_path, max_retries):
         load_entrypoints=False,
         stream=stream,
         plots=False,
+        fuse=False,
     )
     assert "2 of 3 runs already finished" in stream.getvalue()
     assert set(again.runs.status) == {"ok"} and again.steps.groupby("run_id").size().eq(LONG_STEPS).all()
@@ -462,9 +467,26 @@ def test_ctrl_c_exits_130_keeps_finished_runs_and_stops_the_cluster_tasks(cluste
 
 @pytest.mark.slow
 def test_without_an_address_a_local_ray_is_started_for_the_grid_and_stopped(tiny_grid, tmp_path, monkeypatch):
-    ray = pytest.importorskip("ray", reason=NO_RAY)
+    """Twice in one process (a notebook's second grid): Ray keeps the first auth token it reads, so the second
+    local Ray must get the same one (a fresh token per start failed with InvalidAuthToken)."""
+    ray = require("ray")
     monkeypatch.setenv("RAY_ADDRESS", "local")  # not a cluster that some `ray start` left on this machine
     grid, serial = tiny_grid
-    got = run(grid, tmp_path / "out", "ray", workers=2)
-    assert_same_results(got, serial)
-    assert not ray.is_initialized()  # the executor started this Ray, so it shut it down
+    for attempt in ("first", "second"):
+        got = run(grid, tmp_path / attempt, "ray", workers=2)
+        assert_same_results(got, serial)
+        assert not ray.is_initialized()  # the executor started this Ray, so it shut it down
+
+
+def test_a_cluster_named_by_ray_address_gets_no_token_mode(monkeypatch):
+    """RAY_ADDRESS names a cluster as ``address`` does: connect as it is (token mode, once set, stays for the
+    process and broke every later connection to a head without token auth)."""
+    from dqnbench.builtin.ray_executor import AUTH_MODE, auth_env, cluster_address, token_available
+
+    monkeypatch.delenv(AUTH_MODE, raising=False)
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
+    assert cluster_address(None) == "127.0.0.1:6379" and auth_env(None) == {}
+    monkeypatch.setenv("RAY_ADDRESS", "local")
+    assert cluster_address(None) is None and cluster_address("10.0.0.1:6379") == "10.0.0.1:6379"
+    if not token_available():
+        assert auth_env(None)[AUTH_MODE] == "token" and auth_env(None) == auth_env(None)  # one token per process

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TINY_EXPERIMENT
+from tests.extras import require
 from tests.test_ray_executor import free_port, short_temp_dir, stop
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,7 +29,7 @@ def isolated_env(home: Path) -> dict[str, str]:
 
 @pytest.mark.slow
 def test_address_connects_to_a_token_auth_head_or_exits_2_with_the_remedy(tmp_path, tmp_path_factory):
-    pytest.importorskip("ray")
+    require("ray")
     head_home, empty_home = tmp_path / "head-home", tmp_path / "empty-home"
     (head_home / ".ray").mkdir(parents=True)
     empty_home.mkdir()

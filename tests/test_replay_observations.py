@@ -11,7 +11,7 @@ import torch
 from dqnbench.builtin.frames import FrameStorage
 from dqnbench.builtin.nstep import nstep
 from dqnbench.builtin.prioritized import prioritized
-from dqnbench.builtin.replay_memory import builtin_replay_bytes, initial_reset_slots
+from dqnbench.builtin.replay_memory import initial_reset_slots
 from dqnbench.builtin.replays import ACTION_DTYPE, as_obs_spec, uniform
 from dqnbench.plugin.obs import ObsSpec
 
@@ -26,14 +26,6 @@ BUFFERS = {
     "prioritized": (prioritized, {}),
     "nstep": (nstep, {"n": 3}),
     "nstep-prioritized": (nstep, {"n": 3, "prioritized": True}),
-}
-
-#: buffer → (name, params) of the registered replay, for the planned bytes
-BUILTIN = {
-    "uniform": ("uniform", {}),
-    "prioritized": ("prioritized", {}),
-    "nstep": ("nstep", {"n": 3}),
-    "nstep-prioritized": ("nstep", {"n": 3, "prioritized": True}),
 }
 
 SPECS = {
@@ -76,21 +68,18 @@ def tag(t: int, member: int) -> int:
 
 def build(name: str, spec: int, members: int | None):
     factory, params = BUFFERS[name]
-    if members is None:
-        return factory(CAPACITY, spec, GAMMA, **params)
-    return factory.lockstep(members, CAPACITY, spec, GAMMA, **params)
+    return factory(CAPACITY, spec, GAMMA, members=members, **params)
 
 
 def fill(buffer, spec: ObsSpec, members: int | None) -> None:
-    """``STEPS`` transitions with no episode end: obs tagged t, next_obs tagged t + 1, action t % 3."""
+    """``STEPS`` transitions with no episode end: obs tagged t, next_obs tagged t + 1, action t % 3 (rows of one
+    for a single run)."""
+    rows = members or 1
     for t in range(STEPS):
-        if members is None:
-            buffer.add(encode(tag(t, 0), spec), t % 3, 1.0, encode(tag(t + 1, 0), spec), False)
-        else:
-            obs = np.stack([encode(tag(t, k), spec) for k in range(members)])
-            next_obs = np.stack([encode(tag(t + 1, k), spec) for k in range(members)])
-            no = np.zeros(members, dtype=bool)
-            buffer.add(obs, np.full(members, t % 3), np.ones(members, np.float32), next_obs, no, no)
+        obs = np.stack([encode(tag(t, k), spec) for k in range(rows)])
+        next_obs = np.stack([encode(tag(t + 1, k), spec) for k in range(rows)])
+        no = np.zeros(rows, dtype=bool)
+        buffer.add(obs, np.full(rows, t % 3), np.ones(rows, np.float32), next_obs, no, no)
 
 
 @pytest.mark.parametrize("members", [None, MEMBERS], ids=["single", "lockstep"])
@@ -110,7 +99,8 @@ def test_observations_are_stored_and_sampled_in_their_own_shape_and_dtype(
     # beside them: a few bytes a slot, the side store of reset observations and the last next_obs
     side = (initial_reset_slots(CAPACITY, spec.frames) + 1) * rows * spec.nbytes
     assert storage.nbytes() <= storage.frame.nbytes + side + CAPACITY * rows * 32
-    assert buffer.nbytes() == builtin_replay_bytes(*BUILTIN[name], CAPACITY, spec, members)
+    factory, params = BUFFERS[name]
+    assert buffer.nbytes() == factory.memory_bytes(CAPACITY, spec, members, **params)
 
     fill(buffer, spec, members)
     batch = buffer.sample(16)
@@ -156,12 +146,9 @@ def test_a_plain_int_obs_dim_is_a_float32_vector(name: str, members: int | None)
         assert buffer.storage.obs.dtype == np.float32 and buffer.storage.obs.shape[-1] == 3
         assert buffer.storage.obs.nbytes == CAPACITY * rows * 3 * 4
         for t in range(20):
-            obs = np.full((*buffer.storage.lead, 3), t, np.float64)  # float64 in: stored as float32
-            if members is None:
-                buffer.add(obs, t % 2, 1.0, obs + 1, False)
-            else:
-                no = np.zeros(members, dtype=bool)
-                buffer.add(obs, np.zeros(members, np.int64), np.ones(members), obs + 1, no, no)
+            obs = np.full((rows, 3), t, np.float64)  # float64 in: stored as float32
+            no = np.zeros(rows, dtype=bool)
+            buffer.add(obs, np.zeros(rows, np.int64), np.ones(rows), obs + 1, no, no)
     np.random.seed(3)
     a = plain.sample(8)
     np.random.seed(3)
@@ -186,21 +173,22 @@ def test_stored_actions_stay_narrow_for_images_too() -> None:
 
 
 def test_single_run_nstep_cuts_episodes_on_image_observations() -> None:
-    """The single-run n-step buffer finds episode ends by comparing observations: uint8 frames too.
+    """The single-run n-step buffer cuts windows where ``add`` says an episode ended: uint8 frames too.
 
-    Over frame storage it keeps one-step rows and forms the windows when sampled: the truncation is flagged on
-    the first episode's last step when the reset observation arrives.
+    Over frame storage it keeps one-step rows (of one) and forms the windows when sampled.
     """
     spec = SPECS["atari-uint8"]
     buffer = nstep(CAPACITY, spec, GAMMA, n=3)
-    buffer.add(encode(0, spec), 0, 1.0, encode(1, spec), False)
-    buffer.add(encode(1, spec), 0, 2.0, encode(2, spec), False)
-    buffer.add(encode(50, spec), 0, 4.0, encode(51, spec), True)  # a reset frame: the first episode was truncated
+    for obs, reward, next_obs, terminated, truncated in ((0, 1.0, 1, False, False), (1, 2.0, 2, False, True),
+                                                         (50, 4.0, 51, True, False)):  # fmt: skip
+        buffer.add(encode(obs, spec)[None], np.zeros(1), np.array([reward]), encode(next_obs, spec)[None],
+                   np.array([terminated]), np.array([truncated]))  # fmt: skip
     assert len(buffer) == 1  # the newest n − 1 windows are still open
-    obs, _, rewards, next_obs, terminated, discounts = buffer.nstep(np.arange(3))
+    obs, _, rewards, next_obs, terminated, discounts = buffer.nstep(np.arange(3)[None])
     rows = [
-        (decode(obs[i].numpy(), spec), float(rewards[i]), decode(next_obs[i].numpy(), spec), bool(terminated[i]))
+        (decode(obs[0, i].numpy(), spec), float(rewards[0, i]), decode(next_obs[0, i].numpy(), spec),
+         bool(terminated[0, i]))
         for i in range(3)
-    ]
+    ]  # fmt: skip
     assert rows == [(0, 1 + 0.5 * 2, 2, False), (1, 2.0, 2, False), (50, 4.0, 51, True)]
-    assert discounts.tolist() == [0.25, 0.5, 0.5]
+    assert discounts[0].tolist() == [0.25, 0.5, 0.5]

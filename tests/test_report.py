@@ -7,7 +7,7 @@ import io
 import pandas as pd
 import pytest
 
-from dqnbench.analysis import stats
+from dqnbench.analysis import cells, stats
 from dqnbench.analysis.report import FORMATS, render_report, report
 from dqnbench.errors import DqnbenchError
 from tests.test_stats import in_memory_results, make_evals, make_runs
@@ -47,14 +47,14 @@ def test_markdown_is_a_pipe_table_with_a_row_per_cell(results):
 
 def test_csv_is_the_full_precision_numeric_summary(results):
     frame = pd.read_csv(io.StringIO(report(results, "csv")))
-    assert list(frame.columns) == stats.SUMMARY_COLUMNS
+    assert list(frame.columns) == cells.SUMMARY_COLUMNS
     assert frame.loc[0, "iqm"] == pytest.approx(stats.iqm([480, 490, 500, 300]))
     assert frame.loc[0, "t_learn"] == pytest.approx(1e-3)
 
 
 def test_unknown_format_is_a_user_error(results):
     with pytest.raises(DqnbenchError, match="table, markdown, csv"):
-        render_report(stats.summarize(results), "html")
+        render_report(cells.summarize(results), "html")
     assert FORMATS == ("table", "markdown", "csv")
 
 

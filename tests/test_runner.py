@@ -122,7 +122,8 @@ def test_half_written_runs_are_invisible_and_redone(write_grid, tmp_path):
 
 @pytest.mark.parametrize("cells", [1, 2])
 def test_process_executor_matches_serial(write_grid, tmp_path, cells):
-    """Two cells fill 2 workers: the same lock-step cells as serial. One cell splits its 2 seeds into two
+    """Two cells of a tiny network form one fused pool of 4 runs that stays one group on 2 workers (a learn
+    step under ``SPLIT_MIN_MACS`` is not split): what serial gives. One cell splits its 2 seeds into two
     lock-step groups of one (plain runs, one per worker): what serial gives with ``lockstep_group = 1``."""
     extra = '[grid]\n"agent.lr" = [1e-3, 2e-3]\n' if cells == 2 else ""
     grid = write_grid(steps=200, seeds=2, extra=extra)

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from dqnbench.analysis import stats
+from dqnbench.analysis import cells, stats
 from dqnbench.errors import DqnbenchError
 from dqnbench.run.results import Results
 
@@ -159,7 +159,7 @@ def test_pair_count_equals_mann_whitney_u():
     rng = np.random.default_rng(4)
     x, y = rng.integers(0, 5, 9).astype(float), rng.integers(0, 5, 6).astype(float)  # with ties
     u = sps.mannwhitneyu(x, y).statistic / (x.size * y.size)
-    assert stats._u_fraction(x, y) == pytest.approx(u)
+    assert stats.u_fraction(x, y) == pytest.approx(u)
 
 
 def test_probability_of_improvement_on_known_normals():
@@ -189,15 +189,15 @@ def test_steps_to_threshold_counts_never_as_infinity():
 
 
 def test_env_threshold_comes_from_the_gymnasium_spec():
-    assert stats.env_threshold("CartPole-v1") == 475.0
-    assert stats.env_threshold("NoSuchEnv-v0") is None
-    assert stats.env_threshold(None) is None
+    assert cells.env_threshold("CartPole-v1") == 475.0
+    assert cells.env_threshold("NoSuchEnv-v0") is None
+    assert cells.env_threshold(None) is None
 
 
 def test_short_label():
-    assert stats.short_label("network.name=mlp, agent.lr=0.001") == "network=mlp, lr=0.001"
-    assert stats.short_label("default") == "default"
-    assert stats.short_label("replay.prioritized.alpha=0.6") == "alpha=0.6"
+    assert cells.short_label("network.name=mlp, agent.lr=0.001") == "network=mlp, lr=0.001"
+    assert cells.short_label("default") == "default"
+    assert cells.short_label("replay.prioritized.alpha=0.6") == "alpha=0.6"
 
 
 # --------------------------------------------------------------------------- per-cell tables
@@ -205,19 +205,19 @@ def test_short_label():
 
 def test_cell_summary_hand_computed():
     runs = make_runs({"A": {"final": [10, 20, 30, 40]}, "B": {"final": [5, None], "sps": 500.0}})
-    summary = stats.cell_summary(runs)
+    summary = cells.cell_summary(runs)
     a, b = summary.iloc[0], summary.iloc[1]
     assert (a["iqm"], a["mean"], a["median"]) == (25.0, 25.0, 25.0)
     assert a["iqm_lo"] < 25 < a["iqm_hi"] and (a["n_runs"], a["n_ok"], a["n_failed"]) == (4, 4, 0)
     assert b["iqm"] == 5.0 and math.isnan(b["iqm_lo"]) and (b["n_ok"], b["n_failed"]) == (1, 1)
     assert b["steps_per_s"] == 500.0
     assert a["threshold"] == 475.0  # CartPole-v1's reward_threshold by default
-    assert list(summary.columns) == stats.SUMMARY_COLUMNS
+    assert list(summary.columns) == cells.SUMMARY_COLUMNS
 
 
 def test_cell_summary_counts_diverged_runs_apart():
     runs = make_runs({"A": {"final": [10, None, None], "status": "diverged"}})
-    row = stats.cell_summary(runs).iloc[0]
+    row = cells.cell_summary(runs).iloc[0]
     assert (row["n_ok"], row["n_failed"], row["n_diverged"]) == (1, 0, 2)
 
 
@@ -228,18 +228,18 @@ def test_steps_to_threshold_median_over_all_runs():
         "c0-s0": [100, 480, 500], "c0-s1": [100, 200, 480], "c0-s2": [10, 20, 100],
         "c1-s0": [480, 490, 500], "c1-s1": [10, 20, 100], "c1-s2": [10, 20, 100],
     }, steps)  # fmt: skip
-    summary = stats.cell_summary(runs, evals).set_index("label")
+    summary = cells.cell_summary(runs, evals).set_index("label")
     assert summary.loc["most", "steps_to_threshold"] == 300.0  # median of 200, 300, inf
     assert summary.loc["most", "n_reached"] == 2
     assert summary.loc["few", "steps_to_threshold"] == math.inf  # median of 100, inf, inf: not reached
     assert summary.loc["few", "n_reached"] == 1
-    assert stats.cell_summary(runs, evals, threshold=1000.0)["n_reached"].tolist() == [0, 0]
+    assert cells.cell_summary(runs, evals, threshold=1000.0)["n_reached"].tolist() == [0, 0]
 
 
 def test_auc_column_is_the_iqm_of_per_run_auc():
     runs = make_runs({"A": {"final": [10, 10]}})
     evals = make_evals(runs, {"c0-s0": [0, 10], "c0-s1": [10, 10]}, [0, 100])
-    row = stats.cell_summary(runs, evals).iloc[0]
+    row = cells.cell_summary(runs, evals).iloc[0]
     assert row["auc"] == pytest.approx(7.5)  # mean of 5 and 10
 
 
@@ -249,14 +249,14 @@ def test_timing_is_averaged_per_step_then_per_run():
         "run_id": ["c0-s0", "c0-s0", "c0-s1"], "step": [0, 1, 0],
         "t_act": [1.0, 3.0, 4.0], "t_env": [0.5, 0.5, 0.5], "t_learn": [0.0, 0.0, 1.0],
     })  # fmt: skip
-    row = stats.timing_summary(runs, steps).iloc[0]
+    row = cells.timing_summary(runs, steps).iloc[0]
     assert (row["t_act"], row["t_env"], row["t_learn"]) == (3.0, 0.5, 0.5)  # runs: (2, 4), (.5, .5), (0, 1)
 
 
 def test_eval_curves_give_iqm_per_step():
     runs = make_runs({"A": {"final": [1, 2, 3, 4]}})
     evals = make_evals(runs, {f"c0-s{i}": [i, 10 * i] for i in range(4)}, [50, 100])
-    curves = stats.eval_curves(runs, evals)
+    curves = cells.eval_curves(runs, evals)
     assert curves["step"].tolist() == [50, 100]
     assert curves["iqm"].tolist() == pytest.approx([1.5, 15.0])
     assert (curves["n"] == 4).all()
@@ -266,7 +266,7 @@ def test_improvement_matrix_compares_cells_of_one_environment_only():
     runs = make_runs({
         "a": {"final": [1, 2, 3]}, "b": {"final": [4, 5, 6]}, "c": {"final": [1, 2], "env": "Acrobot-v1"},
     })  # fmt: skip
-    matrix = stats.improvement_matrix(runs, n_resamples=200)
+    matrix = cells.improvement_matrix(runs, n_resamples=200)
     pairs = {(r.x_label, r.y_label): r.p for r in matrix.itertuples()}
     assert pairs[("b", "a")] == 1.0 and pairs[("a", "b")] == 0.0 and pairs[("a", "a")] == 0.5
     assert ("a", "c") not in pairs and pairs[("c", "c")] == 0.5
@@ -281,38 +281,38 @@ def test_order_runs_by_grid_then_by_score():
     runs = make_runs({"a": {"final": [1, 2]}, "b": {"final": [5, 6]}, "c": {"final": [3, 4], "env": "Acrobot-v1"}})
     shuffled = runs.iloc[[5, 2, 0, 4, 1, 3]]
     plan = runs["run_id"].tolist()
-    assert stats.cell_order(stats.order_runs(shuffled, plan)) == ["c0", "c1", "c2"]
-    assert stats.cell_order(stats.order_runs(runs, plan, sort="score")) == ["c1", "c0", "c2"]
+    assert cells.cell_order(cells.order_runs(shuffled, plan)) == ["c0", "c1", "c2"]
+    assert cells.cell_order(cells.order_runs(runs, plan, sort="score")) == ["c1", "c0", "c2"]
     with pytest.raises(DqnbenchError, match="unknown sort"):
-        stats.order_runs(runs, plan, sort="alpha")
+        cells.order_runs(runs, plan, sort="alpha")
 
 
 def test_variant_drops_the_environment():
-    assert stats.variant_label("experiment.env=Acrobot-v1, network.name=mlp") == "network.name=mlp"
-    assert stats.variant_label("experiment.env=Acrobot-v1") == "default"
+    assert cells.variant_label("experiment.env=Acrobot-v1, network.name=mlp") == "network.name=mlp"
+    assert cells.variant_label("experiment.env=Acrobot-v1") == "default"
 
 
 def test_binned_curves_weight_windows_and_skip_nan():
     runs = make_runs({"A": {"final": [1, 2]}})
     per_step = pd.DataFrame({"run_id": ["c0-s0"] * 4 + ["c0-s1"] * 4, "step": [0, 1, 2, 3] * 2,
                              "loss": [np.nan, 2.0, 4.0, 6.0, np.nan, 4.0, 6.0, 8.0]})  # fmt: skip
-    curve = stats.binned_curves(runs, per_step, "loss", bins=1)
+    curve = cells.binned_curves(runs, per_step, "loss", bins=1)
     assert curve["iqm"].tolist() == pytest.approx([5.0])  # runs: 4 and 6 (NaN ignored)
     windowed = pd.DataFrame({"run_id": ["c0-s0", "c0-s0"], "step": [0, 10], "steps_n": [10, 30],
                              "loss": [1.0, 2.0]})  # fmt: skip
-    assert stats.binned_curves(runs, windowed, "loss", bins=1)["iqm"].tolist() == pytest.approx([1.75])
-    assert stats.binned_curves(runs, per_step, "q_max").empty  # an older results directory: no column
+    assert cells.binned_curves(runs, windowed, "loss", bins=1)["iqm"].tolist() == pytest.approx([1.75])
+    assert cells.binned_curves(runs, per_step, "q_max").empty  # an older results directory: no column
 
 
 def test_timing_per_run_divides_windows_by_their_steps():
     steps = pd.DataFrame({"run_id": ["r", "r"], "step": [0, 10], "steps_n": [10, 30],
                           "t_act": [1.0, 3.0], "t_env": [0.0, 0.0], "t_learn": [0.0, 0.0]})  # fmt: skip
-    assert stats.timing_per_run(steps)["t_act"].tolist() == pytest.approx([0.1])
+    assert cells.timing_per_run(steps)["t_act"].tolist() == pytest.approx([0.1])
 
 
 def test_summarize_reads_a_results_object():
     runs = make_runs({"A": {"final": [1, 2, 3]}})
-    summary = stats.summarize(in_memory_results(runs))
+    summary = cells.summarize(in_memory_results(runs))
     assert summary["iqm"].iloc[0] == 2.0
 
 
@@ -326,3 +326,35 @@ def test_builtin_reference_scores():
     cart = builtin_scores("CartPole-v1")
     assert cart.reference == 475.0 and 15 < cart.random < 30  # gymnasium's threshold; measured random policy
     assert builtin_scores("MinAtar/Breakout-v1").reference is None and builtin_scores("Unknown-v0") is None
+
+
+# --------------------------------------------------------------------------- paired by seed
+
+
+def test_identical_paired_samples_differ_by_exactly_zero():
+    scores = np.random.default_rng(3).normal(100, 30, 8)
+    for n in (3, 8):  # the t fallback and the paired bootstrap
+        est = stats.paired_difference(scores[:n], scores[:n])
+        assert (est.value, est.low, est.high) == (0.0, 0.0, 0.0)
+        poi = stats.paired_improvement(scores[:n], scores[:n])
+        assert poi.value == 0.5
+    assert stats.paired_improvement(scores, scores).low == 0.5  # every resample ties on every seed
+
+
+def test_pairing_removes_what_a_seed_shares():
+    rng = np.random.default_rng(4)
+    seed_effect = rng.normal(0, 50, 10)  # seeds differ a lot, the candidate adds 5 on every seed (± 1)
+    base, cand = 100 + seed_effect, 105 + seed_effect + rng.normal(0, 1, 10)
+    paired = stats.paired_difference(base, cand, stats.mean)
+    independent = stats.difference(base, cand, stats.mean)
+    assert paired.low > 0  # confidently better, which the independent interval cannot see
+    assert independent.low < 0 < independent.high
+    assert stats.paired_improvement(base, cand).value == 1.0
+    t_half = sps.t.ppf(0.975, 2) * np.std(cand[:3] - base[:3], ddof=1) / np.sqrt(3)
+    small = stats.paired_difference(base[:3], cand[:3], stats.mean)
+    assert small.small and small.high - small.value == pytest.approx(t_half)
+
+
+def test_paired_samples_must_align():
+    with pytest.raises(ValueError, match="one value per seed"):
+        stats.paired_difference([1.0, 2.0], [1.0])

@@ -75,9 +75,9 @@ def test_truncation_is_stored_as_not_terminated(write_grid, registry):
         def __init__(self, capacity, obs_dim, gamma):
             self.inner = uniform(capacity, obs_dim, gamma)
 
-        def add(self, obs, action, reward, next_obs, terminated):
+        def add(self, obs, action, reward, next_obs, terminated):  # the v1 add: one transition, no truncated
             stored.append(terminated)
-            self.inner.add(obs, action, reward, next_obs, terminated)
+            self.inner.add(obs[None], [action], [reward], next_obs[None], [terminated], [False])
 
         def sample(self, batch_size):
             return self.inner.sample(batch_size)

@@ -9,20 +9,7 @@ finds it with :meth:`Checkpoint.load` and goes on from there.
 
 Safe to load. A checkpoint is three files and nothing in them is unpickled:
 
-- ``state.json``: the state's structure and every plain value (JSON), with
-  tagged stand-ins for what JSON lacks (tuples, dicts with non-string keys,
-  NumPy scalars, NumPy RNGs) and references to the two files below;
-- ``arrays/<key>.npy``: NumPy arrays, read with ``np.load(allow_pickle=False)``
-  (memory-mapped when large: a restored replay is copied from the file into
-  its buffer, never held twice in memory);
-- ``tensors.pt``: torch tensors, read with ``torch.load(weights_only=True)``.
-
-:func:`encode` refuses anything else (a type the three cannot hold) by name.
-
-Atomic, latest only. Each save writes a fresh temporary directory beside the
-checkpoints, renames it to ``step-<N>`` (one ``rename``: a checkpoint either
-is whole or is not there) and only then removes the older ones, so a run
-killed mid-save still has its previous checkpoint.
+Why it is built this way, with measurements: ``docs/internals.md`` (``agent.checkpoint``).
 """
 
 from __future__ import annotations
@@ -343,19 +330,35 @@ def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
 # --- what the training loop saves and restores ----------------------------------------------------
 
 
-def checkpoint_state(
-    agent: Agent,
-    envs: Any,
-    eval_envs: Any,
-    obs: np.ndarray,
-    logs: list[TrainLog],
-    records: StepRecords,
-    counters: tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, int]],
-    seeds: Sequence[int],
-    stacked: bool,
-    trained_s: float,
-    eval_s: float,
-) -> dict[str, Any]:
+@dataclass
+class TrainState:
+    """What the training loop holds between env steps: what a checkpoint saves and a resume restores into.
+
+    The arrays, dict and logs are the loop's own, restored in place; ``obs``
+    and the seconds are the values at the checkpoint (a resume sets them).
+    """
+
+    agent: Agent
+    envs: Any
+    eval_envs: Any
+    logs: list[TrainLog]
+    records: StepRecords
+    seeds: Sequence[int]
+    stacked: bool
+    #: per row: the episode number, its return so far and the env step it started at
+    episode: np.ndarray
+    episode_return: np.ndarray
+    episode_start: np.ndarray
+    #: lock-step member → the env step its loss turned non-finite
+    diverged: dict[int, int]
+    #: the observations acted on next
+    obs: np.ndarray | None = None
+    #: seconds spent training and evaluating so far
+    trained_s: float = 0.0
+    eval_s: float = 0.0
+
+
+def checkpoint_state(train_state: TrainState) -> dict[str, Any]:
     """Everything the loop holds before an env step, as plain data, arrays and tensors (see :mod:`~.checkpoint`).
 
     Networks, optimizer, learn steps, explorer and learner (their ``state_dict``
@@ -365,43 +368,38 @@ def checkpoint_state(
     observation acted on next, episode counters, the logs so far, the seconds
     spent, and the RNG states, taken last.
     """
-    episode, episode_return, episode_start, diverged = counters
+    agent = train_state.agent
     replay = component_state(agent.replay)
     if replay is None:
         warnings.warn(f"the replay {type(getattr(agent.replay, 'replay', agent.replay)).__name__} has no state_dict(): "
                       "checkpoints skip it, and a resumed run refills it", RuntimeWarning, stacklevel=2)  # fmt: skip
     return {
-        "run": {"seeds": list(seeds), "stacked": stacked, "n_actions": agent.n_actions},
+        "run": {"seeds": list(train_state.seeds), "stacked": train_state.stacked, "n_actions": agent.n_actions},
         "nets": {"online": agent.nets.online.state_dict(), "target": agent.nets.target.state_dict()},
         "optimizer": optimizer_state(agent.optimizer),
         "learn_steps": agent.learn_steps,
+        "member_learn_steps": getattr(agent, "member_learn_steps", None),  # a fused group's own target counts
         "explorer": component_state(agent.explorer.explorer),
         "learner": component_state(agent.learner),
         "replay": replay,
-        "envs": env_state(envs),
-        "eval_envs": env_state(eval_envs),
-        "obs": obs,
-        "counters": {"episode": episode, "return": episode_return, "start": episode_start, "diverged": diverged},
-        "logs": [{"episodes": log.episodes, "evals": log.evals} for log in logs],
-        "records": records.state_dict(),
-        "seconds": {"trained": trained_s, "eval": eval_s},
+        "envs": env_state(train_state.envs),
+        "eval_envs": env_state(train_state.eval_envs),
+        "obs": train_state.obs,
+        "counters": {
+            "episode": train_state.episode,
+            "return": train_state.episode_return,
+            "start": train_state.episode_start,
+            "diverged": train_state.diverged,
+        },
+        "logs": [{"episodes": log.episodes, "evals": log.evals} for log in train_state.logs],
+        "records": train_state.records.state_dict(),
+        "seconds": {"trained": train_state.trained_s, "eval": train_state.eval_s},
         "rng": rng_state(agent.device),
     }
 
 
-def resume(
-    saved: tuple[int, dict[str, Any]],
-    agent: Agent,
-    envs: Any,
-    eval_envs: Any,
-    logs: list[TrainLog],
-    records: StepRecords,
-    counters: tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, int]],
-    seeds: Sequence[int],
-    stacked: bool,
-    eval_seed_offset: int,
-) -> tuple[int, np.ndarray, float, float]:
-    """Restore a checkpoint into freshly built components: ``(step, obs, seconds trained, seconds evaluating)``.
+def resume(saved: tuple[int, dict[str, Any]], train_state: TrainState, eval_seed_offset: int) -> int:
+    """Restore a checkpoint into freshly built components (``train_state``, its ``obs`` and seconds set); the env step.
 
     Where the envs' state was not saved, the episode in progress is dropped
     (not recorded) and a new one starts, reset with a seed derived from the
@@ -409,14 +407,18 @@ def resume(
     when the checkpoint is another run's.
     """
     step, state = saved
+    agent, envs, eval_envs = train_state.agent, train_state.envs, train_state.eval_envs
+    seeds, stacked = train_state.seeds, train_state.stacked
     run = state["run"]
     if list(run["seeds"]) != list(seeds) or run["stacked"] != stacked or run["n_actions"] != agent.n_actions:
         raise ValueError(f"it is of seeds {run['seeds']} (lock-step {run['stacked']}), not {list(seeds)} ({stacked})")
-    records.load_state_dict(state["records"])  # first: it checks the run's length and layout
+    train_state.records.load_state_dict(state["records"])  # first: it checks the run's length and layout
     agent.nets.online.load_state_dict(state["nets"]["online"])
     agent.nets.target.load_state_dict(state["nets"]["target"])
     load_optimizer_state(agent.optimizer, state["optimizer"])
     agent.learn_steps = int(state["learn_steps"])
+    if state.get("member_learn_steps") is not None:
+        agent.member_learn_steps = np.asarray(state["member_learn_steps"], dtype=np.int64).copy()
     for component, component_saved in ((agent.explorer.explorer, state["explorer"]), (agent.learner, state["learner"])):
         if component_saved is not None:
             component.load_state_dict(component_saved)
@@ -425,24 +427,24 @@ def resume(
     else:
         warnings.warn("this checkpoint holds no replay (the replay has no state_dict()): the resumed run refills it",
                       RuntimeWarning, stacklevel=2)  # fmt: skip
-    episode, episode_return, episode_start, diverged = counters
     saved_counters = state["counters"]
-    np.copyto(episode, saved_counters["episode"])
-    np.copyto(episode_return, saved_counters["return"])
-    np.copyto(episode_start, saved_counters["start"])
-    diverged.update(saved_counters["diverged"])
+    np.copyto(train_state.episode, saved_counters["episode"])
+    np.copyto(train_state.episode_return, saved_counters["return"])
+    np.copyto(train_state.episode_start, saved_counters["start"])
+    train_state.diverged.update(saved_counters["diverged"])
     if state["envs"] is not None:
         load_env_state(envs, state["envs"])
-        obs = np.array(state["obs"])
+        train_state.obs = np.array(state["obs"])
     else:  # the episode in progress cannot be restored: a new one starts here
-        obs, _ = envs.reset(seed=seeds[0] + step)
-        episode_return[:] = 0.0
-        episode_start[:] = step
+        train_state.obs, _ = envs.reset(seed=seeds[0] + step)
+        train_state.episode_return[:] = 0.0
+        train_state.episode_start[:] = step
     if state["eval_envs"] is not None:
         load_env_state(eval_envs, state["eval_envs"])
     else:
         eval_envs.reset(seed=seeds[0] + eval_seed_offset + step)
-    for log, saved_log in zip(logs, state["logs"], strict=True):
+    for log, saved_log in zip(train_state.logs, state["logs"], strict=True):
         log.episodes, log.evals = saved_log["episodes"], saved_log["evals"]
     set_rng_state(state["rng"], agent.device)
-    return step, obs, float(state["seconds"]["trained"]), float(state["seconds"]["eval"])
+    train_state.trained_s, train_state.eval_s = float(state["seconds"]["trained"]), float(state["seconds"]["eval"])
+    return step

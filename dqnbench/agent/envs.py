@@ -9,21 +9,14 @@ transition's ``next_obs`` is the terminal observation (in
 next step, so every member takes exactly the env steps an independent run
 would, with no dummy transitions.
 
-A checkpoint (:mod:`dqnbench.agent.checkpoint`) saves the envs' state where it
-can be restored exactly (:func:`env_state`): an env or vector env with its own
-``state_dict()`` / ``load_state_dict()`` (the built-in MinAtar and native
-CartPole vector envs), or a gymnasium env whose core is a classic-control or
-toy-text env (their whole state is plain attributes: ``state``, the step
-counters, ``np_random``) under wrappers whose state is plain attributes too
-(``TimeLimit``'s elapsed steps, ``OrderEnforcing``'s flag). Any other env (ALE's
-C++ emulators, Box2D worlds, wrappers keeping deques) gives None, and a resumed
-run starts a new episode there.
+Why it is built this way, with measurements: ``docs/internals.md`` (``agent.envs``).
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import FunctionType, MethodType
 from typing import Any
 
@@ -32,6 +25,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 from dqnbench.errors import DqnbenchError
+from dqnbench.plugin.checks import check_obs_space
 from dqnbench.plugin.obs import ObsSpec
 
 
@@ -221,6 +215,28 @@ def register_namespace(env_id: str) -> None:
         getattr(module, how)()
 
 
+def unknown_id_message(env_id: str) -> str:
+    """The message for an unregistered id: the closest ids, or its namespace's ids when they are few."""
+    namespace = env_id.split("/", 1)[0] + "/" if "/" in env_id else None
+    ids = sorted(key for key in gym.registry if namespace is None or key.startswith(namespace))
+    # Game names compared without the shared "MinAtar/" and "-v1", which make every id of a namespace look close.
+    version = env_id.rsplit("-v", 1)[1] if "-v" in env_id else ""
+    games: dict[str, str] = {}
+    for key in ids:
+        game, _, key_version = key[len(namespace or "") :].rpartition("-v")
+        if game not in games or key_version == version:
+            games[game] = key
+    wanted = env_id[len(namespace or "") :].rpartition("-v")[0] or env_id
+    close = [games[game] for game in difflib.get_close_matches(wanted, games, n=3)]
+    if close:
+        hint = f"; did you mean {', '.join(close)}?"
+    elif namespace and 0 < len(ids) <= 12:
+        hint = f"; {namespace[:-1]} has {', '.join(ids)}"
+    else:
+        hint = ""
+    return f"unknown environment {env_id!r}{hint}"
+
+
 def make_envs(factory: Callable[..., gym.Env], env_id: str, members: int | None) -> Any:
     """One run's env (``members=None``) or ``members`` copies with same-step autoreset, from an env component."""
     register_namespace(env_id)
@@ -230,6 +246,23 @@ def make_envs(factory: Callable[..., gym.Env], env_id: str, members: int | None)
     if vector is not None:
         return vector(env_id, members)
     return SyncVectorEnv([lambda: factory(env_id) for _ in range(members)], autoreset_mode=AutoresetMode.SAME_STEP)
+
+
+def reset_by_seed(envs: Any, seeds: Sequence[int]) -> tuple[Any, dict[str, Any]]:
+    """Reset the envs of these runs, each run's env from its own seed.
+
+    An int when the seeds run consecutively (every vector env seeds member k with
+    ``seed + k``), else one seed per member: then members of a fused group that
+    share a seed share their env's start states (common random numbers). A
+    plugin's vector env that takes only an int gets the first seed.
+    """
+    first = int(seeds[0])
+    if list(seeds) == list(range(first, first + len(seeds))):
+        return envs.reset(seed=first)
+    try:
+        return envs.reset(seed=[int(s) for s in seeds])
+    except (TypeError, ValueError, AssertionError):
+        return envs.reset(seed=first)
 
 
 def terminal_next_obs(next_obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
@@ -243,7 +276,10 @@ def terminal_next_obs(next_obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
 
 
 def env_spaces(env: Any, env_id: str) -> tuple[ObsSpec, int]:
-    """``(observation spec, number of actions)`` of a single env; a user error for envs DQN cannot drive."""
+    """``(observation spec, number of actions)`` of a single env; a user error for envs DQN cannot drive.
+
+    Float observations other than float32 break the env's contract (:func:`~dqnbench.plugin.checks.check_obs_space`).
+    """
     action_space = getattr(env, "single_action_space", None) or env.action_space
     obs_space = getattr(env, "single_observation_space", None) or env.observation_space
     if not isinstance(action_space, gym.spaces.Discrete):
@@ -252,6 +288,7 @@ def env_spaces(env: Any, env_id: str) -> tuple[ObsSpec, int]:
         )
     if not isinstance(obs_space, gym.spaces.Box):
         raise DqnbenchError(f"environment {env_id} has {type(obs_space).__name__} observations; dqnbench needs Box")
+    check_obs_space(obs_space.dtype, env_id)
     frames = component_attribute(env, "dqnbench_frames") or 1
     try:
         spec = ObsSpec(obs_space.shape, obs_space.dtype, frames)

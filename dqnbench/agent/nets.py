@@ -48,13 +48,21 @@ class QNetworks:
             return self.online(obs)
         return self.online(obs.unsqueeze(1)).squeeze(1)
 
-    def sync_target(self) -> None:
+    def sync_target(self, rows: torch.Tensor | None = None) -> None:
         """The hard target copy (Mnih et al. 2015): target ← online, every parameter and buffer.
 
-        One in-place copy over the pairs of tensors, found once: ``load_state_dict``
-        costs ~200 µs of Python a copy, 2 µs per env step of the tutorial's agent.
+        One in-place copy over the pairs of tensors, found once (``load_state_dict``
+        costs far more Python). ``rows``: stacked members to copy (a ``(K,)``
+        bool mask; None: all), for fused members on their own schedules.
         Modules whose state holds anything but tensors take ``load_state_dict``.
         """
+        if rows is not None:
+            with torch.no_grad():
+                target, online = self.target.state_dict(keep_vars=True), self.online.state_dict(keep_vars=True)
+                for name, value in online.items():
+                    mask = rows.to(value.device).view(-1, *([1] * (value.dim() - 1)))
+                    torch.where(mask, value, target[name], out=target[name].data)
+            return
         if self._copies is None:
             online, target = self.online.state_dict(keep_vars=True), self.target.state_dict(keep_vars=True)
             tensors = all(isinstance(v, torch.Tensor) for v in (*online.values(), *target.values()))
@@ -65,14 +73,21 @@ class QNetworks:
         with torch.no_grad():
             torch._foreach_copy_(*self._copies)
 
-    def clip_grad_norm(self, max_norm: float) -> None:
-        """Clip the gradient's global norm to ``max_norm``: each member's own norm when stacked."""
+    def clip_grad_norm(self, max_norm: float | torch.Tensor) -> None:
+        """Clip the gradient's global norm to ``max_norm``: each member's own norm when stacked.
+
+        A ``(K,)`` tensor gives each fused member its own bound (0: that member is not clipped).
+        """
         if self.members is None:
             nn.utils.clip_grad_norm_(self.params, max_norm)
+            return
+        if isinstance(max_norm, torch.Tensor) and not bool((max_norm > 0).any()):
             return
         grads = [p.grad for p in self.params if p.grad is not None]
         norms = torch.stack([g.flatten(1).pow(2).sum(dim=1) for g in grads]).sum(dim=0).sqrt()
         scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+        if isinstance(max_norm, torch.Tensor):
+            scale = torch.where(max_norm.to(scale.device) > 0, scale, torch.ones_like(scale))
         if bool((scale < 1.0).any()):  # a scale of exactly 1 changes nothing: skip rewriting every gradient
             for g in grads:
                 g.mul_(scale.view(-1, *([1] * (g.dim() - 1))))
@@ -157,12 +172,13 @@ class VmapStack(nn.Module):
         state.update({n: getattr(self, f"buffer_{i}") for i, n in enumerate(self.buffer_names)})
         return state
 
-    def _call(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        return functional_call(self.base[0], (params, buffers), (x,))
+    def _call(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], *inputs: torch.Tensor) -> Any:
+        return functional_call(self.base[0], (params, buffers), inputs)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *more: torch.Tensor) -> torch.Tensor:
+        """The members' ``forward(x, *more)``; ``more`` (e.g. iqn's levels) is stacked by member like ``x``."""
         buffers = {n: getattr(self, f"buffer_{i}") for i, n in enumerate(self.buffer_names)}
-        return vmap(self._call, randomness="different")(dict(zip(self.names, self.stacked)), buffers, x)
+        return vmap(self._call, randomness="different")(dict(zip(self.names, self.stacked)), buffers, x, *more)
 
 
 def network_problem(factory: Callable[..., nn.Module], obs: ObsSpec, n_actions: int) -> tuple[str | None, bool]:
@@ -179,11 +195,11 @@ def network_problem(factory: Callable[..., nn.Module], obs: ObsSpec, n_actions: 
     return None, not isinstance(stacked, VmapStack)
 
 
-#: vmap lock-step pays from this many members: below it, its fixed cost of a few hundred µs of Python per call
-#: roughly equals K separate networks' (measured 0.9–1.1× at K = 4 for MLPs of 5k–70k parameters, 0.6–0.8× at 8)
+#: vmap lock-step pays from this many members: below it, its fixed Python cost per call outweighs the gain
+#: (measurements: docs/benchmarks.md, "Figures behind constants")
 VMAP_MIN_MEMBERS = 8
 #: ...and only while no layer gives more than this many values per sample: wider activations, stacked K times,
-#: leave the caches, and vmap turned 1.2–3× slower than separate networks (4,096- and 8,192-wide layers at K ≥ 8)
+#: leave the caches and make vmap slower than separate networks
 VMAP_MAX_WIDTH = 2048
 
 

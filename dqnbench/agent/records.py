@@ -9,14 +9,7 @@ steps it sums) and the window's first ``step`` and ``episode``; ``reward``,
 ``t_act``, ``t_env`` and ``t_learn`` are sums over the window, ``loss`` the mean
 over its learn steps, so totals (steps/s, time shares) read the same either way.
 
-``q_max`` (the mean over the row's probes of the greedy Q-value at acting time)
-and ``epsilon`` (the explorer's ``value(step)``: ε for ε-greedy) are probed
-every :data:`PROBE_EVERY` steps, or once per window, and are NaN elsewhere:
-a probe costs a reduction over the Q-values, too much to pay every step of
-the tutorial's 100 µs step.
-
-Arrays are allocated once, with one row per step (or window) for all R rows
-of a lock-step cell, and split per run at the end.
+Why it is built this way, with measurements: ``docs/internals.md`` (``agent.records``).
 """
 
 from __future__ import annotations
@@ -27,6 +20,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from dqnbench.agent.calibration import CALIBRATE_EVERY
 
 #: runs up to this many env steps keep one ``steps`` row per step; longer ones are windowed to about this many rows
 PER_STEP_ROWS = 100_000
@@ -49,11 +44,16 @@ class StepRecords:
         n = math.ceil(total_steps / window)
         self.reward = np.zeros((n, rows), dtype=np.float32 if window == 1 else np.float64)
         self.loss = np.full((n, rows), np.nan, dtype=np.float32) if window == 1 else np.zeros((n, rows))
-        self.learn_n = np.zeros(n, dtype=np.int32)
+        self.learn_n = np.zeros((n, rows), dtype=np.int32)  # per row: a fused member learns from its own start
         self.times = np.zeros((3, n))
         self.q_max = np.full((n, rows), np.nan, dtype=np.float32)
-        self.epsilon = np.full(n, np.nan, dtype=np.float32)
+        #: every CALIBRATE_EVERY steps (NaN elsewhere): the calibration workload's seconds (the machine's pace) and
+        #: the process's CPU seconds so far (differences between marks: CPU time per block, immune to time-slicing)
+        self.calib = np.full(n, np.nan, dtype=np.float64)
+        self.cpu = np.full(n, np.nan, dtype=np.float64)
+        self.epsilon = np.full((n, rows), np.nan, dtype=np.float32)  # per row: fused members have their own ε
         self.probe_every = max(window, PROBE_EVERY)
+        self.calibrate_every = max(window, CALIBRATE_EVERY)
 
     def record(self, step: int, rewards: np.ndarray, losses: np.ndarray | None, t_act: float, t_env: float,
                t_learn: float) -> None:  # fmt: skip
@@ -67,23 +67,39 @@ class StepRecords:
             return
         self.reward[i] += rewards
         if losses is not None:
-            self.loss[i] += losses
-            self.learn_n[i] += 1
+            learned = np.isfinite(losses) if np.ndim(losses) else True  # a fused member before its learning starts
+            self.loss[i] += np.where(learned, losses, 0.0)
+            self.learn_n[i] += learned
         self.times[0, i] += t_act
         self.times[1, i] += t_env
         self.times[2, i] += t_learn
 
+    def calibration_due(self, step: int) -> bool:
+        return step % self.calibrate_every == 0
+
+    def calibrate(self, step: int, seconds: float, cpu_s: float) -> None:
+        self.calib[step // self.window], self.cpu[step // self.window] = seconds, cpu_s
+
+    def calibration(self) -> dict[str, list[float]]:
+        """The calibration marks: env step, process CPU seconds so far, the workload's seconds (a run record's)."""
+        marks = np.flatnonzero(np.isfinite(self.calib))
+        return {
+            "step": [int(i * self.window) for i in marks],
+            "cpu_s": [float(v) for v in self.cpu[marks]],
+            "calib_s": [float(v) for v in self.calib[marks]],
+        }
+
     def probe_due(self, step: int) -> bool:
         return step % self.probe_every == 0
 
-    def probe(self, step: int, q_max: np.ndarray, epsilon: float) -> None:
+    def probe(self, step: int, q_max: np.ndarray, epsilon: float | np.ndarray) -> None:
         i = step // self.window
         self.q_max[i], self.epsilon[i] = q_max, epsilon
 
     def loss_at(self, step: int, row: int) -> float:
         """The loss recorded at ``step`` (its window's mean when windowed)."""
         i = step // self.window
-        return float(self.loss[i, row] if self.window == 1 else self.loss[i, row] / max(self.learn_n[i], 1))
+        return float(self.loss[i, row] if self.window == 1 else self.loss[i, row] / max(self.learn_n[i, row], 1))
 
     def table(self, row: int, episode_ends: np.ndarray, rows_share: int) -> dict[str, np.ndarray]:
         """Run ``row``'s ``steps`` table; times divided by ``rows_share`` (each row's share of a batched step)."""
@@ -101,15 +117,15 @@ class StepRecords:
             table["loss"] = np.ascontiguousarray(self.loss[:, row])
         else:
             with np.errstate(invalid="ignore", divide="ignore"):
-                table["loss"] = (self.loss[:, row] / self.learn_n).astype(np.float32)
+                table["loss"] = (self.loss[:, row] / self.learn_n[:, row]).astype(np.float32)
             table["steps_n"] = np.minimum(self.window, self.total_steps - starts).astype(np.int32)
         table["q_max"] = np.ascontiguousarray(self.q_max[:, row])
-        table["epsilon"] = self.epsilon
+        table["epsilon"] = np.ascontiguousarray(self.epsilon[:, row])
         return table
 
     def state_dict(self) -> dict[str, Any]:
         """The arrays so far, for a checkpoint (:mod:`dqnbench.agent.checkpoint`)."""
-        names = ("reward", "loss", "learn_n", "times", "q_max", "epsilon")
+        names = ("reward", "loss", "learn_n", "times", "q_max", "epsilon", "calib", "cpu")
         return {"total_steps": self.total_steps, "rows": self.rows, "window": self.window,
                 **{name: getattr(self, name) for name in names}}  # fmt: skip
 
@@ -121,7 +137,7 @@ class StepRecords:
                 f"steps records of {state['total_steps']} steps × {state['rows']} rows in windows of "
                 f"{state['window']}, not {layout[0]} × {layout[1]} in windows of {layout[2]}"
             )
-        for name in ("reward", "loss", "learn_n", "times", "q_max", "epsilon"):
+        for name in ("reward", "loss", "learn_n", "times", "q_max", "epsilon", "calib", "cpu"):
             np.copyto(getattr(self, name), state[name])
 
 
@@ -151,6 +167,11 @@ class TrainLog:
     obs_dtype: str = "float32"
     #: the env step this run resumed from (a checkpoint of an interrupted run), None when it ran from step 0
     resumed_at: int | None = None
+    #: how the learner computed gradients: "autograd" or a speed path it names (see ``learning.learn_path``)
+    learn_path: str = "autograd"
+    #: calibration marks every 100 env steps (:meth:`StepRecords.calibration`): what speed verdicts of lock-step
+    #: groups read (stored in the run record, not in ``steps``, whose columns stay deterministic but for t_*)
+    calibration: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def final_return(self) -> float:

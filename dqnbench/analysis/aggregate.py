@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from dqnbench.analysis import stats
+from dqnbench.analysis import cells, stats
 from dqnbench.analysis.scores import ReferenceScores, builtin_scores
 
 #: Column prefix of a grid's ``[scores."ENV"]`` table in the ``runs`` table (``scores.ENV.random``).
@@ -62,7 +62,7 @@ def normalizers(
 ) -> dict[str, ReferenceScores | None]:
     """env id → its anchors: ``scores`` given here, else the grid's ``[scores]``, else the built-ins."""
     given = {**user_scores(runs), **(scores or {})}
-    envs = [e for e in dict.fromkeys(stats.cell_env(runs).values()) if e]
+    envs = [e for e in dict.fromkeys(cells.cell_env(runs).values()) if e]
     return {env: given.get(env) or builtin_scores(env) for env in envs}
 
 
@@ -73,9 +73,9 @@ def normalized_scores(
 
     Environments without a usable reference are left out (see :func:`missing_references`).
     """
-    finals, envs, variants = stats.final_scores(runs), stats.cell_env(runs), stats.cell_variants(runs)
+    finals, envs, variants = cells.final_scores(runs), cells.cell_env(runs), cells.cell_variants(runs)
     out: dict[str, dict[str, np.ndarray]] = {}
-    for cell in stats.cell_order(runs):
+    for cell in cells.cell_order(runs):
         anchor = anchors.get(envs[cell] or "")
         if anchor is None or anchor.reference is None or not finals[cell].size:
             continue
@@ -193,8 +193,8 @@ def improvement_across_tasks(
             if x == y or not common:
                 continue
             rng = np.random.default_rng(seed)
-            point = np.mean([stats._u_fraction(ex[e], ey[e]) for e in common])
-            boot = np.mean([stats._u_fraction(a, b) for a, b in
+            point = np.mean([stats.u_fraction(ex[e], ey[e]) for e in common])
+            boot = np.mean([stats.u_fraction(a, b) for a, b in
                             ((*_resample({e: ex[e]}, n_resamples, rng), *_resample({e: ey[e]}, n_resamples, rng))
                              for e in common)], axis=0)  # fmt: skip
             low, high = np.quantile(boot, [tail, 1 - tail])
@@ -212,7 +212,7 @@ def aggregates(
     seed: int = stats.SEED,
 ) -> Aggregates | None:
     """The cross-environment aggregates of ``runs``; None when the grid has one environment."""
-    envs = [e for e in dict.fromkeys(stats.cell_env(runs).values()) if e]
+    envs = [e for e in dict.fromkeys(cells.cell_env(runs).values()) if e]
     if len(envs) < 2:
         return None
     anchors = normalizers(runs, scores)

@@ -16,9 +16,10 @@ if TYPE_CHECKING:
 
 
 def _load(results: str | os.PathLike | Results, all_runs: bool) -> Results:
-    from dqnbench.run.results import Results, load_results
+    from dqnbench.run.live import load_live_results
+    from dqnbench.run.results import Results
 
-    return results if isinstance(results, Results) else load_results(results, all_runs=all_runs)
+    return results if isinstance(results, Results) else load_live_results(results, all_runs=all_runs)
 
 
 def report(
@@ -30,10 +31,13 @@ def report(
     all_runs: bool = False,
     width: int | None = None,
 ) -> str:
-    """The text ``dqnbench report DIR --format FORMAT [--sort] [--failures]`` prints."""
+    """The text ``dqnbench report DIR --format FORMAT [--sort] [--failures]`` prints (on a grid still running,
+    its first line says the results are partial; for ``csv``, which must stay a table, the CLI says it on stderr)."""
     from dqnbench.analysis.report import report as render
 
-    return render(_load(results, all_runs), format, width=width, sort=sort, failures=failures)
+    loaded = _load(results, all_runs)
+    text = render(loaded, format, width=width, sort=sort, failures=failures)
+    return f"({loaded.partial})\n{text}" if loaded.partial and format != "csv" else text
 
 
 def plot(

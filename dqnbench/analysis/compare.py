@@ -6,11 +6,24 @@ matches; the experiment name and the seeds never take part). For each matched
 cell the comparison reports, following Agarwal et al. (2021):
 
 - the change of the IQM final greedy return, candidate − baseline, with a 95 %
-  bootstrap CI resampling each side's runs independently;
+  bootstrap CI;
 - the probability of improvement P(candidate run > baseline run) with its CI;
 - the speed ratio (baseline cost per env step / candidate cost, > 1 = faster) with its CI.
 
-A cell **regressed** when, with the stated confidence, it is worse beyond a
+**Paired by seed.** When both sides of a cell have successful runs of the same
+seeds (each seed once), the runs are paired: the CI of the change resamples
+seeds, each with both its runs, and P(cand > base) is the fraction of seeds
+whose candidate run scores higher (ties ½). What a seed's two runs share then
+cancels, so a directory compared with itself gives Δ 0 [0, 0] and P = 0.50.
+Otherwise each side's runs are resampled independently and P compares every
+candidate run with every baseline run (Mann–Whitney).
+
+**Verdicts.** The return is ``better`` or ``worse`` when the whole CI of the
+change lies beyond ± tolerance × |baseline IQM|, else ``same`` (no change
+beyond the tolerance shown with confidence); speed is ``faster`` / ``slower``
+the same way against 1 ± the minimum speed effect.
+
+A cell **regressed** (exit 1) when, with the stated confidence, it is worse beyond a
 tolerance — the *whole* CI lies past the threshold, so noise alone (a CI
 straddling it) never fails a build:
 
@@ -38,9 +51,15 @@ The unit of a speed sample is what ran independently: **a lock-step group is
 one sample** (its K members share one batched step and one ``steps_per_s``),
 identified by the ``lockstep_members`` column, or, in results without it, by
 identical ``steps_per_s`` within a cell. Seeds of independent runs are one
-sample each. With fewer than two samples on a side there is no visible noise,
-and the cell's speed is reported as *cannot judge* (never a regression): run
-independent seeds (``--no-lockstep``) or repeat the cell to judge speed.
+sample each. With fewer than two samples on a side there is no visible noise
+between samples, so both sides are judged on **calibrated blocks** instead:
+every 100 env steps each run notes its process's CPU time and times a fixed
+calibration workload (:mod:`dqnbench.agent.calibration`, the run record's
+``calibration``), and a block (the steps between two marks)
+counts its CPU seconds per step over its calibration: other processes'
+time-slices do not add CPU time, and what they do slow (a shared core) slows
+the calibration too; slower code raises only the first. Without enough blocks (results
+recorded before calibrations, or under 5 blocks) the speed is *not judged*.
 
 With fewer than two successful runs on a side there is no CI, so no confident
 verdict: such a cell is reported as ``too few runs`` and does not regress. Use
@@ -57,7 +76,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dqnbench.analysis import stats
+from dqnbench.analysis import cells, stats
+from dqnbench.analysis.report import (
+    FORMATS,
+    SMALL_MARK,
+    fit_tables,
+    markdown_table,
+    short_number,
+    signed_number,
+    terminal_width,
+    wrap,
+)
 from dqnbench.errors import DqnbenchError
 from dqnbench.run.results import RUN_COLUMNS, RUN_SUMMARY, Results
 
@@ -69,8 +98,9 @@ SPEED_TOLERANCE = 0.15
 TABLE_COLUMNS = [
     "label", "env", "n_base", "n_cand", "iqm_base", "iqm_cand", "delta", "delta_lo", "delta_hi", "rel_delta",
     "poi", "poi_lo", "poi_hi", "sps_base", "sps_cand", "speed_ratio", "speed_lo", "speed_hi",
-    "nspeed_base", "nspeed_cand", "speed_source", "speed_judged", "small_n",
-    "return_regressed", "speed_regressed", "verdict", "cell_base", "cell_cand",
+    "nspeed_base", "nspeed_cand", "speed_source", "speed_judged", "small_n", "paired",
+    "return_verdict", "speed_verdict", "return_regressed", "speed_regressed", "regressed", "verdict",
+    "cell_base", "cell_cand",
 ]  # fmt: skip
 
 
@@ -109,7 +139,7 @@ def match_cells(
     Raises :class:`DqnbenchError` when no cell matches, or when ignoring keys
     makes two cells of one side indistinguishable.
     """
-    common = [c for c in config_columns(baseline) if c in set(config_columns(candidate)) and c not in ignore]
+    common = matched_keys(baseline, candidate, ignore)
     sides = []
     for name, runs in (("baseline", baseline), ("candidate", candidate)):
         keys = cell_keys(runs, common)
@@ -124,9 +154,28 @@ def match_cells(
     pairs: list[tuple[str | None, str | None]] = [(b, cand.get(k)) for k, b in base.items()]
     pairs += [(None, c) for k, c in cand.items() if k not in base]
     if not any(b and c for b, c in pairs):
-        raise DqnbenchError("no cell of the candidate has the configuration of a baseline cell: "
-                            "compare results of the same grid")  # fmt: skip
+        differ = differing_keys(baseline, candidate, common)
+        what = "; ".join(f"{key}: baseline {b}, candidate {c}" for key, b, c in differ) or "no single key"
+        keys = " ".join(key for key, _, _ in differ) or "KEY"
+        raise DqnbenchError(f"no cell of the candidate has the configuration of a baseline cell. The grids differ in "
+                            f"{what}. To compare cells across them, leave those keys out of the matching: "
+                            f"--ignore {keys}")  # fmt: skip
     return pairs
+
+
+def matched_keys(baseline: pd.DataFrame, candidate: pd.DataFrame, ignore: tuple[str, ...] = ()) -> list[str]:
+    """The config keys cells are matched by: those both sides have, less ``ignore``."""
+    return [c for c in config_columns(baseline) if c in set(config_columns(candidate)) and c not in ignore]
+
+
+def differing_keys(baseline: pd.DataFrame, candidate: pd.DataFrame, columns: list[str]) -> list[tuple[str, str, str]]:
+    """``(key, baseline values, candidate values)`` of each config key whose values differ between the sides."""
+    out = []
+    for column in columns:
+        sides = [sorted({json.dumps(_normal(v), default=str) for v in runs[column]}) for runs in (baseline, candidate)]
+        if sides[0] != sides[1]:
+            out.append((column, *(", ".join(values) for values in sides)))
+    return out
 
 
 @dataclass
@@ -147,11 +196,11 @@ class Comparison:
 
     @property
     def regressed(self) -> bool:
-        return bool((self.table["verdict"].isin(REGRESSIONS)).any())
+        return bool(self.table["regressed"].any())
 
     def verdict(self) -> str:
         """One line: how many cells regressed, and under which rule."""
-        bad = int(self.table["verdict"].isin(REGRESSIONS).sum())
+        bad = int(self.table["regressed"].sum())
         rule = (f"return drop > {self.tolerance:.0%} of baseline IQM or > {self.speed_tolerance:.0%} slower per "
                 f"env step, whole {self.confidence:.0%} CI past the threshold")  # fmt: skip
         unjudged = int((~self.table["speed_judged"].astype(bool)).sum())
@@ -161,34 +210,47 @@ class Comparison:
             return f"REGRESSION: {bad} of {len(self.table)} cells worse ({rule}){speed}"
         return f"OK: no cell worse ({rule}){speed}"
 
-    def render(self, fmt: str = "table", *, width: int | None = None) -> str:
-        """``table`` (rich text), ``markdown`` or ``csv`` (the raw numeric table)."""
-        from dqnbench.analysis.report import FORMATS, markdown_table, rich_text
+    def legend(self) -> str:
+        """How to read the table: pairing, verdict rules, and the † mark."""
+        paired = int(self.table["paired"].sum())
+        text = (f"Runs paired by seed in {paired} of {len(self.table)} cells (paired bootstrap; P = share of seeds "
+                "whose candidate run scores higher)" if paired else "No cell shares its seeds: runs resampled "
+                "independently, P over all run pairs")  # fmt: skip
+        text += (f". CI: {self.confidence:.0%} confidence interval. better / worse: the whole CI of Δ beyond "
+                 f"±{self.tolerance:.0%} of the baseline IQM, else same; faster / slower: the speed CI beyond "
+                 f"×(1 ± {self.speed_tolerance:.2f}). "
+                 "a → b: baseline → candidate; speed: cost per env step, baseline / candidate.")  # fmt: skip
+        if self.table["small_n"].any():
+            text += f" {SMALL_MARK} fewer than {stats.SMALL_N} runs a side: t / Wilson intervals, rough."
+        return text
 
+    def render(self, fmt: str = "table", *, width: int | None = None) -> str:
+        """``table`` (rich text, fitted to ``width`` columns), ``markdown`` or ``csv`` (the raw numeric table)."""
         if fmt not in FORMATS:
             raise DqnbenchError(f"unknown format {fmt!r} (allowed: {', '.join(FORMATS)})")
         if fmt == "csv":
             return self.table.to_csv(index=False)
-        frame = display_frame(self.table, self.confidence)
-        footer = "\n".join([self.verdict(), *self.notes])
+        width = width or terminal_width()
+        frame, legend = display_frame(self.table, self.confidence, width=width)
+        footer = [self.verdict(), self.legend(), *legend, *self.notes]
         if fmt == "markdown":
-            return markdown_table(frame) + "\n\n" + footer + "\n"
+            return markdown_table(frame) + "\n\n" + "\n\n".join(footer) + "\n"
         title = f"dqnbench compare: {self.candidate} vs {self.baseline}".strip()
-        return rich_text(frame, title=title, caption=footer, width=width)
-
-
-REGRESSIONS = ("worse return", "slower", "worse return, slower", "all runs failed")
+        return fit_tables(frame, title, width, keys=2) + wrap("\n".join(footer), width)
 
 
 @dataclass(frozen=True)
 class Side:
-    """One side of a matched cell: final returns of its ok runs, its speed samples, its run count."""
+    """One side of a matched cell: final returns of its ok runs (and their seeds), its speed samples, its run count."""
 
     returns: np.ndarray
     throughput: np.ndarray
     step_costs: np.ndarray
     n_runs: int
     speed_source: str = "step time"
+    seeds: np.ndarray = field(default_factory=lambda: np.empty(0))
+    #: its runs' costs per step in blocks between calibrations, over the calibration (see :func:`calibrated_blocks`)
+    blocks: np.ndarray = field(default_factory=lambda: np.empty(0))
 
 
 def speed_groups(runs: pd.DataFrame) -> list[pd.DataFrame]:
@@ -217,21 +279,64 @@ def _side(results: Results, cell: str | None) -> Side:
         return Side(np.empty(0), np.empty(0), np.empty(0), 0)
     runs = results.runs
     mine = runs[runs["cell"] == cell]
-    good = stats.ok_runs(mine)
+    good = cells.ok_runs(mine)
     groups = speed_groups(good)
     throughput = np.array([float(g["steps_per_s"].iloc[0]) for g in groups], dtype=float)
     steps = results.steps
     timed = steps is not None and not steps.empty and {"t_act", "t_env", "t_learn"} <= set(steps.columns)
     costs, source = [], "step time"
+    blocks = np.concatenate([calibrated_blocks(_calibration(results, g["run_id"].iloc[0])) for g in groups] or [[]])
     for g in groups:
         rows = steps[steps["run_id"] == g["run_id"].iloc[0]] if timed else None
         if rows is not None and len(rows):
-            costs.append(float(np.median(stats.step_cost(rows))))
+            costs.append(float(np.median(cells.step_cost(rows))))
         else:
             costs.append(1.0 / float(g["steps_per_s"].iloc[0]))
             source = "throughput"
+    seeds = good["seed"].to_numpy() if "seed" in good.columns else np.empty(0)
     return Side(good["final_return"].to_numpy(dtype=float), throughput, np.asarray(costs, dtype=float),
-                len(mine), source)  # fmt: skip
+                len(mine), source, seeds, blocks)  # fmt: skip
+
+
+#: fewer independent speed samples than this on a side: judge its calibrated blocks instead
+MIN_SPEED_SAMPLES = 2
+#: ...when it has at least this many (a block: the steps between two calibrations, ``docs/sweeps.md``)
+MIN_BLOCKS = 5
+CALIBRATED = "calibrated blocks"
+
+
+def calibrated_blocks(calibration: dict[str, list[float]] | None) -> np.ndarray:
+    """A run's CPU seconds per env step in blocks between calibration marks, each over its block's calibration.
+
+    Marks every 100 steps (the run record's ``calibration``) hold the
+    process's CPU time so far and a fixed workload's seconds. A block's cost is
+    its CPU time per env step, which other processes' time-slices do not
+    inflate, over its calibration, which scales with what they do inflate (a
+    shared core's pace). Slower code raises the first alone. A block across a
+    resume (the CPU clock restarts) is dropped.
+    """
+    if not calibration or len(calibration.get("step", ())) < 2:
+        return np.empty(0)
+    step, cpu, calib = (np.asarray(calibration[k], dtype=float) for k in ("step", "cpu_s", "calib_s"))
+    per_step = np.diff(cpu) / np.maximum(np.diff(step), 1)
+    blocks = (per_step / calib[:-1])[1:]  # the first block warms up (and is often all acting, before learning)
+    return blocks[(per_step[1:] > 0) & np.isfinite(blocks)]
+
+
+def _calibration(results: Results, run_id: str) -> dict[str, list[float]] | None:
+    try:
+        return results.record(run_id).get("calibration")
+    except (OSError, ValueError, KeyError):  # a record that cannot be read: no blocks
+        return None
+
+
+def paired_order(base: Side, cand: Side) -> tuple[np.ndarray, np.ndarray] | None:
+    """Both sides' returns in one seed order when they have the same seeds, each once; else None."""
+    sb, sc = [s.tolist() for s in (base.seeds, cand.seeds)]
+    if not sb or len(sb) != base.returns.size or len(set(sb)) != len(sb) or sorted(sb) != sorted(sc):
+        return None
+    ib, ic = np.argsort(base.seeds, kind="stable"), np.argsort(cand.seeds, kind="stable")
+    return base.returns[ib], cand.returns[ic]
 
 
 def compare_cell(
@@ -247,12 +352,26 @@ def compare_cell(
     """The statistics and the verdict of one matched cell (see the module docstring for the rule)."""
     rb, rc = base.returns, cand.returns
     kw = {"confidence": confidence, "n_resamples": n_resamples, "seed": seed}
-    delta = stats.difference(rb, rc, stats.iqm, **kw)
-    poi = stats.probability_of_improvement(rc, rb, **kw)
-    # speed = base cost / cand cost: ratio(baseline=cand, candidate=base) of the mean cost per step
-    speed = stats.ratio(cand.step_costs, base.step_costs, stats.mean, **kw)
-    judged = min(base.step_costs.size, cand.step_costs.size) >= 2 and speed.has_ci
+    pairs = paired_order(base, cand)
+    if pairs is not None:
+        delta = stats.paired_difference(*pairs, stats.iqm, **kw)
+        poi: stats.Estimate = stats.paired_improvement(*pairs, **kw)
+    else:
+        delta = stats.difference(rb, rc, stats.iqm, **kw)
+        poi = stats.probability_of_improvement(rc, rb, **kw)
+    # speed = base cost / cand cost: ratio(baseline=cand, candidate=base) of the mean cost per step; a side with
+    # one lock-step group has one sample, so both sides are judged on their calibrated blocks instead
+    source = base.speed_source if base.speed_source == cand.speed_source else "throughput"
+    base_costs, cand_costs = base.step_costs, cand.step_costs
+    if (
+        min(base_costs.size, cand_costs.size) < MIN_SPEED_SAMPLES
+        and min(base.blocks.size, cand.blocks.size) >= MIN_BLOCKS
+    ):
+        base_costs, cand_costs, source = base.blocks, cand.blocks, CALIBRATED
+    speed = stats.ratio(cand_costs, base_costs, stats.mean, **kw)
+    judged = min(base_costs.size, cand_costs.size) >= 2 and speed.has_ci
     iqm_base = float(stats.iqm(rb)) if rb.size else math.nan
+    margin = tolerance * abs(iqm_base)
     row = {
         "n_base": rb.size, "n_cand": rc.size,
         "iqm_base": iqm_base, "iqm_cand": float(stats.iqm(rc)) if rc.size else math.nan,
@@ -262,17 +381,32 @@ def compare_cell(
         "sps_base": float(base.throughput.mean()) if base.throughput.size else math.nan,
         "sps_cand": float(cand.throughput.mean()) if cand.throughput.size else math.nan,
         "speed_ratio": speed.value, "speed_lo": speed.low, "speed_hi": speed.high,
-        "nspeed_base": base.step_costs.size, "nspeed_cand": cand.step_costs.size,
-        "speed_source": base.speed_source if base.speed_source == cand.speed_source else "throughput",
-        "speed_judged": bool(judged), "small_n": bool(delta.small or poi.small),
+        "nspeed_base": base_costs.size, "nspeed_cand": cand_costs.size, "speed_source": source,
+        "speed_judged": bool(judged), "small_n": bool(delta.small or poi.small), "paired": pairs is not None,
     }  # fmt: skip
-    row["return_regressed"] = bool(delta.has_ci and delta.high < -tolerance * abs(iqm_base))
-    row["speed_regressed"] = bool(judged and speed.high < 1.0 - speed_tolerance)
+    row["return_verdict"] = _direction(delta, -margin, margin, ("worse", "same", "better"))
+    row["speed_verdict"] = (_direction(speed, 1.0 - speed_tolerance, 1.0 + speed_tolerance,
+                                       ("slower", "same", "faster")) if judged else "not judged")  # fmt: skip
+    row["return_regressed"] = row["return_verdict"] == "worse"
+    row["speed_regressed"] = row["speed_verdict"] == "slower"
     row["verdict"] = _verdict(row, base.n_runs, cand.n_runs)
+    row["regressed"] = bool(row["return_regressed"] or row["speed_regressed"] or row["verdict"] == "all runs failed")
     return row
 
 
+def _direction(est: stats.Estimate, low: float, high: float, words: tuple[str, str, str]) -> str:
+    """``words[0]`` when the whole CI lies below ``low``, ``words[2]`` when above ``high``, else ``words[1]``."""
+    if not est.has_ci:
+        return "–"
+    if est.high < low:
+        return words[0]
+    if est.low > high:
+        return words[2]
+    return words[1]
+
+
 def _verdict(row: dict[str, Any], n_base_runs: int, n_cand_runs: int) -> str:
+    """The cell's verdict: its return's, with the speed's when judged and not the same."""
     if n_base_runs == 0:
         return "only in candidate"
     if n_cand_runs == 0:
@@ -281,12 +415,10 @@ def _verdict(row: dict[str, Any], n_base_runs: int, n_cand_runs: int) -> str:
         return "all runs failed"
     if row["n_base"] == 0:
         return "no baseline runs"
-    worse = [w for w, flag in (("worse return", row["return_regressed"]), ("slower", row["speed_regressed"])) if flag]
-    if worse:
-        return ", ".join(worse)
-    if min(row["n_base"], row["n_cand"]) < 2:
+    if min(row["n_base"], row["n_cand"]) < 2 and not row["speed_regressed"]:
         return "too few runs"
-    return "ok" if row["speed_judged"] else "ok, speed not judged"
+    speed = row["speed_verdict"] if row["speed_verdict"] in ("faster", "slower") else None
+    return ", ".join(v for v in (row["return_verdict"], speed) if v and v != "–") or "too few runs"
 
 
 def compare_results(
@@ -314,8 +446,8 @@ def compare_results(
     if not 0 < confidence < 1:
         raise DqnbenchError(f"confidence must be between 0 and 1, got {confidence}")
     pairs = match_cells(baseline.runs, candidate.runs, ignore)
-    labels = {**stats.cell_labels(baseline.runs), **stats.cell_labels(candidate.runs)}
-    envs = {**stats.cell_env(baseline.runs), **stats.cell_env(candidate.runs)}
+    labels = {**cells.cell_labels(baseline.runs), **cells.cell_labels(candidate.runs)}
+    envs = {**cells.cell_env(baseline.runs), **cells.cell_env(candidate.runs)}
     rows = []
     for b, c in pairs:
         row = compare_cell(
@@ -326,7 +458,30 @@ def compare_results(
         rows.append(row)
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
     notes = _notes(baseline, candidate)
+    hint = _ignore_hint(baseline.runs, candidate.runs, ignore, pairs)
+    if hint:
+        notes.append(hint)
     return Comparison(table, tolerance, speed_tolerance, confidence, str(baseline.path), str(candidate.path), notes)
+
+
+def _ignore_hint(
+    baseline: pd.DataFrame, candidate: pd.DataFrame, ignore: tuple[str, ...], pairs: list[tuple[str | None, str | None]]
+) -> str | None:
+    """A note naming the keys to ``--ignore`` when leaving them out would match more cells; None otherwise."""
+    matched = sum(1 for b, c in pairs if b and c)
+    if matched == len(pairs):
+        return None
+    keys = tuple(key for key, _, _ in differing_keys(baseline, candidate, matched_keys(baseline, candidate, ignore)))
+    try:
+        wider = match_cells(baseline, candidate, ignore + keys) if keys else pairs
+    except DqnbenchError:  # ignoring them makes cells of one side indistinguishable: extra variants, not a rename
+        return None
+    if sum(1 for b, c in wider if b and c) <= matched:
+        return None
+    return (
+        f"Cells on one side only: the grids differ in {', '.join(keys)}; --ignore {' '.join(keys)} matches "
+        "cells across them."
+    )
 
 
 def _notes(baseline: Results, candidate: Results) -> list[str]:
@@ -340,33 +495,77 @@ def _notes(baseline: Results, candidate: Results) -> list[str]:
     return notes
 
 
-def _fmt(value: float, spec: str) -> str:
-    return "–" if value is None or math.isnan(value) else format(value, spec)
+# --------------------------------------------------------------------------- display
+
+#: Longest cell label shown in the table itself; longer labels get a key (#1, #2, …) and a legend line.
+LABEL_WIDTH = 24
 
 
-def _interval(value: float, low: float, high: float, spec: str) -> str:
+def _interval(value: float, low: float, high: float, fmt: Any, small: bool = False) -> str:
     if math.isnan(value):
         return "–"
     if math.isnan(low):
-        return f"{format(value, spec)} (no CI)"
-    return f"{format(value, spec)} [{format(low, spec)}, {format(high, spec)}]"
+        return f"{fmt(value)} (no CI)"
+    return f"{fmt(value)} [{fmt(low)}, {fmt(high)}]{SMALL_MARK if small else ''}"
 
 
-def display_frame(table: pd.DataFrame, confidence: float = stats.CONFIDENCE) -> pd.DataFrame:
-    """The comparison rounded for people."""
-    ci = f"{confidence:.0%} CI"
-    rows = []
+def _p(value: float) -> str:
+    return f"{value:.2f}"
+
+
+def speed_text(ratio: float, low: float, high: float, judged: bool = True) -> str:
+    """The speed ratio with its direction: ``×1.30 faster [1.21, 1.40]``, ``×1.67 slower [1.52, 1.85]``.
+
+    A ratio below 1 is shown as its inverse (how many times slower), its bounds inverted with it;
+    ``(not judged)`` replaces the interval of a cell with too few independent speed samples.
+    """
+    if math.isnan(ratio) or ratio <= 0:
+        return "–"
+    if f"{ratio:.2f}" == "1.00":  # no direction to say
+        bounds, text = (low, high), "×1.00"
+    elif ratio > 1:
+        bounds = (low, high)
+        text = f"×{ratio:.2f} faster"
+    else:
+        bounds = (1 / high if high > 0 else math.inf, 1 / low if low > 0 else math.inf)
+        text = f"×{1 / ratio:.2f} slower"
+    if not judged or math.isnan(low) or math.isnan(high):
+        return f"{text} (not judged)"
+    return f"{text} [{bounds[0]:.2f}, {bounds[1]:.2f}]"
+
+
+def cell_names(table: pd.DataFrame, width: int = LABEL_WIDTH) -> tuple[list[str], list[str]]:
+    """``(the name of each row, legend lines)``: short labels, or keys #1, #2, … when one is longer than ``width``."""
+    several_envs = table["env"].nunique(dropna=False) > 1
+    labels = []
     for _, r in table.iterrows():
+        label = cells.short_label(r["label"] if several_envs else cells.variant_label(r["label"]))
+        labels.append(label)
+    if max((len(lbl) for lbl in labels), default=0) <= width:
+        return labels, []
+    keys = [f"#{i + 1}" for i in range(len(labels))]
+    return keys, ["cells: " + "; ".join(f"{k} {lbl}" for k, lbl in zip(keys, labels))]
+
+
+def display_frame(
+    table: pd.DataFrame, confidence: float = stats.CONFIDENCE, *, width: int = 100
+) -> tuple[pd.DataFrame, list[str]]:
+    """The comparison rounded for people, and the legend of its cell names (empty when labels are shown)."""
+    names, legend = cell_names(table, LABEL_WIDTH if width < 160 else 60)
+    rows = []
+    for name, (_, r) in zip(names, table.iterrows()):
+        small = bool(r["small_n"])
         rows.append(
             {
-                "cell": r["label"],
-                "runs base/cand": f"{r['n_base']}/{r['n_cand']}",
-                "IQM base → cand": f"{_fmt(r['iqm_base'], '.1f')} → {_fmt(r['iqm_cand'], '.1f')}",
-                f"Δ IQM [{ci}]": _interval(r["delta"], r["delta_lo"], r["delta_hi"], "+.1f"),
-                "Δ %": _fmt(r["rel_delta"], "+.1%"),
-                f"P(cand > base) [{ci}]": _interval(r["poi"], r["poi_lo"], r["poi_hi"], ".2f"),
-                f"speed ratio [{ci}]": _interval(r["speed_ratio"], r["speed_lo"], r["speed_hi"], ".2f"),
+                "cell": name,
                 "verdict": r["verdict"],
+                "runs": f"{r['n_base']}/{r['n_cand']}",
+                "IQM base → cand": f"{short_number(r['iqm_base'])} → {short_number(r['iqm_cand'])}",
+                "Δ IQM [CI]": _interval(r["delta"], r["delta_lo"], r["delta_hi"], signed_number, small),
+                "Δ %": "–" if math.isnan(r["rel_delta"]) else f"{r['rel_delta']:+.0%}",
+                "P(cand > base) [CI]": _interval(r["poi"], r["poi_lo"], r["poi_hi"], _p, small),
+                "steps/s": f"{short_number(r['sps_base'])} → {short_number(r['sps_cand'])}",
+                "speed [CI]": speed_text(r["speed_ratio"], r["speed_lo"], r["speed_hi"], bool(r["speed_judged"])),
             }
         )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows), legend

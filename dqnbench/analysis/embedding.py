@@ -50,6 +50,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from dqnbench.agent.heads import learner_network
 from dqnbench.errors import DqnbenchError
 
 if TYPE_CHECKING:
@@ -430,7 +431,7 @@ def embedding_gif(
     One full turn of the azimuth in ``frames`` frames, looping forever. Frames
     are rendered straight from the Agg canvas with the layout computed once,
     which is about twice as fast as ``matplotlib.animation`` (that draws each
-    frame twice).
+    frame twice), and without tick numbers, which halves a frame's cost again.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from PIL import Image
@@ -441,6 +442,8 @@ def embedding_gif(
     canvas.draw()
     fig.set_layout_engine("none")  # keep the first frame's layout: no jitter, no re-layout cost
     ax = fig.axes[0]
+    for axis in (ax.xaxis, ax.yaxis, ax.zaxis):  # tick numbers cannot be read on a turning plot (the PNG has them)
+        axis.set_ticklabels([])  # and drawing their glyphs was half of each frame's cost
     start = ax.azim
     images = []
     for i in range(max(frames, 1)):
@@ -483,8 +486,8 @@ def load_trained_network(results: Results, run_id: str, registry: Registry | Non
 
     Rebuilds the network with the registry's factory from the run record's
     ``config["network"]`` (with ``outputs`` per action when the run's learner
-    asked for several, as the loop built it) and loads the saved weights
-    (``weights_only=True``). Read its Q-values with the run's learner
+    asked for several, and wrapped in the learner's head where it brings one,
+    as the loop built it) and loads the saved weights (``weights_only=True``). Read its Q-values with the run's learner
     (:func:`load_trained_learner`).
     """
     registry = _registry(registry)
@@ -492,10 +495,10 @@ def load_trained_network(results: Results, run_id: str, registry: Registry | Non
     spec = record["config"]["network"]
     factory = registry.get("network", spec["name"]).factory
     params = dict(spec.get("params") or {})
-    outputs = load_trained_learner(results, run_id, registry).outputs
-    if outputs != 1:
-        params["outputs"] = outputs
-    net = factory(recorded_obs(record), int(record["n_actions"]), **params)
+    learner = load_trained_learner(results, run_id, registry)
+    if learner.outputs != 1:
+        params["outputs"] = learner.outputs
+    net = learner_network(learner, factory(recorded_obs(record), int(record["n_actions"]), **params))
     net.load_state_dict(results.weights(run_id))
     net.eval()
     return net
@@ -527,8 +530,15 @@ def representative_runs(runs: pd.DataFrame) -> list[tuple[str, str]]:
     Among its cells the best by IQM final return is taken, and in that cell the
     run whose final return is closest to the cell's median: a typical seed of
     the variant's best configuration, not a lucky one.
+
+    The description names the network and only the params that tell the drawn
+    variants apart: values that differ among the variants that have the param.
+    One they all share (``sigma0`` of conv networks that all have ``noisy =
+    false``) says nothing about the picture; one a component lacks (NaN in
+    ``runs``) is left out.
     """
-    from dqnbench.analysis.stats import ENV_COLUMN, iqm, ok_runs
+    from dqnbench.analysis.cells import ENV_COLUMN, ok_runs
+    from dqnbench.analysis.stats import iqm
 
     good = ok_runs(runs)
     if good.empty:
@@ -539,16 +549,20 @@ def representative_runs(runs: pd.DataFrame) -> list[tuple[str, str]]:
     if ENV_COLUMN in good.columns and good[ENV_COLUMN].nunique(dropna=False) > 1:
         keys = [ENV_COLUMN, *keys]
     groups = good.groupby(keys, dropna=False, sort=False) if keys else [((), good)]
-    chosen = []
+    picked = []
     for key, variant in groups:
         best_cell = max(variant["cell"].unique(), key=lambda c: iqm(variant.loc[variant["cell"] == c, "final_return"]))
         cell = variant[variant["cell"] == best_cell]
         distance = (cell["final_return"] - cell["final_return"].median()).abs()
-        row = cell.loc[distance.idxmin()]
-        values = key if isinstance(key, tuple) else (key,)
-        description = ", ".join(f"{_short_key(k)}={_fmt(v)}" for k, v in zip(keys, values) if not _missing(v))
-        chosen.append((str(row["run_id"]), description or "network"))
-    return chosen
+        picked.append((str(cell.loc[distance.idxmin(), "run_id"]), key if isinstance(key, tuple) else (key,)))
+    telling = [i for i, k in enumerate(keys)
+               if k == "network.name" or len({_fmt(v[i]) for _, v in picked if not _missing(v[i])}) > 1]  # fmt: skip
+    return [(run_id, _describe([keys[i] for i in telling], [values[i] for i in telling])) for run_id, values in picked]
+
+
+def _describe(keys: list[str], values: list[Any]) -> str:
+    """``"env=MinAtar/Breakout-v1, network=minatar_cnn, noisy=True"``; params a variant lacks left out."""
+    return ", ".join(f"{_short_key(k)}={_fmt(v)}" for k, v in zip(keys, values) if not _missing(v)) or "network"
 
 
 def _short_key(key: str) -> str:

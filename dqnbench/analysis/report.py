@@ -1,6 +1,6 @@
 """The report table: one row per grid cell, as a terminal table, Markdown or CSV.
 
-What it shows, per cell (see :func:`dqnbench.analysis.stats.cell_summary`): the IQM of
+What it shows, per cell (see :func:`dqnbench.analysis.cells.cell_summary`): the IQM of
 the final greedy evaluation return across seeds with its 95 % stratified
 bootstrap CI (Agarwal et al. 2021), mean and median, the normalised area under
 the evaluation curve, steps to the environment's reward threshold, steps per
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from dqnbench.analysis import stats
+from dqnbench.analysis import cells, stats
 from dqnbench.errors import DqnbenchError
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ def _num(value: float, digits: int = 1) -> str:
     return f"{value:,.{digits}f}"
 
 
-def _short(value: float) -> str:
+def short_number(value: float) -> str:
     """A number in at most ~6 characters: 12.3k, 187, 42.5, 0.87, −499."""
     if value is None or math.isnan(value):
         return "–"
@@ -57,15 +57,49 @@ def _short(value: float) -> str:
     return f"{value:.2f}"
 
 
+def signed_number(value: float) -> str:
+    """:func:`short_number` with its sign: +12.3, −4.5, +0.00."""
+    if value is None or math.isnan(value):
+        return "–"
+    return ("+" if value >= 0 else "") + short_number(value)
+
+
+def terminal_width() -> int:
+    """Columns to render tables in: the terminal's (``COLUMNS`` when set), at least 100."""
+    return max(100, shutil.get_terminal_size((160, 24)).columns)
+
+
 def _ci(row: pd.Series, name: str) -> str:
-    """``"187 [150, 230]"``; ``"187 [90, 260]†"`` below 5 runs; ``"187 (1 run)"`` without a CI."""
-    value, low, high = row[name], row[f"{name}_lo"], row[f"{name}_hi"]
+    return ci_text(row[name], row[f"{name}_lo"], row[f"{name}_hi"], int(row["n_ok"]))
+
+
+def ci_text(value: float, low: float, high: float, n_ok: int) -> str:
+    """``"187 [150, 230]"``; ``"187 [90, 260]†"`` below 5 runs; ``"187 (no CI: 1 run)"`` without a CI."""
     if math.isnan(value):
         return "–"
     if math.isnan(low) or math.isnan(high):
-        return f"{_short(value)} (no CI: {int(row['n_ok'])} run)"
-    mark = SMALL_MARK if bool(row.get("small_n", False)) else ""
-    return f"{_short(value)} [{_short(low)}, {_short(high)}]{mark}"
+        return f"{short_number(value)} (no CI: {n_ok} run)"
+    mark = SMALL_MARK if 0 < n_ok < stats.SMALL_N else ""
+    return f"{short_number(value)} [{short_number(low)}, {short_number(high)}]{mark}"
+
+
+#: Header of the final-return column, in ``report`` and in the summary ``run`` prints.
+SCORE_HEADER = "IQM [95% CI]"
+#: What † means, wherever it is printed next to a final return.
+SMALL_NOTE = (f"{SMALL_MARK} n too small: fewer than {stats.SMALL_N} runs, the CI is Student's t interval "
+              "(a bootstrap of so few runs collapses); use more seeds for a confident comparison.")  # fmt: skip
+
+
+def final_return_texts(results: Results) -> dict[str, str]:
+    """cell → the IQM [95% CI] of its final returns, as ``report`` prints it (the end-of-run summary's column)."""
+    from dqnbench.analysis.bounds import UNBOUNDED, results_bounds
+
+    bounds, envs = results_bounds(results), cells.cell_env(results.runs)
+    out = {}
+    for cell, scores in cells.final_scores(results.runs).items():
+        est = stats.clip(stats.estimate(scores), *bounds.get(envs[cell], UNBOUNDED))
+        out[cell] = ci_text(est.value, est.low, est.high, scores.size)
+    return out
 
 
 def _to_threshold(row: pd.Series) -> str:
@@ -75,7 +109,7 @@ def _to_threshold(row: pd.Series) -> str:
     counts = f"({int(row['n_reached'])}/{int(row['n_ok'])})"
     if math.isinf(row["steps_to_threshold"]):
         return f"never {counts}"
-    return f"{_short(row['steps_to_threshold'])} {counts}"
+    return f"{short_number(row['steps_to_threshold'])} {counts}"
 
 
 def _ok(row: pd.Series) -> str:
@@ -98,13 +132,13 @@ def display_frame(summary: pd.DataFrame) -> pd.DataFrame:
     for _, row in summary.iterrows():
         rows.append(
             {
-                "cell": stats.variant_label(row["label"]),
+                "cell": cells.variant_label(row["label"]),
                 "env": row["env"] or "–",
                 "ok": _ok(row),
-                "IQM [95% CI]": _ci(row, "iqm"),
-                "median": _short(row["median"]),
-                "mean": _short(row["mean"]),
-                "AUC": _short(row["auc"]),
+                SCORE_HEADER: _ci(row, "iqm"),
+                "median": short_number(row["median"]),
+                "mean": short_number(row["mean"]),
+                "AUC": short_number(row["auc"]),
                 _threshold_header(summary): _to_threshold(row),
                 "steps/s": _num(row["steps_per_s"], 0),
                 "act ms": _ms(row["t_act"]),
@@ -118,7 +152,7 @@ def display_frame(summary: pd.DataFrame) -> pd.DataFrame:
 def _threshold_header(summary: pd.DataFrame) -> str:
     values = {float(v) for v in summary["threshold"] if not math.isnan(v)}
     if len(values) == 1:
-        return f"steps to ≥ {_short(values.pop())}"
+        return f"steps to ≥ {short_number(values.pop())}"
     return "steps to threshold"
 
 
@@ -131,7 +165,8 @@ def footnote(
     """How the numbers were made, and how many runs failed (they are excluded from every statistic)."""
     text = (
         "Scores: final greedy evaluation return of each run. IQM: interquartile mean over runs with a "
-        f"{confidence:.0%} percentile-bootstrap CI ({n_resamples} resamples; Agarwal et al. 2021). "
+        f"{confidence:.0%} percentile-bootstrap CI ({n_resamples} resamples; Agarwal et al. 2021), clipped to the "
+        "returns the env allows (its known range, else the extremes observed). "
         "AUC: area under the evaluation-return curve divided by its step span (mean return over training), "
         "IQM over runs. Steps to ≥ threshold (the env's reward_threshold): median over runs, a run that "
         "never got there counting as never; (reached/runs). act / env / learn ms: mean milliseconds per env "
@@ -139,8 +174,7 @@ def footnote(
         + ("Rows best IQM first." if sort == "score" else "Rows in grid order.")
     )
     if bool(summary.get("small_n", pd.Series(dtype=bool)).any()):
-        text += (f" {SMALL_MARK} n too small: fewer than {stats.SMALL_N} runs, the CI is Student's t interval "
-                 "(a bootstrap of so few runs collapses); use more seeds for a confident comparison.")  # fmt: skip
+        text += " " + SMALL_NOTE
     failed = int(summary["n_failed"].sum()) if len(summary) else 0
     diverged = int(summary["n_diverged"].sum()) if len(summary) else 0
     if failed or diverged:
@@ -149,7 +183,7 @@ def footnote(
     return text
 
 
-SCORE_COLUMNS = ("cell", "env", "ok", "IQM [95% CI]", "median", "mean", "AUC")
+SCORE_COLUMNS = ("cell", "env", "ok", SCORE_HEADER, "median", "mean", "AUC")
 SPEED_COLUMNS = ("cell", "env", "steps/s", "act ms", "env ms", "learn ms")
 
 
@@ -161,7 +195,7 @@ def render_report(
     aggregates: Any = None,
     sort: str = "grid",
 ) -> str:
-    """Render a :func:`dqnbench.analysis.stats.cell_summary` as ``table`` (rich), ``markdown`` or ``csv``.
+    """Render a :func:`dqnbench.analysis.cells.cell_summary` as ``table`` (rich), ``markdown`` or ``csv``.
 
     ``table`` fits ``width`` columns (default: the terminal's, at least 100):
     scores and speed are separate tables, a table that would still be too
@@ -186,7 +220,7 @@ def render_report(
         env = frame["env"].iloc[0]
         frame = frame.drop(columns="env")
     title = "dqnbench report" + (f": {env}" if env else "")
-    width = width or max(100, shutil.get_terminal_size((160, 24)).columns)
+    width = width or terminal_width()
     speed = [c for c in SPEED_COLUMNS if c in frame.columns]
     score = [c for c in frame.columns if c not in speed or c in ("cell", "env")]
     parts = [fit_tables(frame[score], title, width), fit_tables(frame[speed], "speed per env step", width)]
@@ -292,11 +326,15 @@ def report(
     """
     from dqnbench.analysis.aggregate import aggregates
 
-    results = stats.in_order(results, sort)
+    results = cells.in_order(results, sort)
     if failures:
-        return failures_text(results, fmt, width=width or max(100, shutil.get_terminal_size((160, 24)).columns))
+        return failures_text(results, fmt, width=width or terminal_width())
+    if results.trials is not None:  # a search: the tuned comparison on the test seeds
+        from dqnbench.analysis.tuned import tuned_report
+
+        return tuned_report(results, fmt, width=width, sort=sort)
     agg = aggregates(results.runs) if fmt != "csv" else None
-    return render_report(stats.summarize(results, **stats_kwargs), fmt, width=width, aggregates=agg, sort=sort)
+    return render_report(cells.summarize(results, **stats_kwargs), fmt, width=width, aggregates=agg, sort=sort)
 
 
 def failures_text(results: Results, fmt: str = "table", *, width: int = 100) -> str:
@@ -354,7 +392,7 @@ def rich_text(
     from rich.console import Console
 
     buffer = io.StringIO()
-    width = width or max(100, shutil.get_terminal_size((160, 24)).columns)
+    width = width or terminal_width()
     console = Console(file=buffer, width=width, color_system=None, force_terminal=False)
     console.print(rich_table(frame, title, caption))
     return buffer.getvalue()

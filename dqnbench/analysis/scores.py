@@ -108,7 +108,7 @@ def builtin_scores(env_id: str | None) -> ReferenceScores | None:
         random, human = ATARI_RANDOM_HUMAN[game]
         return ReferenceScores(random, human, ATARI_SOURCE)
     if env_id in MEASURED_RANDOM:
-        from dqnbench.analysis.stats import env_threshold
+        from dqnbench.analysis.cells import env_threshold
 
         return ReferenceScores(MEASURED_RANDOM[env_id], env_threshold(env_id), CLASSIC_SOURCE)
     if env_id in MINATAR_RANDOM:

@@ -19,5 +19,6 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "dqnbench.builtin.envs",
     "dqnbench.builtin.learners",
     "dqnbench.builtin.distributional",
+    "dqnbench.builtin.iqn",
     "dqnbench.builtin.optimizers",
 )

@@ -8,36 +8,7 @@ up to 30 no-op starts, an action repeated for 4 frames with the last two
 max-pooled, 84×84 grayscale frames, a stack of the last 4 frames (stack axis
 first: ``(4, 84, 84)`` uint8) and rewards clipped to their sign for learning.
 
-Both the single env and the lock-step vector env are ale-py's C++
-:class:`ale_py.vector_env.AtariVectorEnv` (one member for a single run), so a
-lock-step member and an independent run with the same seed see the very same
-frames: member ``k`` of a vector reset with ``seed`` is the single env reset
-with ``seed + k``, as for gymnasium's ``SyncVectorEnv``. Building the single env
-from gymnasium's ``AtariPreprocessing`` instead would need OpenCV (not a
-dependency of the ``atari`` extra) and differs from the C++ preprocessing in
-small ways (its no-op count is drawn from 1..30, not 0..30; its resize
-interpolation; its frame cap counts the no-op frames), so members would not
-equal independent runs. The frame cap here counts the frames after the no-op
-starts, a difference of at most ``noop_max`` frames out of 108,000.
-
-Reward clipping never changes the rewards the env returns: ``episodes.return``
-and evaluations record the game score. The env carries
-``dqnbench_learning_reward = np.sign`` instead, which the loop applies to what
-it stores for learning. It also carries ``dqnbench_frames = frame_stack`` so
-replays store each frame once. The stack is zero-padded after a reset (as in
-Dopamine and Machado et al.'s code): the first observation of an episode is
-three black frames and the first real one.
-
-``terminal_on_life_loss=True`` ends the episode when a life is lost and starts a
-new game, as gymnasium's ``AtariPreprocessing`` does: recorded returns are then
-per life, not per game (see ``docs/environments.md`` for the Nature recipe).
-
-A mid-run checkpoint cannot hold the emulators' state: ale-py's C++ vector env
-(0.12) exposes no ``cloneState`` / ``restoreState`` of its members (only
-the single-game ``ALEInterface`` does, and that interface lacks the C++
-preprocessing above). So a resumed Atari run starts a new episode, reset with a
-seed derived from the run's seed and the step it resumed from; everything else
-(networks, replay, RNGs, logs) goes on exactly.
+Why it is built this way, with measurements: ``docs/internals.md`` (``builtin.atari``).
 """
 
 from __future__ import annotations
@@ -50,6 +21,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 
+from dqnbench.agent.envs import register_namespace, unknown_id_message
 from dqnbench.errors import DqnbenchError
 
 #: ALE's "no cap" for ``max_frames=0`` (its own 0 truncates at once)
@@ -58,8 +30,6 @@ NO_FRAME_CAP = 2**31 - 1
 
 def ale_game(env_id: str) -> tuple[str, gym.envs.registration.EnvSpec]:
     """The ROM name (``"pong"``) and spec of an ``ALE/<Game>-v5`` id; a user error for any other id."""
-    from dqnbench.builtin.envs import register_namespace, unknown_id_message
-
     if not env_id.startswith("ALE/"):
         raise DqnbenchError(
             f"the atari env component makes ALE/<Game>-v5 ids, not {env_id!r} "
@@ -158,6 +128,9 @@ class AtariVector(VectorEnv):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
+        if isinstance(seed, list | tuple):  # one seed per member (ale-py takes them as an array)
+            self.action_space.seed(int(seed[0]))
+            return self.env.reset(seed=np.asarray(seed, dtype=np.int64), options=options)
         if seed is not None:
             self.action_space.seed(seed)
         return self.env.reset(seed=seed, options=options)

@@ -10,18 +10,7 @@ Atari-Inspired Testbed for Thorough and Reproducible Reinforcement Learning
 Experiments" (arXiv:1903.03176): on MinAtar's 10×10 boolean channels, one ReLU
 convolution 16×3×3 stride 1, a ReLU layer of 128 units and a linear Q head.
 
-The fully connected part is an existing flat network built on the flattened
-conv features, so ``dueling = true`` (Wang et al. 2016) and ``noisy = true``
-(Fortunato et al. 2018; convolutions stay deterministic, as in Rainbow) reuse
-the ``dueling`` and ``noisy`` networks' heads exactly. Value and advantage
-streams share the hidden layer, as in Dopamine's Rainbow network; Wang et al.
-gave each stream its own 512 units instead.
-
-Shape-generic (:mod:`dqnbench.nn`): K lock-step members run natively, their
-convolutions as one grouped convolution. Observations ``(…, C, H, W)`` come in
-their own dtype (uint8 scaled by 1/255, bool as 0/1, float32 as is); ``(H, W)``
-images are one channel. Vector observations are refused with an error naming
-the flat networks.
+Why it is built this way, with measurements: ``docs/internals.md`` (``builtin.conv``).
 """
 
 from __future__ import annotations
@@ -99,6 +88,22 @@ class ConvQNetwork(nn.Module):
         if self.one_channel:
             x = x.unsqueeze(-3)
         return self.head(self.convs(x).flatten(-3))
+
+    @property
+    def feature_dim(self) -> int:
+        """The width of the flat head's last hidden layer (the features split, :mod:`dqnbench.agent.heads`)."""
+        return self.head.feature_dim
+
+    def features(self, obs: torch.Tensor) -> torch.Tensor:
+        """Convolutions, then the flat head's hidden layers: ``(…, B, feature_dim)``."""
+        x = as_float(obs)
+        if self.one_channel:
+            x = x.unsqueeze(-3)
+        return self.head.features(self.convs(x).flatten(-3))
+
+    def from_features(self, features: torch.Tensor) -> torch.Tensor:
+        """The flat head's last layer(s) on features ``(…, R, feature_dim)``."""
+        return self.head.from_features(features)
 
 
 def conv_q_network(

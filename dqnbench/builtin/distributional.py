@@ -1,22 +1,17 @@
 """Built-in distributional learners ``c51`` and ``qr_dqn``: a distribution of returns per action.
 
-- ``c51``: Bellemare, Dabney & Munos (2017), "A Distributional Perspective on
-  Reinforcement Learning", ICML. N probabilities on fixed atoms from ``v_min``
-  to ``v_max``; the target distribution is projected back onto the atoms
-  (:func:`~dqnbench.agent.distributional.categorical_projection`) and the loss
-  is the cross-entropy.
-- ``qr_dqn``: Dabney, Rowland, Bellemare & Munos (2018), "Distributional
-  Reinforcement Learning with Quantile Regression", AAAI. N quantiles at levels
+- ``c51``: Bellemare, Dabney & Munos (2017), ICML. N probabilities on fixed atoms from
+  ``v_min`` to ``v_max``; the target is projected back onto the atoms
+  (:func:`~dqnbench.agent.distributional.categorical_projection`), the loss is the cross-entropy.
+- ``qr_dqn``: Dabney, Rowland, Bellemare & Munos (2018), AAAI. N quantiles at levels
   ``(2i + 1)/2N``, regressed with the quantile Huber loss
   (:func:`~dqnbench.agent.distributional.quantile_huber_loss`).
 
-Both ask the network for N outputs per action (``outputs = N``: ``(…, B, A, N)``)
-and read expected Q-values from them for acting, evaluation and embeddings.
-``double = true`` picks the next action by the online network's expected
-Q-values and takes its distribution from the target network (as Rainbow,
-Hessel et al. 2018). Both are shape-generic (``(B,)`` one run, ``(K, B)``
-lock-step members) and, like ``dqn``, derive the built-in MLP's gradients by
-hand (:class:`~dqnbench.builtin.learners.HandDerivedLearner`).
+Both ask the network for N outputs per action (``(…, B, A, N)``) and read expected
+Q-values from them. ``double = true`` picks the next action by the online network's expected
+Q-values (as Rainbow, Hessel et al. 2018). Shape-generic (``(B,)`` one run, ``(K, B)``
+members); the loss reads only the networks' outputs (``loss_on_outputs``: a network's manual
+path serves it, :mod:`dqnbench.agent.learning`).
 """
 
 from __future__ import annotations
@@ -27,28 +22,19 @@ from dqnbench.agent.distributional import (
     bootstrap_scale,
     categorical_projection,
     quantile_huber_loss,
-    quantile_huber_loss_and_grad,
     quantile_midpoints,
 )
-from dqnbench.builtin.learners import (
-    Forward,
-    HandDerivedLearner,
-    _check_bool,
-    _check_number,
-    mlp_backprop,
-    mlp_forward,
-    mlp_outputs,
-)
-from dqnbench.builtin.networks import MLP
+from dqnbench.agent.learning import LearnerBase
+from dqnbench.builtin.learners import Forward, _check_bool, _check_number
 from dqnbench.plugin.batch import Batch
 from dqnbench.plugin.contracts import LearnerLoss, Networks
 from dqnbench.plugin.hookspecs import hookimpl
 
 
-def _taken(outputs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The taken actions' rows ``(…, B, N)`` of ``outputs (…, B, A, N)``, and the gather index ``(…, B, 1, N)``."""
+def _taken(outputs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """The taken actions' rows ``(…, B, N)`` of ``outputs (…, B, A, N)``."""
     index = actions[..., None, None].expand(*actions.shape, 1, outputs.shape[-1])
-    return outputs.gather(-2, index).squeeze(-2), index
+    return outputs.gather(-2, index).squeeze(-2)
 
 
 class _Cached:
@@ -63,13 +49,15 @@ class _Cached:
         return self.value
 
 
-class C51Learner(HandDerivedLearner):
+class C51Learner(LearnerBase):
     """C51: categorical distributions on ``atoms`` evenly spaced atoms, cross-entropy to the projected target.
 
     Priorities are the per-sample cross-entropy, as Rainbow prioritises by the
     KL loss (Hessel et al. 2018; the two differ by the target's entropy, which
     the network does not change).
     """
+
+    loss_on_outputs = True
 
     def __init__(self, n_actions: int, atoms: int, v_min: float, v_max: float, double: bool) -> None:
         self.n_actions, self.outputs, self.double = n_actions, atoms, double
@@ -86,34 +74,15 @@ class C51Learner(HandDerivedLearner):
         support = self.support.on(probs.device)
         chooser = torch.softmax(online(batch.next_obs), dim=-1) if self.double else probs
         best = (chooser @ support).argmax(dim=-1)
-        next_probs, _ = _taken(probs, best)
+        next_probs = _taken(probs, best)
         return categorical_projection(support, next_probs, batch.rewards, batch.discounts, batch.terminated)
 
     def loss(self, nets: Networks, batch: Batch) -> LearnerLoss:
-        logits, _ = _taken(nets.online(batch.obs), batch.actions)
+        logits = _taken(nets.online(batch.obs), batch.actions)
         with torch.no_grad():
             target = self.target_distribution(batch, nets.target, nets.online)
         losses = -(target * torch.log_softmax(logits, dim=-1)).sum(dim=-1)
         return LearnerLoss(losses, losses.detach())
-
-    def mlp_backward(self, online: MLP, target: MLP, batch: Batch) -> LearnerLoss:
-        """:meth:`loss`'s gradient for an MLP: ``∂/∂logits = (softmax(logits) − target) · w/B`` at the taken action.
-
-        Log-softmax once, read for the loss and (exponentiated in place) the gradient; no autograd graph.
-        """
-        activations, flat = mlp_forward(online, batch.obs)
-        outputs = flat.unflatten(-1, (self.n_actions, self.outputs))
-        logits, index = _taken(outputs, batch.actions)
-        distribution = self.target_distribution(
-            batch, lambda x: mlp_outputs(target, x), lambda x: mlp_outputs(online, x)
-        )
-        log_probs = torch.log_softmax(logits, dim=-1)
-        losses = torch.linalg.vecdot(distribution, log_probs).neg_()
-        # ∂/∂logits = softmax · Σ target − target, and the projected target's rows sum to 1 (to rounding)
-        grad = log_probs.exp_().sub_(distribution).mul_((batch.weights * (1.0 / batch.weights.shape[-1])).unsqueeze(-1))
-        delta = torch.zeros_like(outputs).scatter_(-2, index, grad.unsqueeze(-2))
-        mlp_backprop(online, activations, delta.flatten(-2))
-        return LearnerLoss((batch.weights * losses).mean(dim=-1), losses)
 
 
 def c51(n_actions: int, atoms: int = 51, v_min: float = -10.0, v_max: float = 10.0, double: bool = False) -> C51Learner:
@@ -142,12 +111,14 @@ def c51(n_actions: int, atoms: int = 51, v_min: float = -10.0, v_max: float = 10
 c51.lockstep = True
 
 
-class QRLearner(HandDerivedLearner):
+class QRLearner(LearnerBase):
     """QR-DQN: ``quantiles`` quantile estimates per action, regressed with the quantile Huber loss.
 
     Priorities are the per-sample loss (what the learner minimises, as C51's
     cross-entropy), not the TD error of the mean.
     """
+
+    loss_on_outputs = True
 
     def __init__(self, n_actions: int, quantiles: int, kappa: float, double: bool) -> None:
         self.n_actions, self.outputs, self.kappa, self.double = n_actions, quantiles, kappa, double
@@ -165,30 +136,18 @@ class QRLearner(HandDerivedLearner):
         """``r + γᵏ (1 − terminated) θ_target(s', a*)`` per quantile ``(…, B, N)`` (no gradient)."""
         quantiles = self.split(target(batch.next_obs))  # (…, B, A, N)
         chooser = self.split(online(batch.next_obs)) if self.double else quantiles
-        next_quantiles, _ = _taken(quantiles, chooser.mean(dim=-1).argmax(dim=-1))
+        next_quantiles = _taken(quantiles, chooser.mean(dim=-1).argmax(dim=-1))
         scale = bootstrap_scale(batch.discounts, batch.terminated).unsqueeze(-1)
         if batch.terminated.dtype == torch.bool:  # a terminal next state bootstraps nothing (even a non-finite one)
             next_quantiles = next_quantiles.masked_fill(batch.terminated.unsqueeze(-1), 0.0)
         return torch.addcmul(batch.rewards.unsqueeze(-1), scale, next_quantiles)
 
     def loss(self, nets: Networks, batch: Batch) -> LearnerLoss:
-        quantiles, _ = _taken(self.split(nets.online(batch.obs)), batch.actions)
+        quantiles = _taken(self.split(nets.online(batch.obs)), batch.actions)
         with torch.no_grad():
             targets = self.target_quantiles(batch, nets.target, nets.online)
         losses = quantile_huber_loss(quantiles, targets, self.taus.on(quantiles.device), self.kappa)
         return LearnerLoss(losses, losses.detach())
-
-    def mlp_backward(self, online: MLP, target: MLP, batch: Batch) -> LearnerLoss:
-        """:meth:`loss`'s gradient for an MLP, the quantile Huber loss's gradient taken with the loss."""
-        activations, flat = mlp_forward(online, batch.obs)
-        outputs = flat.unflatten(-1, (self.n_actions, self.outputs))
-        quantiles, index = _taken(outputs, batch.actions)
-        targets = self.target_quantiles(batch, lambda x: mlp_outputs(target, x), lambda x: mlp_outputs(online, x))
-        losses, grad = quantile_huber_loss_and_grad(quantiles, targets, self.taus.on(quantiles.device), self.kappa)
-        grad.mul_((batch.weights * (1.0 / batch.weights.shape[-1])).unsqueeze(-1))
-        delta = torch.zeros_like(outputs).scatter_(-2, index, grad.unsqueeze(-2))
-        mlp_backprop(online, activations, delta.flatten(-2))
-        return LearnerLoss((batch.weights * losses).mean(dim=-1), losses)
 
 
 def qr_dqn(n_actions: int, quantiles: int = 200, kappa: float = 1.0, double: bool = False) -> QRLearner:

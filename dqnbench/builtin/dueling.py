@@ -10,6 +10,7 @@ feeds a value stream ``V(s)`` and an advantage stream ``A(s, a)``, combined as
 Subtracting the mean makes the split identifiable (``mean_a Q = V``) and is
 more stable than subtracting the max (their eq. 8): the advantages need only
 change as fast as their mean, not follow every change of the best action's.
+The network offers the manual path (:mod:`dqnbench.agent.learning`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,17 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from dqnbench.nn import Linear, as_float_features, obs_shape, relu_mlp, split_outputs
+from dqnbench.nn import (
+    Linear,
+    as_float_features,
+    cached_layers,
+    combine_streams,
+    combine_streams_backward,
+    obs_shape,
+    relu_layers_backward,
+    relu_layers_forward,
+    relu_mlp,
+)
 from dqnbench.plugin.hookspecs import hookimpl
 
 
@@ -54,15 +65,51 @@ class DuelingNetwork(nn.Module):
         self.body = relu_mlp(widths)
         self.value = _stream(widths[-1], stream_hidden, outputs)
         self.advantage = _stream(widths[-1], stream_hidden, n_actions * outputs)
+        self.feature_dim = widths[-1]
+        # the Linear layers of the trunk and of each stream, listed once (modules: stacking swaps their parameters)
+        self.linears = tuple(tuple(m for m in part if isinstance(m, nn.Linear)) for part in self.streams())
+
+    def streams(self) -> tuple[nn.Sequential, nn.Sequential, nn.Sequential]:
+        """The trunk, the value stream and the advantage stream."""
+        return self.body, self.value, self.advantage
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        features = self.body(as_float_features(obs, self.obs_ndim))
-        value, advantages = self.value(features), self.advantage(features)
-        if self.outputs == 1:
-            return value + advantages - advantages.mean(dim=-1, keepdim=True)
-        value = split_outputs(value, 1, self.outputs)
-        advantages = split_outputs(advantages, self.n_actions, self.outputs)
-        return value + advantages - advantages.mean(dim=-2, keepdim=True)
+        return self.from_features(self.features(obs))
+
+    def features(self, obs: torch.Tensor) -> torch.Tensor:
+        """The shared trunk's last activation ``(…, B, feature_dim)`` (features split: :mod:`dqnbench.agent.heads`)."""
+        return self.body(as_float_features(obs, self.obs_ndim))
+
+    def from_features(self, features: torch.Tensor) -> torch.Tensor:
+        """The two streams, combined, on features ``(…, R, feature_dim)``."""
+        return combine_streams(self.value(features), self.advantage(features), self.n_actions, self.outputs)
+
+    def manual_layers(self) -> tuple[tuple[tuple[torch.Tensor, torch.Tensor], ...], ...]:
+        """``(weight, bias)`` of each linear layer of the trunk, the value and the advantage stream."""
+        linears = self.linears
+        probe = linears[1][0]._parameters["weight"]  # not through nn.Module's __getattr__: ~1 µs
+        return cached_layers(self, probe, lambda: tuple(tuple((m.weight, m.bias) for m in part) for part in linears))
+
+    def manual_forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, tuple[list[torch.Tensor], ...]]:
+        """``forward(obs)`` without module calls, and what :meth:`manual_backward` needs (each layer's output)."""
+        trunk, value, advantage = self.manual_layers()
+        features = relu_layers_forward(as_float_features(obs, self.obs_ndim), trunk, relu_last=True)
+        values = relu_layers_forward(features[-1], value, relu_last=False)
+        advantages = relu_layers_forward(features[-1], advantage, relu_last=False)
+        q = combine_streams(values[-1], advantages[-1], self.n_actions, self.outputs)
+        return q, (features, values, advantages)
+
+    def manual_backward(self, tape: tuple[list[torch.Tensor], ...], grad: torch.Tensor) -> None:
+        """Every parameter's ``.grad`` from ``grad``, the loss's gradient in the outputs: both streams' backprop,
+        their gradients in the features summed, then the trunk's."""
+        (trunk, value, advantage), (features, values, advantages) = self.manual_layers(), tape
+        d_value, d_advantages = combine_streams_backward(grad, self.outputs)
+        d_features = relu_layers_backward(d_value, values, value, relu_last=False, input_grad=bool(trunk))
+        d_from_advantages = relu_layers_backward(
+            d_advantages, advantages, advantage, relu_last=False, input_grad=bool(trunk)
+        )
+        if trunk:
+            relu_layers_backward(d_features.add_(d_from_advantages), features, trunk, relu_last=True)
 
 
 def dueling(

@@ -1,26 +1,10 @@
 """Built-in environments ``gymnasium``, ``atari``, ``minatar`` and ``auto``: how ``experiment.env`` becomes an env.
 
-``gymnasium`` makes the id with ``gym.make`` and keeps Box observations in their
-own shape and dtype (uint8 frames stay uint8, MinAtar's boolean channels stay
-bool); float64 vectors become float32 (torch's default dtype) and non-Box
-spaces (Discrete, Tuple, Dict) are flattened to float32 vectors. Ids of
-environment packages (``ALE/…`` from ale-py, ``MinAtar/…`` from MinAtar) are
-registered here, in whichever process makes the env, so they work in local
-worker processes and Ray workers alike; a missing package is a user error
-naming the extra to install. ``atari`` (:mod:`dqnbench.builtin.atari`) and
-``minatar`` (:mod:`dqnbench.builtin.minatar_env`) preprocess those suites;
-``auto`` picks the component for an id's namespace (``atari`` for ``ALE/``,
-``minatar`` for ``MinAtar/``, ``gymnasium`` otherwise) and hands it the
-``[env]`` params, which must be ones that component takes.
-
-For lock-step training, ``gymnasium.vector`` gives CartPole's native NumPy
-vector env (about 10× faster than K envs in a Python loop at K = 32) with
-same-step autoreset; every other id gets ``SyncVectorEnv`` in that mode.
+Why it is built this way, with measurements: ``docs/internals.md`` (``builtin.envs``).
 """
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from typing import Any
 
@@ -29,35 +13,13 @@ import numpy as np
 from gymnasium.envs.classic_control.cartpole import CartPoleVectorEnv
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
-from dqnbench.agent.envs import NAMESPACE_PACKAGES, register_namespace  # noqa: F401 - re-exported
+from dqnbench.agent.envs import NAMESPACE_PACKAGES, register_namespace, unknown_id_message  # noqa: F401 - re-exported
 from dqnbench.builtin.atari import atari
 from dqnbench.builtin.minatar_env import minatar
 from dqnbench.errors import DqnbenchError
 from dqnbench.plugin.hookspecs import hookimpl
 
 CARTPOLE_ENTRY_POINT = "gymnasium.envs.classic_control.cartpole:CartPoleEnv"
-
-
-def unknown_id_message(env_id: str) -> str:
-    """The message for an unregistered id: the closest ids, or its namespace's ids when they are few."""
-    namespace = env_id.split("/", 1)[0] + "/" if "/" in env_id else None
-    ids = sorted(key for key in gym.registry if namespace is None or key.startswith(namespace))
-    # Game names compared without the shared "MinAtar/" and "-v1", which make every id of a namespace look close.
-    version = env_id.rsplit("-v", 1)[1] if "-v" in env_id else ""
-    games: dict[str, str] = {}
-    for key in ids:
-        game, _, key_version = key[len(namespace or "") :].rpartition("-v")
-        if game not in games or key_version == version:
-            games[game] = key
-    wanted = env_id[len(namespace or "") :].rpartition("-v")[0] or env_id
-    close = [games[game] for game in difflib.get_close_matches(wanted, games, n=3)]
-    if close:
-        hint = f"; did you mean {', '.join(close)}?"
-    elif namespace and 0 < len(ids) <= 12:
-        hint = f"; {namespace[:-1]} has {', '.join(ids)}"
-    else:
-        hint = ""
-    return f"unknown environment {env_id!r}{hint}"
 
 
 def make_gymnasium(env_id: str) -> gym.Env:
@@ -79,31 +41,55 @@ def make_gymnasium(env_id: str) -> gym.Env:
 
 
 class SameStepCartPoleVectorEnv(CartPoleVectorEnv):
-    """CartPole's native vector env, autoresetting finished members within the same step."""
+    """CartPole's native vector env, autoresetting finished members within the same step.
+
+    Each member draws its start states from its own generator (member ``k`` of a
+    reset with ``seed`` from ``seed + k``, as ``SyncVectorEnv`` seeds its envs),
+    so a member's episodes never depend on when the others end: a fused group's
+    members stay independent of each other's values (``docs/sweeps.md``).
+    """
 
     metadata = {**CartPoleVectorEnv.metadata, "autoreset_mode": AutoresetMode.SAME_STEP}
+
+    def reset(
+        self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict]:
+        """Reset every member; ``seed``: member k from ``seed + k``, or a list of one seed per member."""
+        super().reset(seed=seed if seed is None or isinstance(seed, int) else int(seed[0]), options=options)
+        if seed is not None or not hasattr(self, "member_random"):
+            base = int(self.np_random.integers(2**31)) if seed is None else seed
+            seeds = [base + k for k in range(self.num_envs)] if isinstance(base, int) else [int(s) for s in base]
+            self.member_random = [np.random.default_rng(s) for s in seeds]
+        for k in range(self.num_envs):
+            self.state[:, k] = self.member_random[k].uniform(low=self.low, high=self.high, size=4)
+        return self.state.T.astype(np.float32), {}
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         obs, reward, terminated, truncated, info = super().step(action)
         done = self.prev_done
         if done.any():
             info = {"final_obs": obs.copy(), "_final_obs": done.copy()}
-            self.state[:, done] = self.np_random.uniform(low=self.low, high=self.high, size=(4, int(done.sum())))
+            for k in np.flatnonzero(done):
+                self.state[:, k] = self.member_random[k].uniform(low=self.low, high=self.high, size=4)
             self.steps[done] = 0
             self.prev_done = np.zeros_like(done)
             obs = self.state.T.astype(np.float32)
         return obs, reward, terminated, truncated, info
 
     def state_dict(self) -> dict[str, Any]:
-        """Every member's physics state, step counters and the shared RNG, for a checkpoint."""
-        names = ("state", "steps", "prev_done", "steps_beyond_terminated", "np_random")
-        return {name: getattr(self, name) for name in names}
+        """Every member's physics state, step counters and random generators, for a checkpoint."""
+        names = ("state", "steps", "prev_done", "steps_beyond_terminated")
+        return {
+            **{name: getattr(self, name) for name in names},
+            "member_random": [g.bit_generator.state for g in self.member_random],
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict` (the RNG in place)."""
-        self.np_random.bit_generator.state = state["np_random"].bit_generator.state
+        """Restore :meth:`state_dict` (the generators in place)."""
+        for generator, saved in zip(self.member_random, state["member_random"]):
+            generator.bit_generator.state = saved
         for name, value in state.items():
-            if name != "np_random":
+            if name != "member_random":
                 setattr(self, name, value)
 
 

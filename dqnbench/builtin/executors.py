@@ -5,16 +5,7 @@ finish, and the runner writes results. The process pool uses the ``spawn``
 start method (no forked torch thread pools) and one torch thread per worker,
 so ``workers`` runs share the cores instead of oversubscribing them.
 
-Time limits: an item with a ``timeout_s`` attribute (a positive number; the
-runner's tasks carry ``experiment.timeout_s``) that runs longer is stopped and
-yielded with ``TimeoutError("timed out after N s")``. The process pool kills
-its workers (SIGTERM, which stops a run stuck anywhere, native code
-included) and resubmits the other runs that were in flight. The serial
-executor runs a timed item in a thread of this process and raises
-:class:`RunTimedOut` inside it: that stops a run stuck in Python code at its
-next bytecode, but a run blocked inside native code cannot be preempted in-process;
-it is abandoned (it goes on in the background until it returns or the process
-exits) and recorded as timed out all the same.
+Why it is built this way, with measurements: ``docs/internals.md`` (``builtin.executors``).
 """
 
 from __future__ import annotations
@@ -174,13 +165,13 @@ class ProcessExecutor:
         self._pool: ProcessPoolExecutor | None = None
         self._started: Any = None
 
-    def _new_pool(self) -> ProcessPoolExecutor:
+    def _new_pool(self, workers: int) -> ProcessPoolExecutor:
         self.close()
         check_spawnable_main()
         context = multiprocessing.get_context("spawn")
         self._started = context.SimpleQueue()
         self._pool = ProcessPoolExecutor(
-            max_workers=self.workers, mp_context=context, initializer=_init_worker, initargs=(self._started,)
+            max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(self._started,)
         )
         return self._pool
 
@@ -188,9 +179,9 @@ class ProcessExecutor:
         queue = list(items)[::-1]  # pop() from the end keeps the given order
         if not queue:
             return
-        self.workers = min(self.workers, len(queue))
+        workers = min(self.workers, len(queue))  # this map's pool; the executor keeps its size for the next map
         suspects: list[T] = []  # in flight when a worker died: retried alone
-        pool = self._new_pool()
+        pool = self._new_pool(workers)
         pending: dict[Future[Any], T] = {}
         deadlines: dict[Future[Any], tuple[float, float]] = {}  # future -> (deadline, timeout), once it started
         keys: dict[int, Future[Any]] = {}  # what workers report as started -> its future
@@ -217,7 +208,7 @@ class ProcessExecutor:
             if solo and not pending:
                 submit(suspects.pop())
             elif not solo:
-                while queue and len(pending) < self.workers:
+                while queue and len(pending) < workers:
                     submit(queue.pop())
             note_starts()
             nearest = min((deadlines[f][0] for f in pending if f in deadlines), default=None)
@@ -240,7 +231,7 @@ class ProcessExecutor:
                     del pending[future]
                     deadlines.pop(future, None)
                     (suspects if solo else queue).append(item)
-                pool = self._new_pool()
+                pool = self._new_pool(workers)
                 continue
             broken = []
             for future in done:
@@ -265,7 +256,7 @@ class ProcessExecutor:
                     except Exception as exc:
                         yield item, exc
                 suspects.extend(broken)
-                pool = self._new_pool()
+                pool = self._new_pool(workers)
 
     def _pool_broken(self) -> bool:
         return bool(self._pool is not None and getattr(self._pool, "_broken", False))

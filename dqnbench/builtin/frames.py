@@ -6,36 +6,7 @@ frame of information. :class:`FrameStorage` keeps each frame once, as Dopamine
 does (``dopamine/replay_memory/circular_replay_buffer.py``), but rebuilds every
 observation exactly, at episode ends and time-limit truncations too.
 
-An episode is a reset observation ``R`` (``frames`` frames, the first
-``frames - 1`` being the frame stack's padding) followed by one new frame per
-step: the newest frame ``n_t`` of each ``next_obs``. Written as the sequence
-``seq = (R[-1], n_0, n_1, …)`` with ``seq[s] = R[frames - 1 + s]`` for
-``s ≤ 0``, the observation before step ``t`` is ``seq[t - frames + 1 … t]``
-and ``next_obs`` is ``seq[t - frames + 2 … t + 1]`` (gymnasium's
-``FrameStackObservation``: newest frame last). So the storage keeps, per
-transition (add count ``c``, ``t`` steps into its episode):
-
-- ``n_t`` in a frame ring indexed by ``c``, of ``capacity + frames`` frames, so
-  every live transition's stack survives the wrap (no sampling exclusions);
-- ``offset = min(t, cap)``, one byte, which says which of the stack's frames
-  lie before the episode's start;
-- the episode's number, which finds ``R`` in a small side store of one entry
-  per episode: ``R[-1]`` and how the stack was padded (zeros or repeats of the
-  reset frame, gymnasium's two paddings, detected at the episode's first
-  step); any other padding keeps ``R`` whole. An entry is overwritten only
-  when no live transition needs it; the store doubles when they all are.
-
-Without frame stacking (``frames = 1``, e.g. MinAtar's ``(4, 10, 10)`` bools)
-the "frame" is the whole observation: one per transition instead of two.
-
-Episode starts are found at ``add``: a member's episode starts when its
-previous transition ended (terminated, or truncated when given) or when
-``obs`` differs from its previous ``next_obs`` (a time limit the single-run
-``add``, which has no truncation flag, cannot tell otherwise), in which case
-the previous transition's ``done`` flag is set after the fact. An ``obs`` equal
-to the previous ``next_obs`` is stored as the same episode going on, which
-rebuilds it exactly either way. ``add`` refuses stacks that do not slide by
-one frame (``next_obs[:-1] == obs[1:]``), which exactness rests on.
+Why it is built this way, with measurements: ``docs/internals.md`` (``builtin.frames``).
 """
 
 from __future__ import annotations
@@ -107,7 +78,7 @@ class FrameStorage(TransitionRing):
     # --- writing ------------------------------------------------------------------------------------------------
 
     def add(self, obs, action, reward, next_obs, terminated, truncated=None) -> int:
-        """Write one transition (a row of K, with a leading K dimension, for members); return the slot written."""
+        """Write one row of transitions (K members', or a single run's one); return the slot written."""
         shape = (*self.lead, *self.spec.shape)
         obs = np.asarray(obs, dtype=self.spec.dtype)
         next_obs = np.asarray(next_obs, dtype=self.spec.dtype)
@@ -221,7 +192,7 @@ class FrameStorage(TransitionRing):
         return torch.from_numpy(self._stacks(indices, 1))
 
     def _stacks(self, indices: np.ndarray, shift: int) -> np.ndarray:
-        """Observations (``shift=0``) or next observations (``shift=1``) at slots ``indices (*lead, B)``.
+        """Observations (``shift=0``) or next observations (``shift=1``) at slots ``indices (R, B)``.
 
         Stack position m of transition c (t steps into its episode) is
         ``seq[t + shift - (frames - 1 - m)]``: ring frame ``c + shift - 1 -
@@ -230,12 +201,10 @@ class FrameStorage(TransitionRing):
         """
         indices = np.asarray(indices, dtype=np.int64)
         flat = self.flat(indices)
-        seq = self.views["offset"].take(flat).astype(np.int64)[..., None] + (shift - self._back)  # (*lead, B, F)
+        seq = self.views["offset"].take(flat).astype(np.int64)[..., None] + (shift - self._back)  # (R, B, F)
         counts = self.counts(indices)[..., None] + (shift - 1 - self._back)
-        rows = counts % self.ring
-        if self.members is not None:
-            rows = rows * self.members + self.member[..., None]
-        out = self.frame_view.take(rows, axis=0)  # (*lead, B, F, *frame_shape)
+        rows = counts % self.ring * self.rows + self.member[..., None]
+        out = self.frame_view.take(rows, axis=0)  # (R, B, F, *frame_shape)
         before = seq <= 0
         if before.any():
             self._fill_from_resets(out, before, seq, flat)
@@ -246,7 +215,7 @@ class FrameStorage(TransitionRing):
         where = np.nonzero(before)
         s = seq[where]
         episode = self.views["episode"].take(flat[where[:-1]]).astype(np.int64)
-        member = where[0] if self.members is not None else np.zeros_like(s)
+        member = where[0]
         row = episode % self.reset_slots
         pad = self.reset_pad[row, member]
         values = self.reset_frame[row, member]  # (n, *frame_shape): R[-1]

@@ -11,9 +11,7 @@ motion, so no frame stack is needed.
 A checkpoint restores a game exactly (:meth:`ChannelsFirst.state_dict`): a
 resumed run goes on with the episode in progress.
 
-The params are MinAtar's own, with its defaults: sticky actions with
-probability 0.1 and difficulty ramping on. ``-v0`` ids have all 6 actions,
-``-v1`` ids the game's minimal action set, as MinAtar registers them.
+Why it is built this way, with measurements: ``docs/internals.md`` (``builtin.minatar_env``).
 """
 
 from __future__ import annotations
@@ -25,6 +23,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
+from dqnbench.agent.envs import register_namespace, unknown_id_message
 from dqnbench.errors import DqnbenchError
 
 
@@ -69,8 +68,6 @@ def minatar(env_id: str, sticky_action_prob: float = 0.1, difficulty_ramping: bo
     :param sticky_action_prob: probability that the previous action is repeated instead of the chosen one.
     :param difficulty_ramping: the game speeds up as the agent progresses (MinAtar's default).
     """
-    from dqnbench.builtin.envs import register_namespace, unknown_id_message
-
     if not env_id.startswith("MinAtar/"):
         raise DqnbenchError(
             f"the minatar env component makes MinAtar/<Game>-v0|v1 ids, not {env_id!r} "

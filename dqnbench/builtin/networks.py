@@ -1,9 +1,8 @@
 """Built-in Q-network ``mlp``: a multilayer perceptron of ReLU layers.
 
 Shape-generic (:mod:`dqnbench.nn`): the same module runs one network or K
-stacked lock-step members. The built-in ``dqn`` learner recognises an
-:class:`MLP` and derives its gradients by hand (a speed path that lives in the
-learner, not here).
+stacked lock-step members. It offers the manual path (``manual_forward``,
+``manual_backward``: :mod:`dqnbench.agent.learning`), its gradients derived by hand.
 """
 
 from __future__ import annotations
@@ -14,7 +13,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dqnbench.nn import UnsupportedObservations, as_float_features, linear, obs_shape, split_outputs
+from dqnbench.nn import (
+    UnsupportedObservations,
+    as_float_features,
+    cached_layers,
+    linear,
+    obs_shape,
+    relu_layers_backward,
+    relu_layers_forward,
+    split_outputs,
+)
 from dqnbench.plugin.hookspecs import hookimpl
 
 #: the most values an image observation may have for ``mlp`` to flatten it (MinAtar's 400 are fine,
@@ -74,10 +82,37 @@ class MLP(nn.Module):
                 if isinstance(module, nn.Linear):
                     nn.init.normal_(module.weight, 0.0, init_std)
         self.linears = (*self.body.linears, self.out)
+        #: the features split (:mod:`dqnbench.agent.heads`): ``body``'s output, ``out`` is the head
+        self.feature_dim = widths[-1]
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         x = self.body(as_float_features(obs, self.obs_ndim))
         return split_outputs(linear(x, self.out.weight, self.out.bias), self.n_actions, self.outputs)
+
+    def features(self, obs: torch.Tensor) -> torch.Tensor:
+        """The last hidden activation ``(…, B, feature_dim)`` (the observations themselves with no hidden layer)."""
+        return self.body(as_float_features(obs, self.obs_ndim))
+
+    def from_features(self, features: torch.Tensor) -> torch.Tensor:
+        """The head on features ``(…, R, feature_dim)``: ``forward(obs) == from_features(features(obs))``."""
+        return split_outputs(linear(features, self.out.weight, self.out.bias), self.n_actions, self.outputs)
+
+    def manual_layers(self) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+        """Each linear layer's ``(weight, bias)``, the head last (kept: :func:`~dqnbench.nn.cached_layers`)."""
+        linears = self.linears
+        probe = linears[0]._parameters["weight"]  # not through nn.Module's __getattr__: ~1 µs
+        return cached_layers(self, probe, lambda: tuple((m.weight, m.bias) for m in linears))
+
+    def manual_forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``forward(obs)`` without module calls, and what :meth:`manual_backward` needs (each layer's output)."""
+        tape = relu_layers_forward(as_float_features(obs, self.obs_ndim), self.manual_layers(), relu_last=False)
+        return split_outputs(tape[-1], self.n_actions, self.outputs), tape
+
+    def manual_backward(self, tape: list[torch.Tensor], grad: torch.Tensor) -> None:
+        """Every parameter's ``.grad`` from ``grad``, the loss's gradient in the outputs, by backprop written out:
+        ``dW_l = δ_lᵀ h_l``, ``db_l = Σ δ_l``, ``δ_{l−1} = (δ_l W_l) ⊙ [h_l > 0]``."""
+        delta = grad if self.outputs == 1 else grad.flatten(-2)
+        relu_layers_backward(delta, tape, self.manual_layers(), relu_last=False)
 
 
 def mlp(

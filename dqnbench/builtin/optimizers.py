@@ -10,19 +10,7 @@ Where that kernel is missing (another torch, device or dtype),
 :func:`make_adam` falls back to ``torch.optim.Adam``. This is the optimizer's
 speed path, behind the ``adam`` component's boundary.
 
-``rmsprop`` is ``torch.optim.RMSprop``: with ``alpha = 0.95, eps = 0.01,
-centered = true`` it is close to the Nature DQN's centered RMSProp (Mnih et al.
-2015; their ε is added inside the square root, torch's outside). Its speed path
-:class:`LeanRMSprop` is a ``torch.optim.RMSprop`` whose ``step`` runs torch's
-own multi-tensor update (the ``foreach`` ops, one call per operation for all
-parameters, where the CPU default loops over them in Python) on state held in
-flat lists, with one change that never changes a finite result: the variance
-under the square root is raised to a floor far below ``eps``'s resolution
-first. ``sqrt`` of an exact 0 (the variance of every weight whose gradient is
-always 0, e.g. behind MinAtar's many empty input cells or a dead ReLU) takes
-the CPU's slow path, ~50× a normal value's on the machines measured, which made
-the step of ``minatar_cnn``'s 135k weights ~1 ms. Both optimizers are
-elementwise, so K stacked lock-step members are K independent optimizers.
+Why it is built this way, with measurements: ``docs/internals.md`` (``builtin.optimizers``).
 """
 
 from __future__ import annotations
@@ -32,7 +20,9 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from dqnbench.builtin.member_optimizers import MemberAdam, MemberRMSprop
 from dqnbench.plugin.hookspecs import hookimpl
+from dqnbench.plugin.members import PerMember
 
 
 def owned_grads(params: list[nn.Parameter]) -> list[torch.Tensor]:
@@ -57,8 +47,8 @@ class LeanAdam:
     """Adam (Kingma & Ba 2015), no weight decay.
 
     The gradient buffers are allocated once here and kept: learners write the
-    gradients into them in place (autograd after zeroing them, the ``dqn``
-    learner's hand-derived path directly), so ``step`` reads fixed lists.
+    gradients into them in place (autograd after zeroing them, a network's
+    manual path directly), so ``step`` reads fixed lists.
     """
 
     def __init__(
@@ -135,18 +125,43 @@ def _number(name: str, value: object, low: float, high: float = float("inf"), lo
     return float(value)
 
 
+def _betas(betas: object) -> tuple[float, float]:
+    if not isinstance(betas, list | tuple) or len(betas) != 2:
+        raise ValueError(f"betas must be a list of two numbers, got {betas!r}")
+    b1, b2 = (_number(f"betas[{i}]", b, 0.0, 1.0) for i, b in enumerate(betas))
+    return b1, b2
+
+
+def _members(values: dict[str, object]) -> int | None:
+    """K when any value is a :class:`PerMember` (a fused group), else None."""
+    return next((len(v) for v in values.values() if isinstance(v, PerMember)), None)
+
+
+def _per_member(value: object, members: int, check) -> list:  # noqa: ANN001 - a check of one value
+    return [check(v) for v in (value if isinstance(value, PerMember) else (value,) * members)]
+
+
 def adam(
     parameters: list[nn.Parameter], lr: float, eps: float = 1e-8, betas: tuple[float, float] = (0.9, 0.999)
-) -> LeanAdam | TorchAdam:
+) -> LeanAdam | TorchAdam | MemberAdam:
     """Adam (Kingma & Ba 2015): the tutorial's optimizer.
+
+    In a fused group ``lr``, ``eps`` and ``betas`` may differ per member (:class:`MemberAdam`).
 
     :param eps: added to the denominator; Dopamine uses 1.5e-4 and CleanRL 0.01 / batch size for DQN.
     :param betas: decay rates of the first and second moment estimates.
     """
-    if not isinstance(betas, list | tuple) or len(betas) != 2:
-        raise ValueError(f"betas must be a list of two numbers, got {betas!r}")
-    b1, b2 = (_number(f"betas[{i}]", b, 0.0, 1.0) for i, b in enumerate(betas))
-    return make_adam(parameters, lr, (b1, b2), _number("eps", eps, 0.0, low_open=True))
+    members = _members({"lr": lr, "eps": eps, "betas": betas})
+    positive = lambda name: lambda v: _number(name, v, 0.0, low_open=True)  # noqa: E731
+    if members is not None:
+        params = [p for p in parameters if p.requires_grad]
+        return MemberAdam(
+            params,
+            _per_member(lr, members, positive("lr")),
+            _per_member(betas, members, _betas),
+            _per_member(eps, members, positive("eps")),
+        )
+    return make_adam(parameters, lr, _betas(betas), positive("eps")(eps))
 
 
 class LeanRMSprop(torch.optim.RMSprop):
@@ -255,7 +270,7 @@ def rmsprop(
     eps: float = 1e-8,
     centered: bool = False,
     momentum: float = 0.0,
-) -> torch.optim.RMSprop:
+) -> torch.optim.RMSprop | MemberRMSprop:
     """RMSProp (Tieleman & Hinton 2012), ``torch.optim.RMSprop``; Nature DQN: alpha 0.95, eps 0.01, centered.
 
     :class:`LeanRMSprop` when the parameters share one device and floating
@@ -269,6 +284,16 @@ def rmsprop(
     if not isinstance(centered, bool):
         raise ValueError(f"centered must be true or false, got {centered!r}")
     params = [p for p in parameters if p.requires_grad]
+    members = _members({"lr": lr, "alpha": alpha, "eps": eps, "momentum": momentum})
+    if members is not None:
+        return MemberRMSprop(
+            params,
+            _per_member(lr, members, lambda v: _number("lr", v, 0.0, low_open=True)),
+            _per_member(alpha, members, lambda v: _number("alpha", v, 0.0, 1.0)),
+            _per_member(eps, members, lambda v: _number("eps", v, 0.0, low_open=True)),
+            centered,
+            _per_member(momentum, members, lambda v: _number("momentum", v, 0.0)),
+        )
     hyper = {
         "lr": lr,
         "alpha": _number("alpha", alpha, 0.0, 1.0),
@@ -282,8 +307,11 @@ def rmsprop(
     return torch.optim.RMSprop(params, **hyper)
 
 
-# Elementwise updates: K stacked lock-step members are K independent optimizers.
+# Elementwise updates: K stacked lock-step members are K independent optimizers, and in a fused group each
+# member has its own scalars ("lr" is agent.lr) and steps only while active (agent.learning_starts).
 adam.lockstep = rmsprop.lockstep = True
+adam.memberwise = ("lr", "eps", "betas")
+rmsprop.memberwise = ("lr", "alpha", "eps", "momentum")
 
 
 @hookimpl

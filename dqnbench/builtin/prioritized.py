@@ -8,20 +8,7 @@ ICLR. Transition ``i`` is replayed with probability
 of training. New transitions get the largest priority seen so far, so each is
 replayed at least about once before its TD error is known.
 
-The sampling rule lives in :class:`ProportionalSampler` (a :class:`SumTree`
-plus the α/β/ε bookkeeping), apart from the transition storage
-(:func:`~dqnbench.builtin.replays.make_storage`: rows for vectors, one frame
-per transition for images), so the n-step buffer reuses it unchanged.
-
-Lock-step (``prioritized.lockstep``, see
-:func:`~dqnbench.plugin.hookspecs.dqnbench_replays`) is the same
-:class:`PrioritizedReplay` with ``members=K``: K members' transitions in one
-storage and K sum trees in one :class:`~dqnbench.builtin.sumtree.SumTree`; each
-member draws from its own priorities with its own max priority, all K·B
-stratified walks descending together, and its weights are normalised by its own
-largest weight in the batch. TD-error rows that are not finite (a member whose
-loss diverged) are skipped instead of refused, so the other members keep
-training.
+Why it is built this way, with measurements: ``docs/internals.md`` (``builtin.prioritized``).
 """
 
 from __future__ import annotations
@@ -29,7 +16,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from dqnbench.builtin.replays import make_storage
+from dqnbench.builtin.replay_memory import prioritized_bytes
+from dqnbench.builtin.replays import check_gamma, full_discounts, make_storage, rows_batch
 from dqnbench.builtin.sumtree import SumTree, sum_tree_bytes
 from dqnbench.plugin.batch import Batch
 from dqnbench.plugin.hookspecs import hookimpl
@@ -135,8 +123,9 @@ class ProportionalSampler:
             self.tree.set_one(hidden, 0.0)
 
     def sample(self, batch_size: int, size: int, step: int) -> tuple[np.ndarray, np.ndarray]:
-        """Draw ``(*lead, batch_size)`` slots (stratified per member) and their per-member normalised weights."""
-        indices = self.tree.sample_stratified(batch_size)
+        """Draw ``(R, batch_size)`` slots (stratified per member; a single run's one row) and their weights,
+        normalised per member."""
+        indices = self.tree.sample_stratified(batch_size).reshape(-1, batch_size)
         probabilities = self.tree.probabilities(indices)
         weights = importance_weights(probabilities, size, self.beta(step))
         return indices, weights.astype(np.float32)
@@ -182,11 +171,11 @@ class ProportionalSampler:
 
 
 class PrioritizedReplay:
-    """One-step transitions in a ring buffer, replayed by proportional priority, for one run or K members.
+    """One-step transitions in a ring buffer, replayed by proportional priority, for K members or one run.
 
-    With ``members=K`` every field of ``add`` and of the sampled ``Batch`` has a
-    leading K, and each member samples by its own priorities (see the module
-    docstring).
+    ``add`` takes rows (a leading K, or 1 for a single run), each member samples
+    by its own priorities (see the module docstring), and the sampled ``Batch``
+    has fields ``(K, B, …)``, or a single run's ``(B, …)``.
     """
 
     def __init__(
@@ -203,7 +192,7 @@ class PrioritizedReplay:
         self.storage = make_storage(capacity, obs_dim, members, extra_bytes=sum_tree_bytes(capacity, members))
         self.sampler = ProportionalSampler(capacity, alpha, beta, eps, total_steps, members)
         self.members = members
-        self.gamma = float(gamma)
+        self.gamma = check_gamma(gamma)
         self.steps = 0  # add calls = env steps, the clock of β's annealing
         self._discounts = torch.empty(0)
 
@@ -212,27 +201,19 @@ class PrioritizedReplay:
         """The importance-sampling exponent the next ``sample`` uses."""
         return self.sampler.beta(self.steps)
 
-    def add(self, obs, action, reward, next_obs, terminated, truncated=None) -> None:
-        """Store one transition (per member); its slot gets the max priority seen so far."""
-        self.sampler.on_add(self.storage.add(obs, action, reward, next_obs, terminated))
+    def add(self, obs, actions, rewards, next_obs, terminated, truncated) -> None:
+        """Store one row of transitions; their slot gets each member's max priority seen so far."""
+        self.sampler.on_add(self.storage.add(obs, actions, rewards, next_obs, terminated))
         self.steps += 1
 
     def sample(self, batch_size: int) -> Batch:
-        """A ``Batch`` of ``(*lead, B, …)`` fields: B draws by priority (per member)."""
+        """A ``Batch`` of B draws by priority per member: fields ``(K, B, …)``, or a single run's ``(B, …)``."""
         indices, weights = self.sampler.sample(batch_size, self.storage.size, self.steps)
         obs, actions, rewards, next_obs, terminated = self.storage.gather(indices)
         if self._discounts.shape != indices.shape:  # γ everywhere, allocated once (read-only for the learner)
-            self._discounts = torch.full(indices.shape, self.gamma)
-        return Batch(
-            obs=obs,
-            actions=actions,
-            rewards=rewards,
-            next_obs=next_obs,
-            terminated=terminated,
-            weights=torch.from_numpy(weights),
-            indices=torch.from_numpy(indices),
-            discounts=self._discounts,
-        )
+            self._discounts = full_discounts(self.gamma, indices.shape)
+        fields = obs, actions, rewards, next_obs, terminated, torch.from_numpy(weights), torch.from_numpy(indices)
+        return rows_batch(self.members, *fields, self._discounts)
 
     def update_priorities(self, indices: torch.Tensor, td_errors: torch.Tensor) -> None:
         """Reprioritise the sampled slots (for members: non-finite rows, diverged members, are skipped)."""
@@ -263,8 +244,9 @@ def prioritized(
     beta: float = 0.4,
     eps: float = 1e-6,
     total_steps: int | None = None,
+    members: int | None = None,
 ) -> PrioritizedReplay:
-    """Proportional prioritised replay (Schaul et al. 2016).
+    """Proportional prioritised replay (Schaul et al. 2016); for K members, one sum tree each.
 
     :param alpha: priority exponent α; 0 is uniform sampling, 1 fully proportional.
     :param beta: initial importance-sampling exponent β, annealed linearly to 1.
@@ -272,24 +254,12 @@ def prioritized(
     :param total_steps: env steps over which β reaches 1; the engine passes the
         experiment's ``total_steps``. None keeps β constant.
     """
-    return PrioritizedReplay(capacity, obs_dim, gamma, alpha, beta, eps, total_steps)
+    return PrioritizedReplay(capacity, obs_dim, gamma, alpha, beta, eps, total_steps, members)
 
 
-def prioritized_members(
-    members: int,
-    capacity: int,
-    obs_dim: int,
-    gamma: float,
-    alpha: float = 0.6,
-    beta: float = 0.4,
-    eps: float = 1e-6,
-    total_steps: int | None = None,
-) -> PrioritizedReplay:
-    """``prioritized`` for K lock-step members: the same params, one sum tree per member."""
-    return PrioritizedReplay(capacity, obs_dim, gamma, alpha, beta, eps, total_steps, members=members)
-
-
-prioritized.lockstep = prioritized_members  # lock-step support (see the dqnbench_replays hookspec)
+prioritized.supports_members = True  # rows of K members or of one run (see the dqnbench_replays hookspec)
+prioritized.memberwise = ("gamma",)  # agent.gamma, per member in a fused group (dqnbench.plugin.members)
+prioritized.memory_bytes = prioritized_bytes  # the pre-flight's memory check (see the hookspec)
 
 
 @hookimpl

@@ -4,40 +4,11 @@ Like the local executors it only dispatches: a task (one run, or one lock-step
 cell's seeds) returns its output to the driver, and the runner writes it, so
 workers need no shared filesystem.
 ``import ray`` happens inside the factory, so dqnbench imports and lists its
-plugins without the optional ``dqnbench[ray]`` extra.
+plugins without the optional ``dqnbench[ray]`` extra. Failures are recorded as
+with the ``process`` executor: a raising run fails alone, a lost worker is
+retried ``max_retries`` times, a lost cluster fails every run left.
 
-Failures, as with the ``process`` executor:
-
-- a run that raises is recorded as failed by the runner's task function itself;
-- a worker that dies (killed, segfault, out of memory, node lost) is a *system*
-  failure: Ray reruns the task up to ``max_retries`` times (default 1, like the
-  process pool, which retries once the runs that were in flight when a worker
-  died); when retries run out the error (``WorkerCrashedError``, ``NodeDiedError``…)
-  is yielded and the runner records the run as failed. Runs are deterministic
-  and have no side effects on workers, so a retry gives the same result;
-- exceptions raised by ``fn`` are never retried (``retry_exceptions=False``): they
-  would fail again;
-- a worker killed for using too much memory yields Ray's ``OutOfMemoryError``,
-  which the runner records as "out of memory" with Ray's reason;
-- a run past its ``timeout_s`` (``experiment.timeout_s``) is cancelled with
-  ``force=True`` (its worker process is killed) and yielded as
-  ``TimeoutError("timed out after N s")``. The clock starts when the task is
-  submitted, so while timed runs are queued at most as many are in flight as
-  the cluster has room for (its CPUs / ``num_cpus``), and a queued run does not use up its time;
-- on Ctrl-C or SIGTERM, ``close()`` cancels every outstanding task (``force=True`` kills the
-  worker processes running them) and disconnects.
-
-Token authentication (Ray >= 2.5x): a head started with ``ray start --head``
-turns it on when ``~/.ray/auth_token`` exists, but a driver sends no token
-unless ``RAY_AUTH_MODE=token``. Connecting to ``address`` with ``RAY_AUTH_MODE``
-unset, the driver first connects as it is; when the head refuses it and a token
-is where Ray documents it (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or
-``~/.ray/auth_token``), it connects again with ``RAY_AUTH_MODE=token`` while it
-is connected (token mode is not forced on a head without token auth: the
-workers' calls back to the driver would fail); without a token, a refused
-connection is a user error naming the remedy. A local Ray started for the grid gets a token that lives only in
-its processes' environment (``RAY_AUTH_TOKEN``), so no ``~/.ray/auth_token`` is
-left behind to change how a later ``ray start --head`` behaves.
+Why it is built this way, with measurements: ``docs/internals.md`` (``builtin.ray_executor``).
 """
 
 from __future__ import annotations
@@ -48,6 +19,7 @@ import secrets
 import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
+from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -262,20 +234,33 @@ def token_available() -> bool:
         return False
 
 
+def cluster_address(address: str | None) -> str | None:
+    """The cluster a driver connects to: ``address``, else Ray's own ``RAY_ADDRESS`` (``local``: none, start one)."""
+    target = address or os.environ.get("RAY_ADDRESS") or None
+    return None if target == "local" else target
+
+
+@cache
+def local_token() -> str:
+    """This process's token for the local Rays it starts: one per process, since Ray keeps the first it reads."""
+    return secrets.token_hex(32)
+
+
 def auth_env(address: str | None) -> dict[str, str]:
     """The environment variables a driver starting a *local* Ray sets for token authentication; {} when none.
 
     An explicit ``RAY_AUTH_MODE`` is always respected. For a cluster at an
-    ``address`` the driver first connects as it is and switches to token mode
-    only when the head refuses it (see :func:`_connect`): token mode against a
-    head without token auth breaks the workers' calls back to the driver (a
-    retried task fails with ``OwnerDiedError``).
+    ``address`` (or ``RAY_ADDRESS``) the driver first connects as it is and
+    switches to token mode only when the head refuses it (see :func:`_connect`):
+    token mode against a head without token auth breaks the workers' calls back
+    to the driver (a retried task fails with ``OwnerDiedError``), and the mode,
+    once used, stays for the rest of the process.
     """
-    if AUTH_MODE in os.environ or address:
+    if AUTH_MODE in os.environ or cluster_address(address):
         return {}
     if token_available():
         return {}  # Ray's own default: a local cluster uses the token that exists
-    return {AUTH_MODE: "token", AUTH_TOKEN: secrets.token_hex(32)}  # in memory only: no ~/.ray/auth_token
+    return {AUTH_MODE: "token", AUTH_TOKEN: local_token()}  # in memory only: no ~/.ray/auth_token
 
 
 def _set_env(values: dict[str, str | None]) -> dict[str, str | None]:
@@ -311,7 +296,7 @@ def _connect(ray: Any, address: str | None) -> tuple[bool, dict[str, str | None]
         except ConnectionError:
             # A head with token auth refuses a driver that sends no token (Ray >= 2.5x waits ~20 s first):
             # connect again in token mode when a token is where Ray documents it.
-            if not (address and AUTH_MODE not in os.environ and token_available()):
+            if not (cluster_address(address) and AUTH_MODE not in os.environ and token_available()):
                 raise
             restore = {**_set_env({AUTH_MODE: "token"}), **restore}
             _init(ray, address)

@@ -7,20 +7,10 @@ every built-in storage computes what it will hold (:func:`replay_bytes`, which
 mirrors the allocations exactly) and refuses, with a :class:`DqnbenchError`
 giving the figure, a replay larger than the memory available
 (:func:`available_memory_bytes`) when it is constructed, before the first env
-step. The runner's pre-flight can call the same pure functions on a grid's
-cells (:func:`builtin_replay_bytes`).
+step. Each built-in factory gives the runner's pre-flight the same figure as its
+``memory_bytes`` attribute, as a plugin replay's factory may.
 
-Layout (the two storages, :class:`~dqnbench.builtin.replays.RingStorage` and
-:class:`~dqnbench.builtin.frames.FrameStorage`, share the scalar fields):
-
-- vector observations (CartPole's float32 ``(4,)``): obs and next_obs rows, the
-  fastest to gather (45 bytes a CartPole transition with the scalars);
-- image-like observations (``len(shape) >= 2`` or a frame stack): one frame per
-  transition, the newest of ``next_obs``, plus a 1-byte offset into the episode
-  and a 4-byte episode number; the stacks are rebuilt at sample time, the way
-  Dopamine stores Atari (about 7.1 KB a transition) where Stable-Baselines3's
-  ``ReplayBuffer`` keeps both stacks (56 KB, 28 KB with
-  ``optimize_memory_usage``).
+Why it is built this way, with measurements: ``docs/internals.md`` (``builtin.replay_memory``).
 """
 
 from __future__ import annotations
@@ -101,32 +91,31 @@ def replay_bytes(
     :param obs_dim: the :class:`ObsSpec` the replay is built with (an int: a float32 vector).
     :param members: K lock-step members (None: a single run); the figure covers all K.
     :param prioritized: a proportional sampler's sum tree (``prioritized``, ``nstep`` with ``prioritized``).
-    :param nstep: the ``nstep`` buffer (a done flag, or a per-slot step count, per transition).
+    :param nstep: the ``nstep`` buffer (a done flag per transition).
 
     The frame storage's side store (one frame per episode) is counted at its
     initial size; episodes shorter than :data:`TRANSITIONS_PER_RESET` steps on
     average make it grow past this figure by about one frame per episode.
     """
-    windowed = nstep and (members is not None or stores_frames(obs_dim))
-    total = storage_bytes(capacity, obs_dim, members, done=windowed)
-    if nstep and not windowed:
-        total += capacity  # the single-run n-step buffer's per-slot step count (1 byte)
+    total = storage_bytes(capacity, obs_dim, members, done=nstep)
     if prioritized:
         total += sum_tree_bytes(capacity, members)
     return total
 
 
-def builtin_replay_bytes(
-    name: str, params: dict[str, Any], capacity: int, obs_dim: int, members: int | None = None
-) -> int | None:
-    """:func:`replay_bytes` of a built-in replay chosen by name and params (None for another plugin's replay)."""
-    if name == "uniform":
-        return replay_bytes(capacity, obs_dim, members)
-    if name == "prioritized":
-        return replay_bytes(capacity, obs_dim, members, prioritized=True)
-    if name == "nstep":
-        return replay_bytes(capacity, obs_dim, members, prioritized=bool(params.get("prioritized")), nstep=True)
-    return None
+def uniform_bytes(capacity: int, obs_dim: int, members: int | None = None, **params: Any) -> int:
+    """``uniform.memory_bytes``: what the uniform replay allocates."""
+    return replay_bytes(capacity, obs_dim, members)
+
+
+def prioritized_bytes(capacity: int, obs_dim: int, members: int | None = None, **params: Any) -> int:
+    """``prioritized.memory_bytes``: storage and sum tree."""
+    return replay_bytes(capacity, obs_dim, members, prioritized=True)
+
+
+def nstep_bytes(capacity: int, obs_dim: int, members: int | None = None, **params: Any) -> int:
+    """``nstep.memory_bytes``: storage, n-step bookkeeping and, with ``prioritized``, a sum tree."""
+    return replay_bytes(capacity, obs_dim, members, prioritized=bool(params.get("prioritized")), nstep=True)
 
 
 def _meminfo_available(path: Path = Path("/proc/meminfo")) -> int | None:

@@ -11,12 +11,7 @@ stacks rebuilt at sample time (:class:`~dqnbench.builtin.frames.FrameStorage`)
 for images; both refuse, when built, a replay larger than the memory available
 (:mod:`dqnbench.builtin.replay_memory`).
 
-Every built-in buffer is one class for a single run and for K lock-step
-members (``members=K``, what ``factory.lockstep`` builds): the same code, with
-a leading member dimension on what ``add`` takes and ``sample`` gives.
-
-Each has ``state_dict()`` / ``load_state_dict()`` of NumPy arrays and plain
-values, which a mid-run checkpoint saves (``docs/checkpoints.md``).
+Why it is built this way, with measurements: ``docs/internals.md`` (``builtin.replays``).
 """
 
 from __future__ import annotations
@@ -25,12 +20,13 @@ import numpy as np
 import torch
 
 from dqnbench.builtin.frames import FrameStorage
-from dqnbench.builtin.replay_memory import ACTION_DTYPE, as_obs_spec, storage_bytes, stores_frames
+from dqnbench.builtin.replay_memory import ACTION_DTYPE, as_obs_spec, storage_bytes, stores_frames, uniform_bytes
 from dqnbench.builtin.ring import TransitionRing
 from dqnbench.plugin.batch import Batch
 from dqnbench.plugin.hookspecs import hookimpl
+from dqnbench.plugin.members import PerMember
 
-__all__ = ["ACTION_DTYPE", "RingStorage", "UniformReplay", "as_obs_spec", "make_storage", "uniform"]
+__all__ = ["ACTION_DTYPE", "RingStorage", "UniformReplay", "as_obs_spec", "make_storage", "rows_batch", "uniform"]
 
 
 class RingStorage(TransitionRing):
@@ -62,7 +58,7 @@ class RingStorage(TransitionRing):
         self._make_views()
 
     def add(self, obs, action, reward, next_obs, terminated, truncated=None) -> int:
-        """Write one transition (a row of K, with a leading K dimension, for members); return the slot written."""
+        """Write one row of transitions (K members', or a single run's one); return the slot written."""
         i = self.cursor
         self.obs[i] = obs
         self.actions[i] = action
@@ -83,7 +79,7 @@ class RingStorage(TransitionRing):
         return self.take("next_obs", self.flat(indices))
 
     def gather(self, indices: np.ndarray) -> tuple[torch.Tensor, ...]:
-        """Rows at slots ``indices (*lead, B)``: obs, actions, rewards, next_obs, terminated."""
+        """Rows at slots ``indices (R, B)``: obs, actions, rewards, next_obs, terminated."""
         flat = self.flat(indices)
         return tuple(self.take(name, flat) for name in ("obs", "actions", "rewards", "next_obs", "terminated"))
 
@@ -103,33 +99,52 @@ def make_storage(
     return storage(capacity, obs_dim, members, done=done, extra_bytes=extra_bytes)
 
 
-class UniformReplay:
-    """Experience replay sampling stored transitions uniformly with replacement, for one run or K members.
+def full_discounts(gamma: float | PerMember, shape: tuple[int, ...]) -> torch.Tensor:
+    """γ for every transition of a sample of ``shape``; a fused group's per-member γ down each member's row."""
+    if isinstance(gamma, PerMember):
+        return torch.tensor([float(g) for g in gamma]).view(-1, *([1] * (len(shape) - 1))).expand(shape).contiguous()
+    return torch.full(shape, float(gamma))
 
-    With ``members=K`` every field of ``add`` and of the sampled ``Batch``
-    has a leading K: members step together, and each samples its own indices.
+
+def check_gamma(gamma: float | PerMember) -> float | PerMember:
+    """γ as a float, or a fused group's per-member γ (each a float)."""
+    return PerMember(float(g) for g in gamma) if isinstance(gamma, PerMember) else float(gamma)
+
+
+def rows_batch(members: int | None, *fields: torch.Tensor) -> Batch:
+    """The ``Batch`` of ``(R, B, …)`` fields: as they are for K members, a single run's one row ``(B, …)``."""
+    return Batch(*fields) if members is not None else Batch(*(field[0] for field in fields))
+
+
+class UniformReplay:
+    """Experience replay sampling stored transitions uniformly with replacement, for K members or one run.
+
+    ``add`` takes rows (a leading K, or 1 for a single run) and each member
+    samples its own indices: the sampled ``Batch`` has fields ``(K, B, …)``,
+    or a single run's ``(B, …)``.
     """
 
     def __init__(self, capacity: int, obs_dim: int, gamma: float, members: int | None = None) -> None:
         self.storage = make_storage(capacity, obs_dim, members)
         self.members = members
-        self.gamma = float(gamma)
+        self.gamma = check_gamma(gamma)
         self._constant_shape: tuple[int, ...] | None = None
 
-    def add(self, obs, action, reward, next_obs, terminated, truncated=None) -> None:
-        self.storage.add(obs, action, reward, next_obs, terminated)
+    def add(self, obs, actions, rewards, next_obs, terminated, truncated) -> None:
+        self.storage.add(obs, actions, rewards, next_obs, terminated)
 
     def sample(self, batch_size: int) -> Batch:
-        indices = np.random.randint(0, self.storage.size, size=(*self.storage.lead, batch_size))
+        indices = np.random.randint(0, self.storage.size, size=(self.storage.rows, batch_size))
         obs, actions, rewards, next_obs, terminated = self.storage.gather(indices)
         weights, discounts = self._constants(indices.shape)
-        return Batch(obs, actions, rewards, next_obs, terminated, weights, torch.from_numpy(indices), discounts)
+        fields = obs, actions, rewards, next_obs, terminated, weights, torch.from_numpy(indices), discounts
+        return rows_batch(self.members, *fields)
 
     def _constants(self, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
         """Unit weights and γ discounts, allocated once per batch shape (read-only for the learner)."""
         if self._constant_shape != shape:
             self._constant_shape = shape
-            self._weights, self._discounts = torch.ones(shape), torch.full(shape, self.gamma)
+            self._weights, self._discounts = torch.ones(shape), full_discounts(self.gamma, shape)
         return self._weights, self._discounts
 
     def update_priorities(self, indices: torch.Tensor, td_errors: torch.Tensor) -> None:
@@ -150,17 +165,14 @@ class UniformReplay:
         return self.storage.nbytes()
 
 
-def uniform(capacity: int, obs_dim: int, gamma: float) -> UniformReplay:
-    """Uniform replay of the last ``capacity`` transitions (the tutorial's memory)."""
-    return UniformReplay(capacity, obs_dim, gamma)
+def uniform(capacity: int, obs_dim: int, gamma: float, members: int | None = None) -> UniformReplay:
+    """Uniform replay of the last ``capacity`` transitions (the tutorial's memory), per member for K members."""
+    return UniformReplay(capacity, obs_dim, gamma, members)
 
 
-def uniform_members(members: int, capacity: int, obs_dim: int, gamma: float) -> UniformReplay:
-    """``uniform`` for K lock-step members: arrays with a leading member dimension, one shared cursor."""
-    return UniformReplay(capacity, obs_dim, gamma, members=members)
-
-
-uniform.lockstep = uniform_members  # lock-step support (see the dqnbench_replays hookspec)
+uniform.supports_members = True  # rows of K members or of one run (see the dqnbench_replays hookspec)
+uniform.memberwise = ("gamma",)  # agent.gamma, per member in a fused group (dqnbench.plugin.members)
+uniform.memory_bytes = uniform_bytes  # the pre-flight's memory check (see the hookspec)
 
 
 @hookimpl

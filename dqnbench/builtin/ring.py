@@ -21,12 +21,12 @@ from dqnbench.builtin.replay_memory import ACTION_DTYPE, check_replay_fits
 class TransitionRing:
     """Fixed-capacity scalar fields with a write cursor that wraps around, for one run or K members.
 
-    Arrays are slot-major: ``(capacity, *lead, …)`` with ``lead = ()`` for a
-    single run and ``(K,)`` for K lock-step members, so slot ``i`` holds the
-    transitions of every member written at the same env step and ``add`` is
-    the same single write either way. Rows are gathered through flat
-    ``(capacity·K, …)`` views (``np.take`` on ``i·K + k``, the cheapest NumPy
-    gather).
+    Arrays are slot-major: ``(capacity, R, …)`` with ``R = K`` rows for K
+    lock-step members and one for a single run (``lead = (R,)``), so slot
+    ``i`` holds the transitions of every member written at the same env step
+    and ``add`` is the same single write of a row. Rows are gathered through
+    flat ``(capacity·R, …)`` views (``np.take`` on ``i·R + k``, the cheapest
+    NumPy gather).
 
     The constructor first refuses a storage whose ``planned_bytes`` do not fit
     in the memory available (:func:`~dqnbench.builtin.replay_memory.check_replay_fits`),
@@ -43,16 +43,17 @@ class TransitionRing:
             raise ValueError(f"members must be positive, got {members}")
         check_replay_fits(planned_bytes, capacity, obs_dim, members)
         self.capacity, self.members = capacity, members
+        #: rows a slot holds: K members, or a single run's one
         self.rows = members or 1
-        self.lead: tuple[int, ...] = () if members is None else (members,)
+        self.lead: tuple[int, ...] = (self.rows,)
         slots = (capacity, *self.lead)
         self.actions = np.zeros(slots, dtype=ACTION_DTYPE)
         self.rewards = np.zeros(slots, dtype=np.float32)
         self.terminated = np.zeros(slots, dtype=np.bool_)
         #: ``terminated | truncated``, which n-step replay over one-step rows needs to cut windows at episode ends
         self.done = np.zeros(slots, dtype=np.bool_) if done else None
-        #: ``(K, 1)`` member of each row of a ``(K, B)`` index array (0 for a single run: flat = slot)
-        self.member = 0 if members is None else np.arange(members, dtype=np.int64)[:, None]
+        #: ``(R, 1)`` member of each row of an ``(R, B)`` index array
+        self.member = np.arange(self.rows, dtype=np.int64)[:, None]
         self.cursor = 0
         self.size = 0
         self.count = 0  # transitions ever added (a slot's absolute position in the stream)
@@ -63,7 +64,7 @@ class TransitionRing:
         self.views = {name: self._flat_view(getattr(self, name)) for name in names}
 
     def _flat_view(self, array: np.ndarray) -> np.ndarray:
-        return array.reshape(array.shape[0] * self.rows, *array.shape[1 + len(self.lead) :])
+        return array.reshape(array.shape[0] * self.rows, *array.shape[2:])
 
     def _write_scalars(self, i: int, action, reward, terminated, truncated) -> None:
         self.actions[i] = action
@@ -85,24 +86,24 @@ class TransitionRing:
         return (self.cursor - self.size) % self.capacity
 
     def flat(self, indices: np.ndarray) -> np.ndarray:
-        """Positions in the flat views of slots ``indices (*lead, B)``: member k's slot i is ``i·K + k``."""
-        return indices if self.members is None else indices * self.members + self.member
+        """Positions in the flat views of slots ``indices (R, B)``: member k's slot i is ``i·R + k``."""
+        return indices * self.rows + self.member
 
     def take(self, name: str, flat: np.ndarray) -> torch.Tensor:
-        """Array ``name``'s rows at flat positions ``(*lead, B)`` as a tensor ``(*lead, B, …)`` (actions int64)."""
+        """Array ``name``'s rows at flat positions ``(R, B)`` as a tensor ``(R, B, …)`` (actions int64)."""
         rows = self.views[name].take(flat, axis=0)
         return torch.from_numpy(rows.astype(np.int64) if name == "actions" else rows)
 
     def obs_at(self, indices: np.ndarray) -> torch.Tensor:
-        """Observations of the transitions at slots ``indices (*lead, B)``, ``(*lead, B, *shape)`` in their dtype."""
+        """Observations of the transitions at slots ``indices (R, B)``, ``(R, B, *shape)`` in their dtype."""
         raise NotImplementedError
 
     def next_obs_at(self, indices: np.ndarray) -> torch.Tensor:
-        """Next observations of the transitions at slots ``indices (*lead, B)``, like :meth:`obs_at`."""
+        """Next observations of the transitions at slots ``indices (R, B)``, like :meth:`obs_at`."""
         raise NotImplementedError
 
     def gather(self, indices: np.ndarray) -> tuple[torch.Tensor, ...]:
-        """Rows at slots ``indices (*lead, B)``: obs, actions, rewards, next_obs, terminated."""
+        """Rows at slots ``indices (R, B)``: obs, actions, rewards, next_obs, terminated."""
         flat = self.flat(indices)
         return (
             self.obs_at(indices),
@@ -130,7 +131,9 @@ class TransitionRing:
     def load_state_dict(self, state: dict[str, object]) -> None:
         """Restore :meth:`state_dict` into a storage built with the same capacity, observations and members.
 
-        Arrays are copied in place, so the flat views gathers read stay valid.
+        Arrays are copied in place, so the flat views gathers read stay valid. A single run's
+        checkpoint from before single runs stored rows of one (slot arrays without the row
+        dimension) loads too.
         """
         arrays = state["arrays"]
         names = self.state_arrays + (("done",) if self.done is not None else ())
@@ -138,6 +141,8 @@ class TransitionRing:
             raise ValueError(f"replay checkpoint holds {sorted(arrays)}, this storage {sorted(names)}")
         for name in names:
             target = getattr(self, name)
+            if self.rows == 1 and arrays[name].shape == target.shape[:1] + target.shape[2:]:
+                arrays = {**arrays, name: arrays[name].reshape(target.shape)}  # a row of one, saved without its row
             if arrays[name].shape != target.shape or arrays[name].dtype != target.dtype:
                 raise ValueError(
                     f"replay checkpoint's {name} is {arrays[name].dtype}{list(arrays[name].shape)}, "

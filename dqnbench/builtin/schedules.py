@@ -14,12 +14,13 @@ Random draws come from torch's global RNG, which the runner seeds per run.
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 
 import torch
 
-from dqnbench.builtin.explorations import epsilon_greedy
+from dqnbench.builtin.explorations import epsilon_greedy, epsilon_greedy_lazily
 from dqnbench.plugin.hookspecs import hookimpl
+from dqnbench.plugin.validation import check_positive, check_probability
 
 
 def exponential_decay(step: int, start: float, end: float, half_life: float) -> float:
@@ -43,25 +44,14 @@ def boltzmann_sample(q_values: torch.Tensor, temperature: float) -> torch.Tensor
     return torch.multinomial(probabilities, 1).squeeze(1)
 
 
-def _check_probability(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must be in [0, 1], got {value!r}")
-    return float(value)
-
-
-def _check_positive(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < math.inf:
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-    return float(value)
-
-
 class ExponentialEpsilon:
     """ε-greedy with ``ε(step) = end + (start − end) · 2^(−step / half_life)``."""
 
-    def __init__(self, start: float, end: float, half_life: float) -> None:
-        self.start = _check_probability("start", start)
-        self.end = _check_probability("end", end)
-        self.half_life = _check_positive("half_life", half_life)
+    def __init__(self, start: float, end: float, half_life: float, n_actions: int = 0) -> None:
+        self.n_actions = n_actions
+        self.start = check_probability("start", start)
+        self.end = check_probability("end", end)
+        self.half_life = check_positive("half_life", half_life)
 
     def value(self, step: int) -> float:
         return exponential_decay(step, self.start, self.end, self.half_life)
@@ -69,13 +59,16 @@ class ExponentialEpsilon:
     def select(self, q_values: torch.Tensor, step: int) -> torch.Tensor:
         return epsilon_greedy(q_values, self.value(step))
 
+    def select_lazily(self, q_values: Callable[[], torch.Tensor], rows: int, step: int, device: torch.device):
+        return epsilon_greedy_lazily(q_values, rows, self.n_actions, self.value(step), device)
+
 
 class Boltzmann:
     """Softmax exploration, temperature from ``start`` to ``end`` linearly over ``fraction`` of training."""
 
     def __init__(self, total_steps: int, start: float, end: float, fraction: float) -> None:
-        self.start = _check_positive("start", start)
-        self.end = _check_positive("end", end)
+        self.start = check_positive("start", start)
+        self.end = check_positive("end", end)
         if not 0.0 <= fraction <= 1.0:
             raise ValueError(f"fraction must be in [0, 1], got {fraction}")
         self.decay_steps = max(1.0, fraction * total_steps)
@@ -111,7 +104,7 @@ def exponential(
     """
     if half_life is None:
         half_life = max(1.0, 0.05 * total_steps)
-    return ExponentialEpsilon(start, end, half_life)
+    return ExponentialEpsilon(start, end, half_life, n_actions)
 
 
 def boltzmann(

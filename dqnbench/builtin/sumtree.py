@@ -5,26 +5,7 @@ The data structure behind proportional prioritised replay (Schaul et al. 2016,
 picks the slot whose prefix-sum interval contains it, so each slot is drawn
 with probability ``p_i / total``.
 
-A textbook sum tree keeps ``2N`` float64 nodes: 16 bytes per slot, a third
-again of a CartPole transition (45 bytes). Here the slot priorities are one
-float32 array, cut into blocks of :data:`BLOCK` slots, and only the blocks'
-sums form the tree: a flat ``float64`` heap (root at 1, node ``i``'s children
-at ``2i`` and ``2i + 1``, the ``2^depth ≥ blocks`` block sums as its leaves,
-padding 0). That is 4 bytes per slot plus ``16/BLOCK`` (1 byte at 16 slots a
-block) instead of 16. A search walks the heap down to a block, then finds the
-slot by a prefix sum over the block's priorities.
-
-Every heap leaf sits at the same depth, so a whole batch descends together,
-one NumPy step per level, and a batch of updates climbs together the same way:
-no Python loop over samples. Block sums are recomputed from the block's
-priorities and parents from their children, never adjusted by deltas, so
-rounding errors do not accumulate however many updates happen.
-
-:class:`SumTree` holds one tree (a single run) or K (one per lock-step
-member, ``members=K``) as the K subtrees of one bigger heap, so the same two
-walks (:func:`find_leaves`, :func:`climb`) serve every member at once with no
-per-member offsets; a single run is that code with the member dimension
-dropped, plus a scalar fast path for adding a transition.
+Why it is built this way, with measurements: ``docs/internals.md`` (``builtin.sumtree``).
 """
 
 from __future__ import annotations

@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dqnbench.agent.losses import LOSSES
 from dqnbench.config.params import describe, expected_type, fits
 from dqnbench.config.schema import (
+    LOSSES,
     AgentConfig,
     ComponentConfig,
     ExperimentConfig,
@@ -39,22 +39,16 @@ from dqnbench.config.schema import (
     RunConfig,
     run_id,
 )
+from dqnbench.config.search import SearchSpec, Variant, read_search
 from dqnbench.errors import DqnbenchError, GridError
-from dqnbench.plugin.registry import Registry
+from dqnbench.plugin.registry import RUN_KINDS, Registry
 
-COMPONENT_SECTIONS = ("network", "replay", "exploration", "env", "learner", "optimizer")
-#: the component each section picks when it names none
-DEFAULT_COMPONENTS = {
-    "network": "mlp",
-    "replay": "uniform",
-    "exploration": "linear",
-    "env": "auto",
-    "learner": "dqn",
-    "optimizer": "adam",
-}
+COMPONENT_SECTIONS = RUN_KINDS
+#: the component each section picks when it names none (:class:`RunConfig`'s defaults)
+DEFAULT_COMPONENTS = {f.name: f.default.name for f in dataclasses.fields(RunConfig) if f.name in COMPONENT_SECTIONS}
 #: v1 ``[agent]`` keys that are params of the learner (of ``dqn``, and of any learner that takes them)
 AGENT_LEARNER_KEYS = {"double": bool, "loss": str}
-SECTIONS = ("experiment", "agent", *COMPONENT_SECTIONS, "scores", "variants", "grid")
+SECTIONS = ("experiment", "agent", *COMPONENT_SECTIONS, "scores", "variants", "grid", "search")
 #: sections whose dotted keys can be axes or variant overrides
 CONFIG_SECTIONS = ("experiment", "agent", *COMPONENT_SECTIONS)
 MAX_RUNS = 100_000
@@ -102,9 +96,13 @@ class Plan:
     axes: dict[str, list[Any]]
     cells: list[tuple[str, str, RunConfig]]  # (cell id, label, config)
     runs: list[RunSpec]
+    #: the ``[search]`` section (:mod:`dqnbench.config.search`); None for a plain grid
+    search: SearchSpec | None = None
 
     def describe(self) -> str:
-        """The ``--dry-run`` text: one line per cell, then the count."""
+        """The ``--dry-run`` text: one line per cell, then the count (a search: its trials and test phase)."""
+        if self.search is not None:
+            return f"experiment {self.name!r} from {self.path}\n{self.search.describe()}"
         seeds = len(self.cells[0][2].experiment.seeds) if self.cells else 0
         lines = [f"experiment {self.name!r} from {self.path}"]
         for axis, values in self.axes.items():
@@ -145,7 +143,7 @@ def plan_grid(raw: Mapping[str, Any], path: str | Path, registry: Registry) -> P
             raise GridError(path, section, f"unknown section{_allowed(section, SECTIONS)}")
         if not isinstance(value, dict):
             raise GridError(path, section, f"must be a table [{section}], got {_typename(value)}")
-    base = {k: v for k, v in raw.items() if k not in ("grid", "variants", "scores")}
+    base = {k: v for k, v in raw.items() if k not in ("grid", "variants", "scores", "search")}
     name = raw.get("experiment", {}).get("name")
     if name is None:
         raise GridError(path, "experiment.name", "is required: a string naming the results directory")
@@ -166,7 +164,7 @@ def plan_grid(raw: Mapping[str, Any], path: str | Path, registry: Registry) -> P
     for variant, overrides in variants.items():
         for combo in combos:
             values = dict(zip(axes, combo))
-            resolved = _with_overrides(_with_overrides(base, overrides, path, variant), values, path)
+            resolved = with_overrides(with_overrides(base, overrides, path, variant), values, path)
             names = {k: f'variants."{variant}"."{k}"' for k in overrides} | {k: f'grid."{k}"' for k in values}
             config = dataclasses.replace(resolve(resolved, path, registry, axis_keys=names), scores=scores)
             label = _cell_label(variant, values)
@@ -190,7 +188,9 @@ def plan_grid(raw: Mapping[str, Any], path: str | Path, registry: Registry) -> P
         for seed in config.experiment.seeds
     ]
     name = raw["experiment"]["name"]
-    return Plan(path, name, axes, list(cells.values()), runs)
+    tuned = [Variant(label, {**variants[made[cell][0]], **made[cell][1]}) for cell, label, _ in cells.values()]
+    search = read_search(raw.get("search"), path, registry, base, tuned, axes, scores)
+    return Plan(path, name, axes, list(cells.values()), runs, search)
 
 
 def _cell_label(variant: str, values: Mapping[str, Any]) -> str:
@@ -273,7 +273,7 @@ def read_scores(scores: Mapping[str, Any], path: Path) -> dict[str, dict[str, fl
     return out
 
 
-def _with_overrides(
+def with_overrides(
     base: Mapping[str, Any], values: Mapping[str, Any], path: Path, variant: str | None = None
 ) -> dict[str, Any]:
     """Deep-copy the base tables and set each dotted axis (or variant) key."""

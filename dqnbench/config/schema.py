@@ -14,8 +14,12 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+#: the values of the ``dqn`` learner's ``loss`` param (and of v1 grids' ``agent.loss``)
+LOSSES = ("mse", "huber")
 #: ``[experiment]`` keys that say how runs execute or are stored, not what is trained: not part of the run ids
-EXECUTION_KEYS = ("name", "lockstep", "lockstep_group", "steps_window", "timeout_s", "checkpoint_every")
+EXECUTION_KEYS = (
+    "name", "lockstep", "fuse", "lockstep_group", "steps_window", "timeout_s", "checkpoint_every", "tensorboard",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -39,10 +43,13 @@ class ExperimentConfig:
     #: train a cell's seeds as one batched program where its components allow (how runs
     #: execute, like the executor: not part of the run ids)
     lockstep: bool = True
-    #: at most this many of a cell's seeds per lock-step group, each group one task on its own worker;
-    #: 0 = automatic: one cell, one group, unless the grid has fewer tasks than the executor has workers,
-    #: when each cell's seeds split into groups that fill them (see ``docs/lockstep.md``; how runs execute:
-    #: not part of the run ids)
+    #: train cells that differ only in member-wise params (``agent.lr``, exploration scalars…) as one lock-step
+    #: program, each run still its own (see ``docs/sweeps.md``; how runs execute: not part of the run ids)
+    fuse: bool = True
+    #: at most this many members (a cell's seeds, or a fused pool's runs) per lock-step group, each group one task
+    #: on its own worker; 0 = automatic: one cell or pool, one group, unless the grid has fewer tasks than the
+    #: executor has workers, when each pool's runs split into groups that fill them (see ``docs/lockstep.md``;
+    #: how runs execute: not part of the run ids)
     lockstep_group: int = 0
     #: env steps per row of the ``steps`` table; 0 = one row per step up to 100k steps, windows beyond
     #: (how results are stored, not what is trained: not part of the run ids)
@@ -50,10 +57,13 @@ class ExperimentConfig:
     #: seconds one run (or one lock-step group, trained as one task) may take; past it the run is stopped and
     #: recorded failed, and the grid goes on; 0 = no limit (how runs execute: not part of the run ids)
     timeout_s: float = 0.0
-    #: env steps between mid-run checkpoints, which a rerun resumes from (0 = none). 10,000 steps: Atari
-    #: (``ALE/Pong-v5`` + ``nature_cnn``) trains ~29 steps/s on 2 CPU cores, so a killed run loses at most ~6 min;
-    #: runs shorter than that never save one (how runs execute, not what is trained: not part of the run ids)
+    #: env steps between mid-run checkpoints, which a rerun resumes from (0 = none). 10,000 steps keep what a
+    #: killed Atari run loses to minutes (docs/benchmarks.md, "Figures behind constants"); runs shorter than that
+    #: never save one (how runs execute, not what is trained: not part of the run ids)
     checkpoint_every: int = 10_000
+    #: write a TensorBoard event file per run under ``<results>/tensorboard/`` (needs ``dqnbench[tensorboard]``;
+    #: how runs are stored, not what is trained: not part of the run ids)
+    tensorboard: bool = False
 
 
 @dataclass(frozen=True)

@@ -11,29 +11,7 @@ these normalised times::
 
     ratio = (new / new_calibration) / (base / base_calibration)
 
-A benchmark **regressed** when ``ratio > 1 + fail_above`` (default 15 %). A
-machine that is uniformly faster or slower moves a benchmark and the
-calibration alike and cancels out.
-
-Which statistic: the **min** over rounds by default. On a shared runner, noise
-only ever *adds* time to a round (another process taking the core, an
-interrupt, a cache flushed by a neighbour); the fastest round is the one that
-ran undisturbed, so the min estimates what the code costs and moves least when
-the load changes, while the median moves with the fraction of disturbed rounds.
-What the min cannot remove — a slower CPU, a lower clock, a sibling thread
-sharing the core all session — slows every round, and is what the calibration
-divides out. This works when rounds are short (dqnbench's benchmarks time one
-step or one operation per round): a short round has a chance to run between two
-preemptions. ``median`` and ``mean`` are available for suites with long rounds.
-
-Either side may be a folder of reports, several sessions of one suite: each
-benchmark (and the calibration, part by part) counts with its fastest session,
-since a whole session on a shared runner can fall in a slow stretch.
-
-Missing benchmarks (on one side only) are reported and never fail; a file
-without a calibration benchmark is a :class:`~dqnbench.errors.DqnbenchError`
-saying how to add one. Different machines are the point: their names are shown
-with the calibration factor between them.
+Why it is built this way, with measurements: ``docs/internals.md`` (``devtools.benchcompare``).
 """
 
 from __future__ import annotations

@@ -11,46 +11,7 @@ can pick the component by name::
     def test_calibration(dqnbench_calibration):       # makes `dqnbench bench-compare` work on this suite
         dqnbench_calibration()
 
-    @pytest.mark.slow
-    def test_my_net_still_learns_cartpole(dqnbench_learns):
-        dqnbench_learns("network", "my_net", seeds=3, total_steps=15_000, threshold=100)
-
-``dqnbench_step_benchmark(kind, name, params=None, *, batch_size=None, env="CartPole-v1", agent=None, grid=None,
-seed=0, plugins=(), load_entrypoints=True)``
-    Times one standard DQN training step — act (online net + explorer, batch 1), env step, store, and a learn step
-    (sample, the learner's gradient, optimizer step, priority update) — with the named component swapped into
-    otherwise default components (``mlp`` network, ``uniform`` replay, ``linear`` exploration, ``dqn`` learner,
-    ``adam`` optimizer, ``auto`` env, the default ``[agent]``), through the very :class:`~dqnbench.agent.loop.Agent`
-    that :func:`dqnbench.agent.loop.train` drives. It first steps until learning starts (``agent.learning_starts``),
-    so every timed call learns (with the default ``train_every = 1``). ``kind`` is any of :data:`SWAPPABLE`
-    (network, replay, exploration, learner, optimizer, env); ``params`` go to its factory, validated like a grid's;
-    ``agent`` overrides ``[agent]`` keys; ``grid`` adds or overrides any grid tables (e.g. another component);
-    ``plugins`` are extra in-process plugin modules. One torch thread, as in a run (a single run; lock-step batching
-    of seeds is not timed here). Uses pytest-benchmark's ``benchmark`` fixture (so ``--benchmark-*`` options apply,
-    and under ``--benchmark-disable`` the step runs once as a smoke test) and records in ``extra_info`` what it
-    measured: the component, its distribution and version, its params, the batch size, the env and the env steps per
-    call. Returns the :class:`StepHarness`.
-
-``dqnbench_calibration()``
-    Benchmarks dqnbench's fixed torch + NumPy calibration workload and marks it as the session's calibration, so
-    ``dqnbench bench-compare BASE.json NEW.json`` can judge this suite's timings relative to the machine's speed in
-    the same session (see :mod:`dqnbench.devtools.benchcompare`). Put it in any suite whose JSON you compare.
-
-``dqnbench_learns(kind, name, params=None, *, env="CartPole-v1", seeds=3, total_steps=15_000, threshold=100.0,
-agent=None, grid=None, eval_episodes=10, executor="process", workers=None, plugins=(), load_entrypoints=True)``
-    Writes a grid with the named component in otherwise default components, runs it with
-    :func:`dqnbench.run_grid` under the test's ``tmp_path`` and asserts that every run finished and that the IQM over
-    seeds of the final greedy return (mean of ``eval_episodes`` episodes) is at least ``threshold``; the failure
-    message gives each seed's return and the results directory. The defaults — CartPole-v1, 3 seeds, 15k steps,
-    IQM ≥ 100, over four times a random policy's 22 (CartPole caps at 500) — are met with margin by the built-in
-    agents: measured IQM 172 (seeds 164, 148, 204) with ``mlp`` and 132 (123, 111, 163) with ``dueling``. A
-    single final evaluation of DQN on CartPole swings by tens of points between seeds, so a bar of 150 would
-    fail ``dueling``; raise ``seeds`` before raising ``threshold``.
-    Returns a :class:`LearnOutcome`. Training takes a while: mark such tests ``slow``.
-
-The same functions without fixtures (for suites that call them directly, like dqnbench's own
-``tests/benchmarks``): :func:`benchmark_step`, :func:`benchmark_calibration`, :func:`assert_learns`,
-:class:`StepHarness`.
+Why it is built this way, with measurements: ``docs/internals.md`` (``devtools.pytest_plugin``).
 """
 
 from __future__ import annotations
@@ -69,13 +30,15 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from dqnbench.plugin.registry import RUN_KINDS
+
 if TYPE_CHECKING:
     from dqnbench.agent.loop import Components
     from dqnbench.config.schema import RunConfig
     from dqnbench.run.results import Results
 
 #: the kinds of component a step or a grid can swap in
-SWAPPABLE = ("network", "replay", "exploration", "learner", "optimizer", "env")
+SWAPPABLE = RUN_KINDS
 #: env steps of the grid behind a harness: the explorer's schedule and β annealing read it
 HARNESS_TOTAL_STEPS = 20_000
 #: defaults of :func:`assert_learns`, chosen so dqnbench's default agent passes them
@@ -131,7 +94,8 @@ class StepHarness:
         """The harness of the first cell of a grid given as parsed TOML tables, validated like a grid file."""
         from dqnbench.config.grid import plan_grid
         from dqnbench.plugin.registry import load_registry
-        from dqnbench.run.runner import bind_components, check_cell, choose
+        from dqnbench.run.preflight import check_cell
+        from dqnbench.run.task import bind_components, choose
 
         registry = load_registry(load_entrypoints, tuple(plugins))
         plan = plan_grid(tables, where, registry)
@@ -166,8 +130,12 @@ class StepHarness:
         )
 
     def act(self) -> int:
-        """The loop's act: online-net forward on the current observation (batch 1) and the explorer's select."""
-        return int(self.agent.act(self.obs, self.steps)[0])
+        """The loop's act: online-net forward on the current observation (batch 1) and the explorer's select.
+
+        The forward runs even where the loop would skip it (a step that explores: ``Agent.act``), so
+        that the act benchmark times the network.
+        """
+        return int(self.agent.act(self.obs, self.steps, q_values=True)[0])
 
     def learn(self) -> float:
         """The loop's learning phase: ``gradient_steps`` × (sample, gradient step, priority update, target copy)."""
@@ -250,9 +218,9 @@ def component_tables(
 
 @contextlib.contextmanager
 def _single_thread() -> Iterator[None]:
-    """Time as every run trains: one torch thread (:func:`dqnbench.run.runner.single_thread`), denormals flushed."""
+    """Time as every run trains: one torch thread (:func:`dqnbench.run.task.single_thread`), denormals flushed."""
     from dqnbench.agent.numerics import flushing_denormals
-    from dqnbench.run.runner import single_thread
+    from dqnbench.run.task import single_thread
 
     with single_thread(), flushing_denormals():
         yield

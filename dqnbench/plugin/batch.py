@@ -18,19 +18,19 @@ class Batch(NamedTuple):
 
     For K lock-step members every field has a leading member dimension: ``(K, B, …)``.
 
-    :param obs: ``(B, *obs.shape)`` observations the actions were taken in, in their own dtype
+    :ivar obs: ``(B, *obs.shape)`` observations the actions were taken in, in their own dtype
         (float32 vectors for classic control, uint8 frames, MinAtar's bools).
-    :param actions: int64 ``(B,)`` actions taken.
-    :param rewards: float32 ``(B,)`` rewards (for n-step replay: the discounted
+    :ivar actions: int64 ``(B,)`` actions taken.
+    :ivar rewards: float32 ``(B,)`` rewards (for n-step replay: the discounted
         sum of the k ≤ n rewards accumulated).
-    :param next_obs: observations to bootstrap from, shaped and typed like ``obs``.
-    :param terminated: bool or float32 ``(B,)``; true where ``next_obs`` is terminal
+    :ivar next_obs: observations to bootstrap from, shaped and typed like ``obs``.
+    :ivar terminated: bool or float32 ``(B,)``; true where ``next_obs`` is terminal
         (true termination only: a time-limit truncation is *not* terminated).
-    :param weights: float32 ``(B,)`` importance-sampling weights multiplying each
+    :ivar weights: float32 ``(B,)`` importance-sampling weights multiplying each
         sample's loss (ones for uniform replay).
-    :param indices: int64 ``(B,)`` buffer positions, given back to
+    :ivar indices: int64 ``(B,)`` buffer positions, given back to
         ``update_priorities``.
-    :param discounts: float32 ``(B,)`` factor multiplying the bootstrap term
+    :ivar discounts: float32 ``(B,)`` factor multiplying the bootstrap term
         (γ for one-step replay, γᵏ for k accumulated steps).
     """
 

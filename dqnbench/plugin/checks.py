@@ -2,10 +2,14 @@
 
 A plugin that returns the wrong shape or dtype should fail with a message that
 says which contract it broke, not with a broadcasting surprise deep in the loss.
-The runner adds which component and distribution the failure came from.
+These are the only checks: runs, the pre-flight and ``plugins --check`` call
+them, so a component gets the same verdict everywhere. The runner adds which
+component and distribution the failure came from.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,6 +24,45 @@ class ContractError(TypeError):
     def __init__(self, kind: str, message: str) -> None:
         self.kind = kind
         super().__init__(f"{kind} broke its contract: {message}")
+
+
+def check_obs_space(dtype: np.dtype, env_id: str) -> None:
+    """An env's observation space: floats must be float32, the dtype networks compute in.
+
+    The built-in ``gymnasium`` component converts float64 spaces; a plugin env
+    component must too (``gymnasium.wrappers.DtypeObservation(env, np.float32)``).
+    """
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f" and dtype != np.float32:
+        raise ContractError(
+            "env",
+            f"environment {env_id} has {dtype.name} observations; dqnbench needs float32 (convert them in the env "
+            "component, e.g. gymnasium.wrappers.DtypeObservation(env, np.float32), as the gymnasium component does)",
+        )
+
+
+def check_observations(value: object, obs: ObsSpec, lead: tuple[int, ...], stage: str, env_id: str = "") -> None:
+    """Observations an env returned at ``stage``: a NumPy ``(*lead, *obs.shape)`` array of its space's dtype."""
+    expected = (*lead, *obs.shape)
+    if not isinstance(value, np.ndarray) or value.shape != expected or value.dtype != obs.dtype:
+        got = f"{value.dtype.name} {value.shape}" if isinstance(value, np.ndarray) else type(value).__name__
+        where = f"environment {env_id}: " if env_id else ""
+        raise ContractError(
+            "env", f"{where}{stage} gave observations {got}, expected a NumPy {obs.dtype.name} {expected} (its space)"
+        )
+
+
+def probe_reset(env: Any, obs: ObsSpec, env_id: str) -> None:
+    """The pre-flight's look at one ``reset(seed=0)`` of a fresh env, as ``plugins --check`` looks.
+
+    A reset that raises is left to the run, which records the failure naming the
+    component; one that returns observations off its space is refused here.
+    """
+    try:
+        first = env.reset(seed=0)
+    except Exception:
+        return
+    check_observations(first[0] if isinstance(first, tuple) else first, obs, (), "reset(seed=0)", env_id)
 
 
 def check_q_values(q_values: object, batch: int, n_actions: int, outputs: int = 1) -> None:

@@ -36,17 +36,19 @@ class NetworkFactory(Protocol):
 
 @runtime_checkable
 class ReplayBuffer(Protocol):
-    """What the training loop calls on a replay buffer."""
+    """What the training loop calls on a replay buffer (a legacy one through
+    :class:`~dqnbench.plugin.legacy_replay.LegacyReplay`)."""
 
     def add(
         self,
         obs: np.ndarray,
-        action: int,
-        reward: float,
+        actions: np.ndarray,
+        rewards: np.ndarray,
         next_obs: np.ndarray,
-        terminated: bool,
+        terminated: np.ndarray,
+        truncated: np.ndarray,
     ) -> None:
-        """Store one transition (``terminated`` is true termination, not truncation)."""
+        """Store one row of transitions, ``(K, …)`` for K members or ``(1, …)`` for a single run."""
 
     def sample(self, batch_size: int) -> Batch:
         """Return ``batch_size`` transitions as a :class:`dqnbench.Batch`."""
@@ -59,9 +61,11 @@ class ReplayBuffer(Protocol):
 
 
 class ReplayFactory(Protocol):
-    """``factory(capacity, obs_dim, gamma, **params) -> ReplayBuffer``."""
+    """``factory(capacity, obs_dim, gamma, members=None, **params) -> ReplayBuffer``, ``supports_members = True``."""
 
-    def __call__(self, capacity: int, obs_dim: ObsSpec, gamma: float, **params: Any) -> ReplayBuffer: ...
+    def __call__(
+        self, capacity: int, obs_dim: ObsSpec, gamma: float, members: int | None = None, **params: Any
+    ) -> ReplayBuffer: ...
 
 
 @runtime_checkable
@@ -134,9 +138,9 @@ class EnvFactory(Protocol):
 class LearnerLoss(NamedTuple):
     """What a learner's ``loss`` (per sample) or ``backward`` (per run) returns.
 
-    :param losses: ``loss``: per-sample losses ``(…, B)``, differentiable, not yet
+    :ivar losses: ``loss``: per-sample losses ``(…, B)``, differentiable, not yet
         importance-weighted; ``backward``: the weighted mean per run ``(…,)``, detached.
-    :param priorities: per-sample priorities ``(…, B)`` handed to the replay's
+    :ivar priorities: per-sample priorities ``(…, B)`` handed to the replay's
         ``update_priorities`` (TD errors for DQN, the cross-entropy for C51).
     """
 

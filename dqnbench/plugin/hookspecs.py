@@ -12,9 +12,7 @@ e.g. ``network.name = "mlp"``) to factories. Hooks are called once, when the
 registry is built for a run or a command, never per environment step. dqnbench's
 own built-in components are registered through these same hooks.
 
-The runner seeds Python's ``random``, NumPy's global RNG and torch before it
-calls a run's factories, so components that draw from those RNGs are
-reproducible without a seed parameter of their own.
+Why it is built this way, with measurements: ``docs/internals.md`` (``plugin.hookspecs``).
 """
 
 from __future__ import annotations
@@ -68,6 +66,13 @@ def dqnbench_networks() -> dict[str, NetworkFactory]:
     buffers. Lock-step training stacks K copies' parameters; a module built from
     shape-generic layers (:mod:`dqnbench.nn`) runs them natively, any other
     through ``torch.func.vmap`` (see ``docs/plugins.md``).
+
+    Optionally a network offers a manual path, a speed path for tiny networks
+    whose autograd graph costs more than their arithmetic:
+    ``manual_forward(obs) -> (outputs, tape)`` (``forward``'s outputs, computed
+    without gradients, and what the backward needs) and
+    ``manual_backward(tape, grad)`` (every parameter's ``.grad`` from ``grad``,
+    the loss's gradient in the outputs). See :mod:`dqnbench.agent.learning`.
     """
 
 
@@ -75,30 +80,50 @@ def dqnbench_networks() -> dict[str, NetworkFactory]:
 def dqnbench_replays() -> dict[str, ReplayFactory]:
     """Replay buffers, by name.
 
-    ``factory(capacity: int, obs_dim: ObsSpec, gamma: float, **params) -> buffer``
-    where the buffer has:
+    ``factory(capacity: int, obs_dim: ObsSpec, gamma: float, members: int | None = None, **params) -> buffer``
+    with ``factory.supports_members = True``, where the buffer has:
 
-    - ``add(obs, action, reward, next_obs, terminated)``: one transition, NumPy
-      observations of shape ``obs_dim.shape`` and dtype ``obs_dim.dtype`` (store
-      them in that dtype: uint8 frames stay one byte), int action, float reward,
-      bool ``terminated`` (true termination; a time-limit truncation is ``False``);
-    - ``sample(batch_size) -> dqnbench.Batch``: tensors of length ``batch_size``,
-      observations in their own dtype, ``discounts`` holding the factor of the
-      bootstrap term (γ, or γᵏ after k accumulated steps) and ``weights`` the
+    - ``add(obs, actions, rewards, next_obs, terminated, truncated)``: one row
+      per env step, NumPy arrays with a leading dimension of K lock-step
+      ``members``, or of 1 for a single run (``members=None``): observations
+      ``(K, *obs_dim.shape)`` of dtype ``obs_dim.dtype`` (store them in that
+      dtype: uint8 frames stay one byte), actions, rewards, and bool
+      ``terminated`` (true termination) and ``truncated`` (a time limit) ``(K,)``;
+      either flag ends the member's episode, and the next row starts a new one;
+    - ``sample(batch_size) -> dqnbench.Batch``: fields ``(K, B, …)`` for K
+      members (each member sampling its own transitions), ``(B, …)`` for a single
+      run; observations in their own dtype, ``discounts`` holding the factor of
+      the bootstrap term (γ, or γᵏ after k accumulated steps) and ``weights`` the
       importance-sampling weights;
     - ``update_priorities(indices, priorities)``: the learner's per-sample
-      priorities ``(B,)`` of the batch just learned from (TD errors for DQN, the
-      cross-entropy for C51; may be signed: take ``abs``; may do nothing);
-    - ``__len__()``: how many transitions can be sampled.
+      priorities of the batch just learned from, shaped like its ``indices``
+      (TD errors for DQN, the cross-entropy for C51; may be signed: take ``abs``;
+      may do nothing; a diverged member's row may be non-finite: skip it);
+    - ``__len__()``: how many transitions can be sampled (per member).
 
-    ``sample`` is only called once ``len(buffer) >= batch_size``. A v1 buffer that
-    allocates float32 ``(capacity, obs_dim)`` arrays keeps working on vector
-    observations, since ``obs_dim`` is that int.
+    ``sample`` is only called once ``len(buffer) >= batch_size``. ``members`` is
+    not a grid param: the loop passes it. The flag is what lets a cell's seeds
+    train in lock-step.
 
-    Lock-step training (optional): ``factory.lockstep = members_factory`` with
-    ``members_factory(members, capacity, obs_dim, gamma, **params)`` whose buffer
-    takes rows of K transitions in ``add(obs, actions, rewards, next_obs,
-    terminated, truncated)`` and samples ``Batch`` fields of shape ``(K, B, …)``.
+    Legacy forms still run unchanged. Without the flag the factory is
+    ``factory(capacity, obs_dim, gamma, **params)`` and a single run's buffer
+    gets the v1 ``add(obs, action, reward, next_obs, terminated)``: one
+    transition, int action, float reward, bool ``terminated`` (a time-limit
+    truncation is ``False``), and samples ``(B, …)``; a v1 buffer that allocates
+    float32 ``(capacity, obs_dim)`` arrays keeps working on vector observations,
+    since ``obs_dim`` is that int. Such a factory takes part in lock-step with
+    ``factory.lockstep = members_factory``, ``members_factory(members, capacity,
+    obs_dim, gamma, **params)`` building the K-member buffer described above.
+
+    Memory check (optional): ``factory.memory_bytes(capacity, obs_dim, members=None,
+    **params) -> int``, the bytes the buffer (of all K members) will hold. The
+    pre-flight refuses a replay that cannot fit in the memory available before
+    anything runs, naming ``replay.capacity``; without it nothing is checked.
+
+    Learning lag (optional): ``factory.learning_lag(**params) -> int``, how many
+    of the latest stored transitions the buffer cannot sample yet (an n-step
+    window's ``n - 1``), so the pre-flight counts a run's learn steps as the
+    loop will take them; without it, 0.
     """
 
 
@@ -115,6 +140,11 @@ def dqnbench_explorations() -> dict[str, ExplorationFactory]:
     Lock-step training (optional): ``factory.lockstep = True`` declares that
     ``select`` treats each row on its own and keeps no per-row state, so one
     explorer serves K members with ``q_values (K, n_actions)``.
+
+    Acting lazily (optional): ``explorer.select_lazily(q_values, rows, step, device)``
+    where ``q_values`` is a callable returning what ``select`` would get: the same
+    draws and actions as ``select``, calling ``q_values()`` only when a row needs
+    them, so a step where every row explores skips the forward pass.
     """
 
 
@@ -170,8 +200,10 @@ def dqnbench_learners() -> dict[str, LearnerFactory]:
       (overwriting what is there: the loop does not zero gradients) and return
       the per-run mean losses ``(…,)`` (detached) and priorities.
       Without it the loop calls :func:`dqnbench.autograd_backward` on ``loss``.
-      It is where a learner keeps a speed path (the built-in learners derive the
-      built-in MLP's gradients by hand).
+      A learner whose ``loss`` reads the networks only through their outputs
+      sets ``loss_on_outputs = True`` instead: networks that offer a manual
+      path (``manual_forward``, ``manual_backward``; the built-in ``mlp``,
+      ``dueling`` and ``noisy``) then learn by it, under any such learner.
 
     ``…`` is empty for a single run and ``K`` for K lock-step members: write the
     math over the last dimensions (``dim=-1``) and declare ``factory.lockstep =

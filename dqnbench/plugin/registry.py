@@ -26,6 +26,8 @@ KINDS: dict[str, str] = {
     "learner": "dqnbench_learners",
     "optimizer": "dqnbench_optimizers",
 }
+#: the kinds a grid names and a run is built from: every kind but the executor, which dispatches runs
+RUN_KINDS: tuple[str, ...] = tuple(kind for kind in KINDS if kind != "executor")
 
 
 @dataclass(frozen=True)
@@ -124,7 +126,7 @@ _POSITIONAL = {
 }
 
 #: keyword params the loop passes itself: never grid params
-RESERVED: dict[str, tuple[str, ...]] = {"network": ("outputs",)}
+RESERVED: dict[str, tuple[str, ...]] = {"network": ("outputs",), "replay": ("members",)}
 
 
 @dataclass

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from dqnbench.config.grid import Plan, RunSpec
+from dqnbench.run.fusion import Fusion
 
 
 def executor_slots(pool: Any) -> int:
@@ -48,61 +49,89 @@ def split_seeds(specs: Sequence[RunSpec], groups: int) -> list[tuple[RunSpec, ..
     return out
 
 
-def lockstep_groups(plan: Plan, lockstep_cells: set[str], slots: int) -> dict[str, list[tuple[RunSpec, ...]]]:
-    """Each lock-step cell's groups of runs (a group of one trains as a plain single run).
+def lockstep_groups(
+    plan: Plan, lockstep_cells: set[str], slots: int, fusion: Fusion | None = None
+) -> dict[str, list[tuple[RunSpec, ...]]]:
+    """Each lock-step pool's groups of runs, keyed by the pool's first cell (a group of one trains as a plain run).
 
-    A cell with ``experiment.lockstep_group = N`` gets ⌈seeds / N⌉ groups. The
-    others start as one group each; while the grid has fewer tasks (its other
-    runs, one each, plus the groups) than ``slots``, the cell whose groups are
-    largest gains one more group.
+    ``fusion`` (:func:`~dqnbench.run.runner.fusion_pools`): lock-step cells that
+    fuse, in grid order; without it each cell is its own pool. A pool's runs are
+    its cells' seeds in grid order, then seed. With ``experiment.lockstep_group = N``
+    a pool gets ⌈runs / N⌉ groups. The others start as one group each; while the
+    grid has fewer tasks (its other runs, one each, plus the groups) than
+    ``slots``, the pool whose groups are largest gains one more group, unless
+    that would leave a fused pool's groups below its floor (``Fusion.floors``:
+    an overhead-bound group gains more from its size than from a second worker).
     """
-    seeds = {cell: [spec for spec in plan.runs if spec.cell == cell] for cell in lockstep_cells}
+    pools = fusion.pools if fusion else [[cell] for cell, _, _ in plan.cells if cell in lockstep_cells]
+    floors = fusion.floors if fusion else {}
+    runs = {pool[0]: [spec for cell in pool for spec in plan.runs if spec.cell == cell] for pool in pools}
+    configs = {cell: config for cell, _, config in plan.cells}
     counts: dict[str, int] = {}
     automatic = []
-    for cell, _, config in plan.cells:
-        if cell not in lockstep_cells:
-            continue
-        pinned = config.experiment.lockstep_group
-        counts[cell] = math.ceil(len(seeds[cell]) / pinned) if pinned else 1
+    for pool in pools:
+        pinned = configs[pool[0]].experiment.lockstep_group
+        counts[pool[0]] = math.ceil(len(runs[pool[0]]) / pinned) if pinned else 1
         if not pinned:
-            automatic.append(cell)
-    tasks = sum(1 for spec in plan.runs if spec.cell not in lockstep_cells) + sum(counts.values())
+            automatic.append(pool[0])
+    pooled = {cell for pool in pools for cell in pool}
+    tasks = sum(1 for spec in plan.runs if spec.cell not in pooled) + sum(counts.values())
     while tasks < slots:
-        widest = max(automatic, key=lambda c: math.ceil(len(seeds[c]) / counts[c]), default=None)
-        if widest is None or counts[widest] >= len(seeds[widest]):
+        splittable = [p for p in automatic if len(runs[p]) // (counts[p] + 1) >= floors.get(p, 1)]
+        widest = max(splittable, key=lambda p: math.ceil(len(runs[p]) / counts[p]), default=None)
+        if widest is None:
             break
         counts[widest] += 1
         tasks += 1
-    return {cell: split_seeds(seeds[cell], counts[cell]) for cell in counts}
+    return {first: split_seeds(runs[first], counts[first]) for first in counts}
+
+
+def is_fused(group: tuple[RunSpec, ...], pool_cells: int) -> bool:
+    """Does a group train fused (its members' member-wise params per member)? When its pool has several cells."""
+    return pool_cells > 1 and len(group) > 1
 
 
 def split_notes(plan: Plan, groups: dict[str, list[tuple[RunSpec, ...]]]) -> list[str]:
-    """One line per cell split automatically (not pinned by ``experiment.lockstep_group``), for the run's output."""
+    """One line per pool split automatically (not pinned by ``experiment.lockstep_group``), for the run's output."""
     notes = []
     for cell, label, config in plan.cells:
         parts = groups.get(cell, [])
         if len(parts) > 1 and not config.experiment.lockstep_group:
             sizes = " + ".join(str(len(g)) for g in parts)
+            cells = len({spec.cell for g in parts for spec in g})
+            what = f"cell {label!r}" if cells == 1 else f"fused pool of {cells} cells from {label!r}"
+            runs = "seeds" if cells == 1 else "runs"
             notes.append(
-                f"note: cell {label!r}: {sum(map(len, parts))} seeds in {len(parts)} lock-step groups ({sizes}), "
+                f"note: {what}: {sum(map(len, parts))} {runs} in {len(parts)} lock-step groups ({sizes}), "
                 "one per free worker; results depend on the grouping: experiment.lockstep_group pins it"
             )
     return notes
 
 
 def describe_groups(plan: Plan, groups: dict[str, list[tuple[RunSpec, ...]]]) -> list[str]:
-    """The ``--dry-run`` lines on lock-step: each lock-step cell's groups, one line per cell."""
+    """The ``--dry-run`` lines on lock-step: each pool's groups; a fused group with its cells and seeds."""
     lines = []
     for cell, label, _ in plan.cells:
         parts = groups.get(cell)
         if parts is None:
             continue
-        sizes = " + ".join(str(len(g)) for g in parts)
-        if len(parts) == 1:
-            what = f"one group of {sizes}"
-        elif all(len(g) == 1 for g in parts):
-            what = f"{len(parts)} single runs (a group of one is a plain run)"
-        else:
-            what = f"{len(parts)} groups ({sizes})"
-        lines.append(f"  cell {cell}  {label}: {what}")
+        cells = list(dict.fromkeys(spec.cell for g in parts for spec in g))
+        if len(cells) == 1:
+            sizes = " + ".join(str(len(g)) for g in parts)
+            if len(parts) == 1:
+                what = f"one group of {sizes}"
+            elif all(len(g) == 1 for g in parts):
+                what = f"{len(parts)} single runs (a group of one is a plain run)"
+            else:
+                what = f"{len(parts)} groups ({sizes})"
+            lines.append(f"  cell {cell}  {label}: {what}")
+            continue
+        lines.append(f"  pool of {len(cells)} cells fused ({sum(map(len, parts))} runs in {len(parts)} groups):")
+        for i, group in enumerate(parts):
+            kind = "fused" if is_fused(group, len(cells)) else "single run"
+            members = {}
+            for spec in group:
+                members.setdefault(spec.cell, []).append(spec.seed)
+            body = "; ".join(f"cell {c} seeds {seeds}" for c, seeds in members.items())
+            lines.append(f"    group {i + 1}: {kind}, {len(group)} members: {body}")
     return lines

@@ -6,8 +6,11 @@ lock-step cell) writes the env steps it has done to a small file under
 :func:`dqnbench.agent.loop.train_runs`'s ``progress``), and a thread here reads
 them once a second. That works the same for the serial executor, local worker
 processes and Ray workers on this machine (a remote Ray worker's file lives on
-its own node: its runs count when they finish). The ETA divides the steps still
-to do by the step rate of this session so far.
+its own node: its runs count when they finish). The ETA prices what each task
+has left at its own measured pace, read from its runs' live files
+(:mod:`dqnbench.run.eta`); until a pace is measured it divides the steps still
+to do by the step rate of this session so far. The bar also shows the latest
+evaluation of the best cell (:mod:`dqnbench.run.live`).
 
 On a terminal a rich bar shows steps, runs, steps/s and the ETA. When stdout is
 not a TTY (CI logs, pipes) or with ``--quiet``, a plain line is printed at most
@@ -20,13 +23,16 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from dqnbench.run.eta import EtaModel, TaskPlan
+from dqnbench.run.live import LIVE_SUFFIX, LiveRun, read_live_file
 
 #: seconds between plain progress lines (logs, ``--quiet``)
 PLAIN_EVERY_S = 30.0
@@ -65,6 +71,8 @@ class RunProgress:
 
     :param total: runs to do in this session; ``total_steps`` their env steps.
     :param directory: where running tasks write their progress files (None: finished runs only).
+    :param tasks: the session's tasks in dispatch order, run on ``lanes`` workers (the ETA's model).
+    :param live_dir: where the runs' live files are (their pace and evaluations).
     """
 
     def __init__(
@@ -75,6 +83,9 @@ class RunProgress:
         stream: TextIO | None = None,
         total_steps: int = 0,
         directory: Path | None = None,
+        tasks: Sequence[TaskPlan] = (),
+        lanes: int = 1,
+        live_dir: Path | None = None,
     ) -> None:
         self.total, self.skipped, self.done, self.failed = total, skipped, 0, 0
         self.total_steps = total_steps
@@ -88,6 +99,10 @@ class RunProgress:
         self.last_line = self.start
         self._lock = threading.Lock()
         self._finished_files: set[str] = set()
+        self.model = EtaModel(tasks, lanes) if tasks else None
+        self._rows = {task.key: len(task.run_ids) for task in tasks}
+        self.live_dir = live_dir
+        self._live: dict[str, tuple[float, LiveRun]] = {}  # live file name → (mtime, contents)
         self._bar: Progress | None = None
         if live:
             self._bar = Progress(
@@ -98,9 +113,12 @@ class RunProgress:
                 TextColumn("{task.fields[rate]}"),
                 TextColumn("ETA {task.fields[eta]}"),
                 TimeElapsedColumn(),
+                TextColumn("{task.fields[best]}"),
                 console=Console(file=self.stream),
             )
-            self._task = self._bar.add_task("steps", total=max(total_steps, 1), runs=f"0/{total}", rate="", eta="")
+            self._task = self._bar.add_task(
+                "steps", total=max(total_steps, 1), runs=f"0/{total}", rate="", eta="", best=""
+            )
             self._bar.start()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -127,7 +145,10 @@ class RunProgress:
         return steps / seconds if seconds > 0 and steps > 0 else 0.0
 
     def eta_s(self) -> float:
-        """Seconds left: steps still to do at the step rate seen so far (by finished runs without step counts)."""
+        """Seconds left: each task's rest at its pace (:mod:`dqnbench.run.eta`), else the steps still to do at the
+        step rate seen so far (by finished runs without step counts)."""
+        if self.model is not None and self.model.measured():
+            return self.model.seconds_left(time.time())
         if self.total_steps:
             rate = self.steps_per_s()
             return (self.total_steps - self.steps_done()) / rate if rate > 0 else float("nan")
@@ -143,13 +164,48 @@ class RunProgress:
             for path in self.directory.glob("[!.]*"):
                 if path.name not in self._finished_files:
                     self._running[path.name] = max(self._running.get(path.name, 0), _read_steps(path))
+                    if self.model is not None and path.name in self._rows:
+                        self.model.observe(path.name, self._running[path.name] // self._rows[path.name], time.time())
+            self._read_live()
             self._refresh()
+
+    def _read_live(self) -> None:
+        """Read the live files that changed: each task's pace for the ETA, each run's latest evaluation."""
+        if self.live_dir is None or not self.live_dir.is_dir():
+            return
+        for path in self.live_dir.glob(f"[!.]*{LIVE_SUFFIX}"):
+            try:
+                mtime = path.stat().st_mtime
+                if self._live.get(path.name, (None,))[0] == mtime:
+                    continue
+                run = read_live_file(path)
+            except (OSError, ValueError):  # gone meanwhile, or unreadable: the next poll tries again
+                continue
+            self._live[path.name] = (mtime, run)
+            key = self.model.task_of.get(run.run_id) if self.model is not None else None
+            if key is not None and key not in self._finished_files:
+                self.model.observe(key, run.step, mtime, run.pace)
+
+    def best_cell(self) -> str:
+        """The cell whose runs' latest evaluations are best on average: "best LABEL: RETURN @ STEP", or ""."""
+        cells: dict[str, list[tuple[int, float]]] = {}
+        for _, run in self._live.values():
+            latest = run.latest_eval()
+            if latest is not None:
+                cells.setdefault(str(run.record.get("label", run.run_id)), []).append(latest)
+        if not cells:
+            return ""
+        label, evals = max(cells.items(), key=lambda item: sum(v for _, v in item[1]) / len(item[1]))
+        label = label if len(label) <= 40 else label[:39] + "…"
+        return f"best {label}: {sum(v for _, v in evals) / len(evals):.1f} @ {max(s for s, _ in evals):,}"
 
     def task_finished(self, key: str, steps: int) -> None:
         """A task's results arrived: its ``steps`` planned env steps count instead of its progress file."""
         with self._lock:
             self._finished_files.add(key)
             self._running.pop(key, None)
+            if self.model is not None:
+                self.model.finish(key)
             self.finished_steps += steps
             if self.directory is not None:
                 (self.directory / key).unlink(missing_ok=True)
@@ -170,15 +226,21 @@ class RunProgress:
         rate, eta = f"{self.steps_per_s():,.0f} steps/s", _clock(self.eta_s())
         if self._bar is not None:
             self._bar.update(
-                self._task, completed=self.steps_done(), runs=f"{self.done}/{self.total}", rate=rate, eta=eta
+                self._task,
+                completed=self.steps_done(),
+                runs=f"{self.done}/{self.total}",
+                rate=rate,
+                eta=eta,
+                best=self.best_cell(),
             )
             return
         now = time.perf_counter()
         if force_line or now - self.last_line >= PLAIN_EVERY_S:
             self.last_line = now
             steps = f"steps {self.steps_done():,}/{self.total_steps:,}, " if self.total_steps else ""
+            best = f", {self.best_cell()}" if self._live else ""
             print(
-                f"[{self.done}/{self.total} runs] {steps}{rate}, ETA {eta}, elapsed {_clock(now - self.start)}",
+                f"[{self.done}/{self.total} runs] {steps}{rate}, ETA {eta}, elapsed {_clock(now - self.start)}{best}",
                 file=self.stream,
                 flush=True,
             )
@@ -198,14 +260,18 @@ class RunProgress:
 
 
 def summary_table(rows: Iterable[dict[str, Any]], title: str) -> Table:
-    """Per cell: runs ok / not ok, final greedy return mean ± std, env steps per second."""
-    table = Table(title=title)
+    """Per cell: runs ok / not ok, final greedy return IQM [95% CI] (``report``'s statistic), env steps per second."""
+    from dqnbench.analysis.report import SCORE_HEADER, SMALL_MARK, SMALL_NOTE
+
+    rows = list(rows)
+    small = any(SMALL_MARK in row["score"] for row in rows)
+    table = Table(title=title, caption=SMALL_NOTE if small else None, caption_justify="left")
     for header, justify in (
         ("cell", "left"),
         ("label", "left"),
         ("ok", "right"),
         ("failed", "right"),
-        ("final return", "right"),
+        (f"final return {SCORE_HEADER}", "right"),
         ("steps/s", "right"),
     ):
         table.add_column(header, justify=justify)
@@ -215,16 +281,10 @@ def summary_table(rows: Iterable[dict[str, Any]], title: str) -> Table:
             row["label"],
             str(row["ok"]),
             str(row["failed"]),
-            _mean_std(row["mean"], row["std"]),
+            row["score"],
             "-" if row["steps_per_s"] != row["steps_per_s"] else f"{row['steps_per_s']:,.0f}",
         )
     return table
-
-
-def _mean_std(mean: float, std: float) -> str:
-    if mean != mean:
-        return "-"
-    return f"{mean:.1f} ± {std:.1f}" if std == std else f"{mean:.1f}"
 
 
 def print_summary(rows: list[dict[str, Any]], title: str, stream: TextIO | None = None) -> None:

@@ -257,6 +257,9 @@ class Results:
       step (env steps done when it ended), return, length.
     - ``evals``: one row per greedy evaluation: run_id, step (env steps done),
       mean_return, std_return, returns (the per-episode returns).
+    - ``trials`` (a ``[search]`` only, else None): one row per trial: variant,
+      trial, one column per searched key, objective, state, seeds; ``runs`` then
+      also has ``phase`` ("tune" / "test") and ``trial``.
     """
 
     path: Path
@@ -264,6 +267,11 @@ class Results:
     steps: pd.DataFrame
     episodes: pd.DataFrame
     evals: pd.DataFrame
+    #: None for finished results; a note such as "partial, 3 of 8 runs live: …" when runs still train
+    #: (:func:`dqnbench.run.live.load_live_results`)
+    partial: str | None = None
+    #: a search's trials (:func:`dqnbench.search.trials.trials_frame`); None for a plain grid
+    trials: pd.DataFrame | None = None
 
     def run_dir(self, run_id: str) -> Path:
         return runs_dir(self.path) / run_id
@@ -284,7 +292,7 @@ class Results:
 
 
 RUN_COLUMNS = ("run_id", "cell", "label", "seed", "status", "error")
-RUN_SUMMARY = ("wall_s", "steps_per_s", "final_return", "lockstep_members", "resumed_at")
+RUN_SUMMARY = ("wall_s", "steps_per_s", "final_return", "lockstep_members", "resumed_at", "learn_path")
 
 
 def run_row(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -345,7 +353,13 @@ def load_results(path: str | os.PathLike, all_runs: bool = False) -> Results:
     tables = {
         name: pd.concat(frames[name], ignore_index=True) if frames[name] else _empty_table(name) for name in TABLES
     }
-    return Results(path, runs, tables["steps"], tables["episodes"], tables["evals"])
+    from dqnbench.search.trials import read_index, trials_frame, with_phases
+
+    index = read_index(path)
+    if index is None:
+        return Results(path, runs, tables["steps"], tables["episodes"], tables["evals"])
+    return Results(path, with_phases(runs, index), tables["steps"], tables["episodes"], tables["evals"],
+                   trials=trials_frame(index))  # fmt: skip
 
 
 def _ordered_columns(rows: list[dict[str, Any]]) -> list[str]:

@@ -24,7 +24,8 @@ def _denormals_flushed_as_in_training():
 
 @pytest.fixture(scope="session")
 def transitions() -> list[Transition]:
-    """2,000 consecutive CartPole-v1 transitions of a random policy (episode boundaries included)."""
+    """2,000 consecutive CartPole-v1 transitions of a random policy (episode boundaries included), as the rows of one
+    a single run's replay ``add`` takes."""
     env = make_env("CartPole-v1")
     rng = np.random.default_rng(0)
     obs, _ = env.reset(seed=0)
@@ -32,7 +33,8 @@ def transitions() -> list[Transition]:
     for _ in range(2_000):
         action = int(rng.integers(2))
         next_obs, reward, terminated, truncated, _ = env.step(action)
-        recorded.append((obs, action, float(reward), next_obs, bool(terminated)))
+        recorded.append((obs[None], np.array([action]), np.array([reward], np.float32), next_obs[None],
+                         np.array([terminated]), np.array([truncated])))  # fmt: skip
         obs = env.reset()[0] if terminated or truncated else next_obs
     env.close()
     return recorded

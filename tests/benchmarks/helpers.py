@@ -19,6 +19,7 @@ import pytest
 
 from dqnbench.config.grid import plan_grid
 from dqnbench.devtools.pytest_plugin import HARNESS_TOTAL_STEPS, StepHarness, component_tables
+from dqnbench.plugin.legacy_replay import build_replay
 from dqnbench.plugin.registry import load_registry
 from dqnbench.run.runner import bind_components, choose
 
@@ -32,7 +33,8 @@ BATCHES = (32, 64)
 #: transitions in a replay before timing ``sample``
 FILLED = 10_000
 
-Transition = tuple[np.ndarray, int, float, np.ndarray, bool]
+#: a single run's row of one: obs, actions, rewards, next_obs, terminated, truncated
+Transition = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
 #: built-ins that take image observations only: the CartPole harness cannot drive them
@@ -59,7 +61,15 @@ def make_replay(name: str, obs_dim: int = 4, gamma: float = 0.99) -> Any:
     tables = component_tables("replay", name, total_steps=HARNESS_TOTAL_STEPS, seeds=[0])
     config = plan_grid(tables, "<benchmark replay>", BUILTIN).cells[0][2]
     chosen = choose(config, BUILTIN)
-    return bind_components(config, chosen).replay(config.replay.capacity, obs_dim, gamma)
+    return build_replay(bind_components(config, chosen).replay, config.replay.capacity, obs_dim, gamma)
+
+
+def benchmarks_disabled(config: pytest.Config) -> bool:
+    """``benchmark.disabled`` for a fixture wider than one test (``--benchmark-disable``: a smoke run)."""
+    session = getattr(config, "_benchmarksession", None)  # pytest-benchmark's own decision, where it is loaded
+    if session is not None:
+        return bool(session.disabled)
+    return bool(config.getoption("benchmark_disable") and not config.getoption("benchmark_enable"))
 
 
 def cycle(transitions: list[Transition]) -> Iterator[Transition]:

@@ -17,12 +17,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from dqnbench.agent.loop import train
 from dqnbench.config.grid import plan_grid
+from dqnbench.config.schedule import LearningSchedule
 from dqnbench.plugin.registry import load_registry
 from dqnbench.run.runner import bind_components, choose
+
+from ..extras import require
 
 
 def nature_dqn_config(total_steps: int, learning_starts: int):
@@ -56,7 +58,7 @@ def nature_dqn_config(total_steps: int, learning_starts: int):
 
 
 def test_atari_nature_cnn_step_timing(benchmark):
-    pytest.importorskip("ale_py")
+    require("ale_py")
     steps, learning_starts = (48, 36) if benchmark.disabled else (1_200, 200)
     spec, components = nature_dqn_config(steps, learning_starts)
     log = benchmark.pedantic(lambda: train(spec.config, 0, components), rounds=1, iterations=1)
@@ -64,8 +66,8 @@ def test_atari_nature_cnn_step_timing(benchmark):
     after = slice(learning_starts - 1, None)  # steps once learning has started
     t_act, t_env, t_learn = (np.asarray(getattr(log, k))[after] for k in ("t_act", "t_env", "t_learn"))
     learned = np.isfinite(np.asarray(log.loss)[after])
-    # a learn step on every 4th env step (step % 4 == 0) once learning has started
-    assert learned.sum() == sum(1 for step in range(learning_starts - 1, steps) if step % 4 == 0)
+    # a learning phase on every 4th env step once learning has started: the loop's own schedule
+    assert learned.sum() == LearningSchedule.of(spec.config.agent).phases(steps)
     ms = 1e3
     figures = {
         "t_act_median_ms": float(np.median(t_act)) * ms,

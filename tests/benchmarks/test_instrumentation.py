@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import statistics
 import time
+from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 from dqnbench.agent.loop import train
@@ -26,6 +26,8 @@ from dqnbench.plugin.registry import load_registry
 from dqnbench.run.runner import bind_components, choose
 
 STEPS = 2_000
+#: a smoke run's (``--benchmark-disable``): 200 learning steps after the 200 that fill the replay, one on/off pair
+SMOKE_STEPS = 400
 TUTORIAL = """
 [experiment]
 name = "overhead"
@@ -50,10 +52,10 @@ epsilon = 0.1
 """
 
 
-@pytest.fixture(scope="module")
-def tutorial_run(tmp_path_factory):
-    path = tmp_path_factory.mktemp("grid") / "tutorial.toml"
-    path.write_text(TUTORIAL.format(steps=STEPS))
+def tutorial_run(folder: Path, steps: int):
+    """The tutorial agent's run of ``steps`` steps: its spec and components."""
+    path = folder / "tutorial.toml"
+    path.write_text(TUTORIAL.format(steps=steps))
     registry = load_registry(load_entrypoints=False)
     spec = load_grid(path, registry).runs[0]
     chosen = choose(spec.config, registry)
@@ -74,9 +76,10 @@ def instrumentation_ops(n: int) -> float:
     return (clock() - start) / n
 
 
-def test_timing_instrumentation_costs_under_3_percent_of_a_step(benchmark, tutorial_run):
+def test_timing_instrumentation_costs_under_3_percent_of_a_step(benchmark, tmp_path):
     torch.set_num_threads(1)
-    spec, components = tutorial_run
+    steps = SMOKE_STEPS if benchmark.disabled else STEPS
+    spec, components = tutorial_run(tmp_path, steps)
     log = benchmark.pedantic(train, args=(spec.config, spec.seed, components), rounds=1, iterations=1)
     learned = ~np.isnan(log.loss)
     step_s = float(np.median((log.t_act + log.t_env + log.t_learn)[learned]))
@@ -84,13 +87,13 @@ def test_timing_instrumentation_costs_under_3_percent_of_a_step(benchmark, tutor
     share = ops_s / step_s
 
     on, off = [], []
-    for _ in range(2):  # interleaved so drifts in machine load hit both alike
+    for _ in range(1 if benchmark.disabled else 2):  # interleaved so drifts in machine load hit both alike
         on.append(train(spec.config, spec.seed, components, timing=True).train_s)
         off.append(train(spec.config, spec.seed, components, timing=False).train_s)
     ratio = statistics.median(on) / statistics.median(off)
     benchmark.extra_info.update(
         measured="train() on the tutorial agent, instrumentation cost per step",
-        steps=STEPS,
+        steps=steps,
         step_us=step_s * 1e6,
         instrumentation_us=ops_s * 1e6,
         instrumentation_share=share,

@@ -16,7 +16,7 @@ timed:
 Figures go to ``extra_info`` and are printed; nothing is asserted (a shared
 2-core machine is too noisy for that). Ray runs on a head started on 127.0.0.1
 for this module (2 CPUs), as a cluster would be. With ``--benchmark-disable``
-(the default test run) each executor does one round.
+(the default test run) each executor does one round of 4 runs.
 """
 
 from __future__ import annotations
@@ -30,9 +30,14 @@ import pytest
 
 from dqnbench.plugin.registry import load_registry
 from dqnbench.run.runner import RunTask, execute_task, make_executor, prepare
-from tests.test_ray_executor import NO_RAY, free_port, ray_start, short_temp_dir, stop
+from tests.test_ray_executor import free_port, ray_start, short_temp_dir, stop
+
+from ..extras import require
+from .helpers import benchmarks_disabled
 
 RUNS = 32
+#: runs per round of a smoke run (``--benchmark-disable``): a first arrival and steady ones on both workers
+SMOKE_RUNS = 4
 WORKERS = 2
 SHORT = """
 [experiment]
@@ -47,10 +52,10 @@ hidden = [16]
 
 
 @pytest.fixture(scope="module")
-def tasks(tmp_path_factory) -> list[RunTask]:
+def tasks(tmp_path_factory, pytestconfig) -> list[RunTask]:
     """``RUNS`` independent one-seed runs (never grouped in lock-step: we time dispatch per run)."""
     path = tmp_path_factory.mktemp("grid") / "dispatch.toml"
-    path.write_text(SHORT.format(runs=RUNS))
+    path.write_text(SHORT.format(runs=SMOKE_RUNS if benchmarks_disabled(pytestconfig) else RUNS))
     plan, _ = prepare(path, load_entrypoints=False)
     return [RunTask((spec,), (), False) for spec in plan.runs]
 
@@ -58,7 +63,7 @@ def tasks(tmp_path_factory) -> list[RunTask]:
 @pytest.fixture(scope="module")
 def ray_address(tmp_path_factory) -> Iterator[str]:
     """A 2-CPU Ray head on 127.0.0.1, stopped after the module."""
-    pytest.importorskip("ray", reason=NO_RAY)
+    require("ray")
     temp_dir = short_temp_dir(tmp_path_factory.getbasetemp())
     port = free_port()
     args = ["--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--include-dashboard=false"]

@@ -36,6 +36,10 @@ CAPACITY = 1_000_000
 OBS_DIM = 4
 RAW_BYTES = CAPACITY * (2 * 4 * OBS_DIM + 8 + 4 + 1)
 CONSTANT_BYTES = 2 * 2**20  # bookkeeping, cached batch tensors, …
+#: transitions per ``add`` call (three calls) with benchmarks enabled, and in a smoke run (``--benchmark-disable``):
+#: the capacity, hence the bytes allocated and the bound, is the same; only the fill is shorter (tracemalloc makes
+#: every add slow)
+FILL, SMOKE_FILL = 2_000, 200
 
 
 def measure(build, add, sample) -> int:
@@ -79,11 +83,13 @@ def record(benchmark, component: str, peak: int, raw: int = RAW_BYTES, capacity:
 def test_replay_memory_at_capacity_1e6(benchmark, variant):
     name, params = VARIANTS[variant]
     factory = load_registry(load_entrypoints=False).get("replay", name).factory
-    obs = np.ones(OBS_DIM, dtype=np.float32)
+    obs = np.ones((1, OBS_DIM), dtype=np.float32)
+    fill = SMOKE_FILL if benchmark.disabled else FILL
 
     def add(buffer):
-        for i in range(2_000):
-            buffer.add(obs * i, i % 2, 1.0, obs * (i + 1), i % 500 == 499)
+        for i in range(fill):
+            end = np.array([i % (fill // 4) == fill // 4 - 1])
+            buffer.add(obs * i, np.array([i % 2]), np.ones(1, np.float32), obs * (i + 1), end, np.zeros(1, bool))
 
     build = lambda: factory(CAPACITY, OBS_DIM, 0.99, **params)  # noqa: E731
     peak = benchmark.pedantic(measure, args=(build, add, lambda b: b.sample(64)), rounds=1, iterations=1)
@@ -97,19 +103,20 @@ def test_lockstep_member_replay_memory(benchmark, variant):
     factory = load_registry(load_entrypoints=False).get("replay", name).factory
     members, capacity = 8, CAPACITY // 8
     rows = np.ones((members, OBS_DIM), dtype=np.float32)
+    fill = SMOKE_FILL if benchmark.disabled else FILL
 
     def add(buffer):
-        for i in range(2_000):
+        for i in range(fill):
             buffer.add(
                 rows * i,
                 np.zeros(members, np.int64),
                 np.ones(members, np.float32),
                 rows * (i + 1),
                 np.zeros(members, bool),
-                np.full(members, i % 500 == 499),
+                np.full(members, i % (fill // 4) == fill // 4 - 1),
             )
 
-    build = lambda: factory.lockstep(members, capacity, OBS_DIM, 0.99, **params)  # noqa: E731
+    build = lambda: factory(capacity, OBS_DIM, 0.99, members=members, **params)  # noqa: E731
     peak = benchmark.pedantic(measure, args=(build, add, lambda b: b.sample(64)), rounds=1, iterations=1)
     record(benchmark, f"{variant} (lock-step, {members} members)", peak)
 
@@ -123,10 +130,12 @@ ATARI_CAPACITY = 100_000
 ATARI_BUDGET = 7.2e3
 ATARI_FILL = 1_000  # steps, a few episodes: the side store holds one frame per episode
 ATARI_EPISODE = 300  # steps: a short Atari episode (they run to 27 000 with the 108k-frame cap)
+#: a smoke run's fill (``--benchmark-disable``), the same few episodes shorter: capacity and budget unchanged
+SMOKE_ATARI_FILL, SMOKE_ATARI_EPISODE = 200, 60
 
 
 def atari_rows(members: int | None, steps: int, episode: int):
-    """``steps`` lock-step rows of sliding 4-frame stacks (K members, or one unstacked), zero-padded resets."""
+    """``steps`` rows of sliding 4-frame stacks (K members', or a single run's one), zero-padded resets."""
     rows = members or 1
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, size=(64, rows, 84, 84), dtype=np.uint8)  # recycled: content is not measured
@@ -136,11 +145,8 @@ def atari_rows(members: int | None, steps: int, episode: int):
         next_obs = np.concatenate([obs[:, 1:], frames[(t + 1) % 64][:, None]], axis=1)
         end = (t + 1) % episode == 0
         action, reward = np.full(rows, t % 4), np.ones(rows, np.float32)
-        if members is None:
-            yield obs[0], int(action[0]), 1.0, next_obs[0], end
-        else:
-            flags = np.full(rows, end)
-            yield obs, action, reward, next_obs, flags & False, flags
+        flags = np.full(rows, end)
+        yield obs, action, reward, next_obs, flags & (members is None), flags & (members is not None)
         if end:
             obs = np.zeros_like(obs)
             obs[:, -1] = frames[(t + 7) % 64]
@@ -168,14 +174,13 @@ def test_atari_bytes_per_transition(benchmark, variant, members):
     name, params = VARIANTS[variant]
     factory = load_registry(load_entrypoints=False).get("replay", name).factory
     capacity = ATARI_CAPACITY // (members or 1)
+    fill, episode = (SMOKE_ATARI_FILL, SMOKE_ATARI_EPISODE) if benchmark.disabled else (ATARI_FILL, ATARI_EPISODE)
 
     def build():
-        if members is None:
-            return factory(capacity, ATARI, 0.99, **params)
-        return factory.lockstep(members, capacity, ATARI, 0.99, **params)
+        return factory(capacity, ATARI, 0.99, members=members, **params)
 
     def add(buffer):
-        for row in atari_rows(members, ATARI_FILL, ATARI_EPISODE):
+        for row in atari_rows(members, fill, episode):
             buffer.add(*row)
 
     held = {}

@@ -85,7 +85,7 @@ def dqnbench_wall(grid: Path, out: Path) -> tuple[float, dqnbench.Results]:
 
 def test_zoo_grid_vs_sb3(benchmark, tmp_path):
     quick = benchmark.disabled
-    steps, seeds = (1_200, 3) if quick else (None, None)
+    steps, seeds = (1_100, 3) if quick else (None, None)  # quick: one learning phase (at step 1024), 2 evaluations
     python = None if quick else sb3_python()
     after_grid, before_grid = zoo_grid(tmp_path, steps, seeds), zoo_grid(tmp_path, steps, seeds, group=7)
 
@@ -142,7 +142,7 @@ print(json.dumps({{"members": members, "steps_per_s": members * steps / train_s}
 def test_wide_lockstep_scaling(benchmark, tmp_path):
     quick = benchmark.disabled
     ks = [1, 2] if quick else [1, 2, 4, 8]
-    grid = zoo_grid(tmp_path, steps=1_300 if quick else 6_000, seeds=1)
+    grid = zoo_grid(tmp_path, steps=1_100 if quick else 6_000, seeds=1)
     script = WIDE_SCRIPT.format(repo=str(REPO))
 
     def point(k: int) -> dict:
