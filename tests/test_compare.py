@@ -201,3 +201,34 @@ def test_the_cli_table_fits_100_columns_with_a_legend_for_long_labels(monkeypatc
     legend = " ".join(out.split())
     assert "cells: #1 network=mlp; #2 network=dueling; #3 network=dueling, replay=prioritized, lr=0.0003" in legend
     assert "+0.00 [+0.00, +0.00]" in out and "0.50 [0.50, 0.50]" in out
+
+
+def _timed_side(costs, paces):
+    from dqnbench.analysis.compare import Side
+
+    n = len(costs)
+    return Side(np.full(n, 100.0), np.full(n, 1000.0), np.asarray(costs, float), n,
+                seeds=np.arange(n), paces=np.asarray(paces, float))  # fmt: skip
+
+
+def _speed(base, cand):
+    from dqnbench.analysis.compare import compare_cell
+
+    row = compare_cell(base, cand, tolerance=0.05, speed_tolerance=0.15, confidence=0.95, n_resamples=2000, seed=0)
+    return row["speed_verdict"], row["speed_source"]
+
+
+def test_a_slowdown_must_show_in_seconds_and_against_the_machines_pace():
+    rng = np.random.default_rng(0)
+    costs = 1e-3 * (1 + 0.02 * rng.standard_normal(10))
+    paces = 3e-5 * (1 + 0.02 * rng.standard_normal(10))
+    base = _timed_side(costs, paces)
+    # a loaded machine: every step 1.4× slower and the calibration with it -> not slower
+    assert _speed(base, _timed_side(costs * 1.4, paces * 1.4)) == ("same", "calibrated step time")
+    # a noisy calibration alone (steps unchanged) -> not slower either
+    assert _speed(base, _timed_side(costs, paces * 0.6)) == ("same", "step time")
+    # slower code: the steps 1.4× slower, the machine's pace unchanged -> slower by both measures
+    verdict, _ = _speed(base, _timed_side(costs * 1.4, paces))
+    assert verdict == "slower"
+    # without calibration marks on one side the median step alone judges
+    assert _speed(base, _timed_side(costs * 1.4, [np.nan] * 10)) == ("slower", "step time")

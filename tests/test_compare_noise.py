@@ -1,5 +1,10 @@
 """``compare`` on real runs: machine load never fails it, a planted 30 % slowdown in the stored timings does.
 
+On a CI machine two busy processes slowed the median step itself by 10-30 %
+(vCPUs that share a core, a drifting pace), so a slowdown must also show in each
+run's median step over its own median calibration: load slows both, slower code
+the steps alone.
+
 The slowdown is planted in the data ``compare`` reads (the candidate's
 ``steps.parquet`` timing columns), not in ``compare`` itself: into a copy of
 the baseline, so the planted cell's speed ratio is the plant alone (a CI
@@ -69,7 +74,7 @@ def test_machine_load_alone_never_exits_1(baseline, tmp_path, capsys):
     capsys.readouterr()
     assert main(["compare", str(base), str(loaded), "--format", "csv"]) == 0
     table = pd.read_csv(pd.io.common.StringIO(capsys.readouterr().out))
-    assert table["speed_judged"].all() and table["speed_source"].eq("step time").all()
+    assert table["speed_judged"].all() and table["speed_source"].isin(["step time", "calibrated step time"]).all()
 
 
 @pytest.mark.flaky(reruns=1)

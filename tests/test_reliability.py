@@ -44,6 +44,7 @@ def start(grid: Path, out: Path) -> subprocess.Popen:
             "2",
             "--quiet",
             "--no-plots",
+            "--no-fuse",  # one group per cell, so a kill after the first runs leaves others unfinished
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -86,7 +87,7 @@ def reference(tmp_path_factory):
     root = tmp_path_factory.mktemp("reference")
     grid = root / "grid.toml"
     grid.write_text(GRID)
-    return dqnbench.run_grid(grid, root / "out", workers=2, stream=io.StringIO(), plots=False)
+    return dqnbench.run_grid(grid, root / "out", workers=2, stream=io.StringIO(), plots=False, fuse=False)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])

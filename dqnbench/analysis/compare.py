@@ -40,12 +40,22 @@ machine's load: a CPU-bound neighbour on both cores cut it by 40–75 % in our
 measurement while the code was unchanged. The verdict therefore reads the
 *cost per env step* from the ``steps`` table: per run the **median** over steps
 of act + env + learn seconds (a windowed row counts as its mean step). Load
-only ever adds time to the steps it interrupts; the median step is an
-undisturbed one as long as fewer than half are interrupted, which is what
-bench-compare's min over short rounds exploits too (see
-:mod:`dqnbench.devtools.benchcompare`). Under the same neighbour the median
-step moved by ≤ 5 %. Without per-step timings (old results) the cost is
-``1 / steps_per_s``.
+that time-slices the core only adds time to the steps it interrupts; the
+median step is an undisturbed one as long as fewer than half are interrupted,
+which is what bench-compare's min over short rounds exploits too (see
+:mod:`dqnbench.devtools.benchcompare`). Load can also slow every step (a
+virtual machine whose vCPUs share a physical core, or whose pace drifts): on a
+CI machine a neighbour on both cores moved the median step by 10–30 %. So when
+both sides' runs carry calibration marks (every 100 env steps the run times a
+fixed workload, :mod:`dqnbench.agent.calibration`), the ratio is also taken of
+each run's median step **over its median calibration**: what slows the whole
+core slows both, slower code only the steps. A change must show both in
+seconds and against the machine's pace: of the two intervals, the one nearer
+to no change (a ratio of 1) gives the verdict and the reported ratio
+(``speed_source`` "step time" or "calibrated step time"). Slower code moves
+both; load moves at most one of them beyond the threshold (the calibration, 30
+µs, is itself noisier under time-slicing than the median step). Without
+per-step timings (old results) the cost is ``1 / steps_per_s`` ("throughput").
 
 The unit of a speed sample is what ran independently: **a lock-step group is
 one sample** (its K members share one batched step and one ``steps_per_s``),
@@ -251,6 +261,8 @@ class Side:
     seeds: np.ndarray = field(default_factory=lambda: np.empty(0))
     #: its runs' costs per step in blocks between calibrations, over the calibration (see :func:`calibrated_blocks`)
     blocks: np.ndarray = field(default_factory=lambda: np.empty(0))
+    #: per speed sample, its run's median calibration seconds (:func:`run_pace`; NaN without marks)
+    paces: np.ndarray = field(default_factory=lambda: np.empty(0))
 
 
 def speed_groups(runs: pd.DataFrame) -> list[pd.DataFrame]:
@@ -284,18 +296,27 @@ def _side(results: Results, cell: str | None) -> Side:
     throughput = np.array([float(g["steps_per_s"].iloc[0]) for g in groups], dtype=float)
     steps = results.steps
     timed = steps is not None and not steps.empty and {"t_act", "t_env", "t_learn"} <= set(steps.columns)
-    costs, source = [], "step time"
-    blocks = np.concatenate([calibrated_blocks(_calibration(results, g["run_id"].iloc[0])) for g in groups] or [[]])
-    for g in groups:
+    costs, paces, source = [], [], "step time"
+    marks = [_calibration(results, g["run_id"].iloc[0]) for g in groups]
+    blocks = np.concatenate([calibrated_blocks(m) for m in marks] or [[]])
+    for g, m in zip(groups, marks):
         rows = steps[steps["run_id"] == g["run_id"].iloc[0]] if timed else None
         if rows is not None and len(rows):
             costs.append(float(np.median(cells.step_cost(rows))))
         else:
             costs.append(1.0 / float(g["steps_per_s"].iloc[0]))
             source = "throughput"
+        paces.append(run_pace(m))
     seeds = good["seed"].to_numpy() if "seed" in good.columns else np.empty(0)
     return Side(good["final_return"].to_numpy(dtype=float), throughput, np.asarray(costs, dtype=float),
-                len(mine), source, seeds, blocks)  # fmt: skip
+                len(mine), source, seeds, blocks, np.asarray(paces, dtype=float))  # fmt: skip
+
+
+def run_pace(calibration: dict[str, list[float]] | None) -> float:
+    """A run's median calibration seconds (the machine's pace while it ran), NaN without marks."""
+    calib = np.asarray((calibration or {}).get("calib_s", ()), dtype=float)
+    calib = calib[np.isfinite(calib) & (calib > 0)]
+    return float(np.median(calib)) if calib.size else math.nan
 
 
 #: fewer independent speed samples than this on a side: judge its calibrated blocks instead
@@ -303,6 +324,22 @@ MIN_SPEED_SAMPLES = 2
 #: ...when it has at least this many (a block: the steps between two calibrations, ``docs/sweeps.md``)
 MIN_BLOCKS = 5
 CALIBRATED = "calibrated blocks"
+#: each run's median step over its median calibration (both sides' runs have calibration marks)
+CALIBRATED_STEPS = "calibrated step time"
+
+
+def _nearer_one(a: stats.Estimate, b: stats.Estimate) -> bool:
+    """Whether ``a``'s interval lies nearer to a ratio of 1 (no change) than ``b``'s (0 when it covers 1)."""
+
+    def gap(e: stats.Estimate) -> float:
+        return max(e.low - 1.0, 1.0 - e.high, 0.0) if e.has_ci else math.inf
+
+    return gap(a) < gap(b)
+
+
+def _paced(side: Side) -> bool:
+    """Whether every speed sample of the side has a calibration pace to divide its step cost by."""
+    return side.paces.size == side.step_costs.size > 0 and bool(np.isfinite(side.paces).all())
 
 
 def calibrated_blocks(calibration: dict[str, list[float]] | None) -> np.ndarray:
@@ -369,6 +406,10 @@ def compare_cell(
     ):
         base_costs, cand_costs, source = base.blocks, cand.blocks, CALIBRATED
     speed = stats.ratio(cand_costs, base_costs, stats.mean, **kw)
+    if source == "step time" and all(_paced(side) for side in (base, cand)):
+        paced = stats.ratio(cand_costs / cand.paces, base_costs / base.paces, stats.mean, **kw)
+        if _nearer_one(paced, speed):  # a change must show in seconds and against the machine's pace
+            speed, source = paced, CALIBRATED_STEPS
     judged = min(base_costs.size, cand_costs.size) >= 2 and speed.has_ci
     iqm_base = float(stats.iqm(rb)) if rb.size else math.nan
     margin = tolerance * abs(iqm_base)

@@ -24,6 +24,5 @@ def test_training_step_speed(dqnbench_step_benchmark, name):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_still_learns_cartpole(dqnbench_learns, name):
-    dqnbench_learns(
-        "exploration", name, seeds=3, total_steps=15_000, threshold=75
-    )  # more than 3× a random policy's ~22
+    # more than 3× a random policy's ~22, in 10k steps (measured: ez_greedy 183)
+    dqnbench_learns("exploration", name, seeds=3, total_steps=10_000, threshold=75)

@@ -25,5 +25,6 @@ def test_training_step_speed(dqnbench_step_benchmark, name):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_still_learns_cartpole(dqnbench_learns, name):
-    # "still learns": IQM over 3 seeds above 75, more than 3× a random policy's ~22
-    dqnbench_learns("network", name, PARAMS.get(name), seeds=3, total_steps=15_000, threshold=75)
+    # "still learns": IQM over 3 seeds above 75, more than 3× a random policy's ~22, in 10k steps
+    # (measured: residual_mlp 108, layernorm_mlp 125)
+    dqnbench_learns("network", name, PARAMS.get(name), seeds=3, total_steps=10_000, threshold=75)
