@@ -21,7 +21,7 @@ from dqnbench.agent.learning import (
 )
 from dqnbench.agent.nets import QNetworks, VmapStack
 from dqnbench.builtin.dueling import DuelingNetwork, dueling
-from dqnbench.builtin.learners import dqn
+from dqnbench.builtin.learners import dqn, munchausen
 from dqnbench.builtin.member_optimizers import MemberAdam
 from dqnbench.builtin.networks import MLP, mlp
 from dqnbench.builtin.noisy import noisy
@@ -286,3 +286,49 @@ def test_bad_learner_params_raise_value_error():
         dqn(2, loss="l1")
     with pytest.raises(ValueError, match="double"):
         dqn(2, double="yes")
+
+
+TD_LEARNERS = {
+    "dqn-mse": lambda: dqn(3),
+    "dqn-huber-double": lambda: dqn(3, double=True, loss="huber"),
+    "munchausen": lambda: munchausen(3),
+}
+
+
+@pytest.mark.parametrize("learner", list(TD_LEARNERS))
+@pytest.mark.parametrize("network", ["mlp", "dueling", "noisy"])
+@MEMBERS
+def test_the_td_learners_written_out_gradient_equals_autograd_on_their_loss(monkeypatch, learner, network, members):
+    """The speed path (``loss_gradient``: the TD loss's slope written out) against the plain manual path it
+    replaces (autograd over the learner's loss, the network's manual backward): same gradients, losses and
+    priorities, to float rounding."""
+    rule = TD_LEARNERS[learner]()
+    assert learning.hand_gradient(rule) is not None
+    fast, plain = twin_nets(members, network=network)
+    lead = (16,) if members is None else (members, 16)
+    for step in range(3):
+        batch = random_batch(lead, 5, 3)
+        got = seeded(lambda n, b: learning.manual_backward(rule, n, b), step)(fast, batch)
+        with monkeypatch.context() as patch:
+            patch.setattr(learning, "hand_gradient", lambda learner: None)
+            want = seeded(lambda n, b: learning.manual_backward(rule, n, b), step)(plain, batch)
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+        for a, b in zip(fast.params, plain.params):
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-6, atol=1e-7)
+            with torch.no_grad():  # a step, so that the next batch meets other parameters
+                a.sub_(0.01 * a.grad)
+                b.sub_(0.01 * b.grad)
+
+
+def test_a_learner_subclass_with_its_own_loss_does_not_inherit_the_written_out_gradient():
+    class Scaled(type(dqn(3))):
+        def loss(self, nets, batch):
+            losses, priorities = super().loss(nets, batch)
+            return LearnerLoss(3.0 * losses, priorities)
+
+    class Renamed(type(dqn(3))):  # the same loss: the written-out gradient stays valid
+        pass
+
+    assert learning.hand_gradient(Scaled()) is None and learning.hand_gradient(Renamed()) is not None
+    assert_manual_path_matches_autograd(Scaled(), None, steps=2)

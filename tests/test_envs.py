@@ -90,7 +90,13 @@ def test_minatar_ids_run_in_local_worker_processes(tmp_path, lockstep):
     grid = tmp_path / "g.toml"
     grid.write_text(MINATAR_GRID.replace("eval_episodes = 1", "eval_episodes = 1\nlockstep_group = 2"))
     res = dqnbench.run_grid(
-        grid, tmp_path / "out", workers=2, load_entrypoints=False, stream=io.StringIO(), lockstep=lockstep
+        grid,
+        tmp_path / "out",
+        workers=2,
+        load_entrypoints=False,
+        stream=io.StringIO(),
+        lockstep=lockstep,
+        plots=False,
     )
     assert set(res.runs.status) == {"ok"}, res.runs.error.tolist()
     record = res.record(res.runs.run_id[0])
@@ -118,6 +124,7 @@ def test_a_third_party_env_component_is_used_for_single_and_lockstep_runs(write_
             plugins=[plugin],
             stream=io.StringIO(),
             lockstep=lockstep,
+            plots=False,
         )
         assert set(res.runs.status) == {"ok"} and set(res.runs["env.scale"]) == {3.0}
         assert all(("lockstep" in res.record(r)) == lockstep for r in res.runs.run_id)
@@ -159,7 +166,7 @@ def test_an_env_components_learning_reward_and_frames_reach_single_and_lockstep_
         mode["lockstep"] = lockstep
         res = dqnbench.run_grid(
             grid, tmp_path / f"out-{lockstep}", executor="serial", load_entrypoints=False, plugins=[plugin],
-            stream=io.StringIO(), lockstep=lockstep,
+            stream=io.StringIO(), lockstep=lockstep, plots=False,
         )  # fmt: skip
         assert set(res.runs.status) == {"ok"}
         assert all(("lockstep" in res.record(r)) == lockstep for r in res.runs.run_id)

@@ -114,22 +114,23 @@ def test_no_fuse_and_experiment_fuse_keep_one_group_per_cell(write_grid, registr
     assert all(len(p) == 1 for p in fusion_pools(off, registry, lockstep_cells(off, registry, io.StringIO())).pools)
 
 
-def test_free_workers_split_a_fused_pool_only_where_its_groups_stay_compute_heavy(write_grid, registry):
-    """A pool of overhead-bound members (the tiny net: a few thousand multiply-adds per learn step) stays one group
-    on 2 workers: a larger group gains more than a second process. A wider net's pool splits as a cell's seeds do."""
+def test_free_workers_split_a_fused_pool_only_where_its_groups_stay_above_the_floor(write_grid, registry):
+    """A pool whose groups would do too little work to be worth a process (a 4-4-2 net at batch 16: 384
+    multiply-adds a member) stays one group on 2 workers; a pool of larger members splits as a cell's seeds do."""
     from dqnbench.run.fusion import SPLIT_MIN_MACS
 
     sizes = {}
-    for hidden in (16, 256):
-        grid = write_grid(f'[grid]\n"agent.lr" = [1e-3, 3e-3]\n"network.hidden" = [[{hidden}, {hidden}]]\n', seeds=4)
+    for hidden in (4, 16, 256):
+        grid = write_grid(f'[grid]\n"agent.lr" = [1e-3, 3e-3]\n"network.hidden" = [[{hidden}]]\n', seeds=4)
         plan = load_grid(grid, registry)
         cells = lockstep_cells(plan, registry, io.StringIO())
         fusion = fusion_pools(plan, registry, cells)
         ((first, floor),) = fusion.floors.items()
         sizes[hidden] = (floor, [len(g) for g in lockstep_groups(plan, cells, 2, fusion)[first]])
-    learn_macs = 16 * (4 * 16 + 16 * 16 + 16 * 2)  # batch 16 × one sample's forward through 4-16-16-2
-    assert sizes[16] == (-(-SPLIT_MIN_MACS // learn_macs), [8])  # floor 711: one group of 8 on 2 workers
-    assert sizes[256][1] == [4, 4] and sizes[256][0] <= 4  # 16 × 67,072 multiply-adds a member: splits
+    learn_macs = 16 * (4 * 4 + 4 * 2)  # batch 16 × one sample's forward through 4-4-2
+    assert sizes[4] == (-(-SPLIT_MIN_MACS // learn_macs), [8])  # floor 16: one group of 8 on 2 workers
+    assert sizes[16][1] == [4, 4] and sizes[16][0] <= 4  # 16 × 96 multiply-adds a member: floor 4, splits
+    assert sizes[256][1] == [4, 4] and sizes[256][0] == 2
 
 
 def _with(grid, line):

@@ -154,19 +154,53 @@ def loss_gradients(
     return torch.autograd.grad(losses, leaves, grad_losses, allow_unused=True)
 
 
+#: per learner class, its hand-derived loss gradient's owner decision (see :func:`hand_gradient`)
+_HAND: dict[type, bool] = {}
+
+
+def hand_gradient(learner: Any) -> Any:
+    """The learner's ``loss_gradient`` (its loss's gradient in the online outputs, written out), or None.
+
+    Only where the class that wrote ``loss_gradient`` also wrote the ``loss`` it
+    derives: a subclass with a loss of its own learns through autograd on its
+    loss until it writes its own gradient (as :func:`offers_manual_path` for networks).
+    """
+    cls = type(learner)
+    ok = _HAND.get(cls)
+    if ok is None:
+        owner = _owner(cls, "loss_gradient")
+        ok = _HAND[cls] = owner is not None and _owner(cls, "loss") in owner.__mro__
+    return learner.loss_gradient if ok else None
+
+
 def manual_backward(learner: Any, nets: Networks, batch: Batch) -> LearnerLoss:
     """:func:`autograd_backward`'s gradients by the network's manual path (see :func:`takes_manual_path`).
 
     The loss runs on the networks' ``manual_forward``; autograd takes the
     weighted mean's gradient in the online outputs, ``weights / B`` per sample
     through the loss; ``manual_backward`` turns it into the parameters' ``.grad``.
+    A learner that writes that gradient out (``loss_gradient``, :func:`hand_gradient`)
+    skips autograd altogether: the speed path of the built-in TD learners, whose
+    loss graph's autograd call was a third of the tutorial network's learn step.
     """
+    scale = batch.weights * (1.0 / batch.weights.shape[-1])  # d(weighted mean)/d(loss) per sample
+    hand = hand_gradient(learner)
+    if hand is not None:
+        online, grad = nets.online, torch.is_grad_enabled()
+        _set_grad_enabled(False)
+        try:
+            outputs, activations = online.manual_forward(batch.obs)
+            losses, priorities, d_outputs = hand(outputs, _ManualNets(nets, None), batch, scale)
+            _check_losses(losses, batch)
+            online.manual_backward(activations, d_outputs)
+            return LearnerLoss(torch.linalg.vecdot(scale, losses), priorities)
+        finally:
+            _set_grad_enabled(grad)
     tape: list = []
     losses, priorities = learner.loss(_ManualNets(nets, tape), batch)
     _check_losses(losses, batch)
     if not tape:
         raise RuntimeError("the learner's loss never read nets.online with gradients: nothing to differentiate")
-    scale = batch.weights * (1.0 / batch.weights.shape[-1])  # d(weighted mean)/d(loss) per sample
     grads = loss_gradients(losses, scale, [outputs for outputs, _ in tape])
     online = nets.online
     with torch.no_grad():

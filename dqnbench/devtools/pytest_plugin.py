@@ -335,12 +335,14 @@ def assert_learns(
     path = Path(tmp_path) / f"{experiment}.toml"
     path.write_text(to_toml(tables), encoding="utf-8")
     log = io.StringIO()
+    # no plots: each variant's rotating 3D embedding costs seconds, and `dqnbench plot DIR` draws them on demand
     results = run_grid(
         path, Path(tmp_path) / "results", executor=executor, workers=workers, plugins=plugins,
-        load_entrypoints=load_entrypoints, quiet=True, stream=log,
+        load_entrypoints=load_entrypoints, quiet=True, stream=log, plots=False,
     )  # fmt: skip
     runs = results.runs
-    where = f"{kind} {name!r} on {env}, {total_steps:,} steps (grid {path}, results {results.path})"
+    where = (f"{kind} {name!r} on {env}, {total_steps:,} steps (grid {path}, results {results.path}; "
+             f"plots: dqnbench plot {results.path})")  # fmt: skip
     bad = runs[runs.status != "ok"]
     if len(bad):
         errors = "; ".join(f"seed {s}: {st}: {e}" for s, st, e in zip(bad.seed, bad.status, bad.error))

@@ -204,6 +204,13 @@ def dqnbench_learners() -> dict[str, LearnerFactory]:
       sets ``loss_on_outputs = True`` instead: networks that offer a manual
       path (``manual_forward``, ``manual_backward``; the built-in ``mlp``,
       ``dueling`` and ``noisy``) then learn by it, under any such learner.
+    - optionally, with ``loss_on_outputs``, ``loss_gradient(q_values, nets,
+      batch, scale) -> (losses, priorities, grad)``: ``loss`` on the online
+      outputs ``q_values = nets.online(batch.obs)`` (its only online reading with
+      gradients) and ``grad = d(Σ scale · losses)/d q_values`` written out, a
+      speed path that skips autograd on the manual path (the built-in ``dqn``
+      and ``munchausen`` have it; a subclass with its own ``loss`` does not
+      inherit it).
 
     ``…`` is empty for a single run and ``K`` for K lock-step members: write the
     math over the last dimensions (``dim=-1``) and declare ``factory.lockstep =

@@ -32,10 +32,10 @@ AGENT_PARAMS = {("optimizer", "lr"): "agent.lr", ("replay", "gamma"): "agent.gam
 #: is compute-bound: K members cost K times one, so it trains its cells apart (measured in docs/sweeps.md)
 FUSE_MAX_MACS = 4_000_000
 #: a fused pool is split into groups for free workers only while each group's learn step still does this many
-#: multiply-adds (members × batch × one sample's forward): below it a step is Python and kernel launches, which
-#: a second process on a 2-vCPU machine adds only about a quarter to, while a group twice as large runs
-#: about 1.5 times the env steps/s (measured in docs/sweeps.md)
-SPLIT_MIN_MACS = 4_000_000
+#: multiply-adds (members × batch × one sample's forward). Measured on 2 cores (docs/sweeps.md): the tutorial
+#: agent's fused sweep ran 1.15-1.3× faster as two groups than as one, from groups of 4 members (7,680
+#: multiply-adds) to groups of 32; below that, groups too small to be measured stay whole
+SPLIT_MIN_MACS = 6_000
 
 
 @dataclass(frozen=True)
