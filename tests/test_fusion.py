@@ -82,6 +82,48 @@ def test_a_member_never_depends_on_another_members_values(write_grid, tmp_path):
     assert not np.array_equal(b_one.loss.to_numpy(), b_two.loss.to_numpy())
 
 
+LEARNER_VARIANTS = {
+    # the learner's own member-wise scalars: DQN's double, Munchausen's α, τ and l0
+    "dqn-double": ("", '"learner.double" = true\n', '"learner.double" = true\n"agent.lr" = 3e-2\n'),
+    "munchausen": (
+        '[learner]\nname = "munchausen"\n',
+        '"learner.alpha" = 0.5\n"learner.tau" = 0.1\n"learner.l0" = -0.5\n',
+        '"learner.alpha" = 0.1\n"learner.tau" = 0.01\n"learner.l0" = -2.0\n',
+    ),
+}
+
+
+@pytest.mark.parametrize("learner", list(LEARNER_VARIANTS))
+def test_a_member_never_depends_on_another_members_learner_values(write_grid, tmp_path, learner):
+    top, b_one, b_two = LEARNER_VARIANTS[learner]
+    grids = [
+        _with(write_grid(top + VARIANTS.format(b=b), steps=300, seeds=2, filename=f"{i}.toml"), "lockstep_group = 4")
+        for i, b in enumerate((b_one, b_two))
+    ]
+    one, two = (run(grid, tmp_path / grid.stem) for grid in grids)
+    assert set(one.runs.status) == set(two.runs.status) == {"ok"}
+    assert len(one.record(one.runs.run_id[0])["lockstep"]["fused"]) == 4  # a and b in one group
+    a_runs = sorted(one.runs.run_id[one.runs.label == "a"])
+    for table in ("steps", "evals"):
+        timed = [c for c in getattr(one, table).columns if c.startswith("t_")]
+        left = getattr(one, table).drop(columns=timed).set_index("run_id").loc[a_runs].reset_index()
+        right = getattr(two, table).drop(columns=timed).set_index("run_id").loc[a_runs].reset_index()
+        pd.testing.assert_frame_equal(left, right, check_exact=True)
+    b_one = one.steps[one.steps.run_id.isin(one.runs.run_id[one.runs.label == "b"])]
+    b_two = two.steps[two.steps.run_id.isin(two.runs.run_id[two.runs.label == "b"])]
+    assert not np.array_equal(b_one.loss.to_numpy(), b_two.loss.to_numpy())
+
+
+def test_the_builtin_learners_memberwise_values_pass_the_plugins_check():
+    from dqnbench.devtools.check import check_components
+    from dqnbench.plugin.registry import load_registry
+
+    registry = load_registry(load_entrypoints=False)
+    assert "double" in registry.components["learner"]["dqn"].factory.memberwise
+    assert set(registry.components["learner"]["munchausen"].factory.memberwise) == {"alpha", "tau", "l0"}
+    assert check_components(registry, kinds=("learner",)) == []
+
+
 def test_each_fused_member_is_its_own_run_with_its_own_config(write_grid, tmp_path):
     res = run(_with(write_grid(VARIANTS.format(b=B_ONE), steps=300, seeds=2), "lockstep_group = 4"), tmp_path)
     b = res.runs[res.runs.label == "b"].iloc[0]

@@ -90,7 +90,7 @@ def td_loss(
     return (weights * elementwise).mean(dim=-1), (targets - q_taken).detach()
 
 
-def scaled_log_softmax(q_values: torch.Tensor, tau: float) -> torch.Tensor:
+def scaled_log_softmax(q_values: torch.Tensor, tau: float | torch.Tensor) -> torch.Tensor:
     """``τ · log softmax(q / τ)`` over the last axis: the log-policy of Munchausen RL, in units of Q.
 
     Computed from ``q − max q`` (``τ log π = q − max q − τ log Σ exp((q − max q)/τ)``),
@@ -107,9 +107,9 @@ def munchausen_targets(
     actions: torch.Tensor,
     q_target: torch.Tensor,
     next_q_target: torch.Tensor,
-    alpha: float = 0.9,
-    tau: float = 0.03,
-    l0: float = -1.0,
+    alpha: float | torch.Tensor = 0.9,
+    tau: float | torch.Tensor = 0.03,
+    l0: float | torch.Tensor = -1.0,
 ) -> torch.Tensor:
     """Munchausen-DQN targets (Vieillard, Pietquin & Geist 2020, eq. 3), shape ``(…, B)``.
 
@@ -121,6 +121,8 @@ def munchausen_targets(
     (``next_q_target``, for the soft, entropy-regularised value of ``s'``).
     Clipping the scaled log-policy at ``l0 < 0`` keeps the bonus of a nearly
     never-taken action finite. α = 0 gives soft DQN; α = 0 and τ → 0, DQN.
+    Each of α, τ and l0 may be a tensor that broadcasts per member (a fused
+    group's): α and l0 over ``(…, B)``, τ over ``(…, B, n_actions)``.
     """
     if q_target.dim() < 2 or next_q_target.shape != q_target.shape:
         raise ValueError(
@@ -133,7 +135,11 @@ def munchausen_targets(
     _check_same("terminated", terminated, samples)
     _check_same("actions", actions, samples)
     log_policy = scaled_log_softmax(q_target, tau).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
-    bonus = alpha * log_policy.clamp(min=l0, max=0.0)
+    if isinstance(l0, torch.Tensor):  # per member (l0 < 0): max with l0, then min with 0
+        clipped = torch.maximum(log_policy, l0.to(log_policy)).clamp(max=0.0)
+    else:
+        clipped = log_policy.clamp(min=l0, max=0.0)
+    bonus = alpha * clipped
     next_log_policy = scaled_log_softmax(next_q_target, tau)
     next_policy = (next_log_policy / tau).exp()
     soft_values = (next_policy * (next_q_target - next_log_policy)).sum(dim=-1)

@@ -22,6 +22,7 @@ from dqnbench.agent.losses import LOSSES, dqn_targets, munchausen_targets, taken
 from dqnbench.plugin.batch import Batch
 from dqnbench.plugin.contracts import LearnerLoss, Networks
 from dqnbench.plugin.hookspecs import hookimpl
+from dqnbench.plugin.members import PerMember
 
 #: a network's outputs on observations, as a learner's targets read them: ``x → (…, B, n_actions[, N])``
 Forward = Callable[[torch.Tensor], torch.Tensor]
@@ -31,17 +32,28 @@ Forward = Callable[[torch.Tensor], torch.Tensor]
 
 
 class DQNLearner(LearnerBase):
-    """DQN's TD loss on Q-values (one output per action); ``double`` picks ``a*`` with the online net."""
+    """DQN's TD loss on Q-values (one output per action); ``double`` picks ``a*`` with the online net.
+
+    In a fused group ``double`` may differ between members (a :class:`PerMember`):
+    every member then computes both targets and keeps its own, so no member's
+    code path depends on another's value.
+    """
 
     loss_on_outputs = True
 
-    def __init__(self, double: bool = False, loss: str = "mse") -> None:
-        self.double = bool(double)
+    def __init__(self, double: bool | PerMember = False, loss: str = "mse") -> None:
+        self.double: bool | torch.Tensor = (
+            torch.tensor([bool(v) for v in double]).unsqueeze(-1) if isinstance(double, PerMember) else bool(double)
+        )  # per member: a (K, 1) mask over the members' (K, B) targets
         self.kind = loss
 
     def targets(self, batch: Batch, target: Forward, online: Forward) -> torch.Tensor:
         """The TD targets ``(…, B)`` from the target (and, for Double DQN, the online) network's outputs."""
         next_target = target(batch.next_obs)  # before the online net: noisy nets draw in the previous release's order
+        if isinstance(self.double, torch.Tensor):
+            args = (batch.rewards, batch.discounts, batch.terminated, next_target)
+            double = dqn_targets(*args, online(batch.next_obs))
+            return torch.where(self.double.to(double.device), double, dqn_targets(*args))
         next_online = online(batch.next_obs) if self.double else None
         return dqn_targets(batch.rewards, batch.discounts, batch.terminated, next_target, next_online)
 
@@ -72,8 +84,9 @@ class DQNLearner(LearnerBase):
 
 
 def _check_bool(name: str, value: object) -> None:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be true or false, got {value!r}")
+    for v in value if isinstance(value, PerMember) else (value,):
+        if not isinstance(v, bool):
+            raise ValueError(f"{name} must be true or false, got {v!r}")
 
 
 def _check_loss(loss: object) -> None:
@@ -85,6 +98,17 @@ def _check_number(name: str, value: object, ok: Callable[[float], bool], allowed
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not ok(value):
         raise ValueError(f"{name} must be {allowed}, got {value!r}")
     return float(value)
+
+
+def _check_numbers(
+    name: str, value: object, ok: Callable[[float], bool], allowed: str, dims: int = 1
+) -> float | torch.Tensor:
+    """A checked number, or for a :class:`PerMember` each member's, as a ``(K, 1, …)`` tensor (``dims`` ones)
+    that broadcasts over the members' ``(K, B, …)`` values."""
+    if isinstance(value, PerMember):
+        values = [_check_number(name, v, ok, allowed) for v in value]
+        return torch.tensor(values).view(len(values), *(1,) * dims)
+    return _check_number(name, value, ok, allowed)
 
 
 def dqn(n_actions: int, double: bool = False, loss: str = "mse") -> DQNLearner:
@@ -99,6 +123,7 @@ def dqn(n_actions: int, double: bool = False, loss: str = "mse") -> DQNLearner:
 
 
 dqn.lockstep = True  # shape-generic: K stacked members learn in one call
+dqn.memberwise = ("double",)  # both targets per member, each keeps its own
 
 
 # --------------------------------------------------------------------------- munchausen
@@ -112,21 +137,25 @@ class MunchausenLearner(DQNLearner):
     value). Priorities are the TD errors, as for ``dqn``.
     """
 
-    def __init__(self, alpha: float, tau: float, l0: float, loss: str) -> None:
+    def __init__(
+        self, alpha: float | torch.Tensor, tau: float | torch.Tensor, l0: float | torch.Tensor, loss: str
+    ) -> None:
         super().__init__(False, loss)
-        self.alpha, self.tau, self.l0 = alpha, tau, l0
+        self.alpha, self.tau, self.l0 = alpha, tau, l0  # per member: (K, 1) tensors, τ (K, 1, 1)
 
     def targets(self, batch: Batch, target: Forward, online: Forward) -> torch.Tensor:
+        q_target = target(batch.obs)
+        alpha, tau, l0 = (v.to(q_target) if isinstance(v, torch.Tensor) else v for v in (self.alpha, self.tau, self.l0))
         return munchausen_targets(
             batch.rewards,
             batch.discounts,
             batch.terminated,
             batch.actions,
-            target(batch.obs),
+            q_target,
             target(batch.next_obs),
-            self.alpha,
-            self.tau,
-            self.l0,
+            alpha,
+            tau,
+            l0,
         )
 
 
@@ -144,14 +173,15 @@ def munchausen(
     :param l0: l0 < 0, lower clip of the scaled log-policy τ log π(a|s).
     :param loss: ``"huber"`` (smooth L1, δ = 1, the paper's) or ``"mse"``.
     """
-    alpha = _check_number("alpha", alpha, lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]")
-    tau = _check_number("tau", tau, lambda v: v > 0.0, "a number > 0")
-    l0 = _check_number("l0", l0, lambda v: v < 0.0, "a number < 0")
+    alpha = _check_numbers("alpha", alpha, lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]")
+    tau = _check_numbers("tau", tau, lambda v: v > 0.0, "a number > 0", dims=2)  # over (K, B, n_actions)
+    l0 = _check_numbers("l0", l0, lambda v: v < 0.0, "a number < 0")
     _check_loss(loss)
     return MunchausenLearner(alpha, tau, l0, loss)
 
 
 munchausen.lockstep = True
+munchausen.memberwise = ("alpha", "tau", "l0")  # numbers in the target: (K, 1) tensors in a fused group
 
 
 @hookimpl
