@@ -83,8 +83,18 @@ def test_a_member_never_depends_on_another_members_values(write_grid, tmp_path):
 
 
 LEARNER_VARIANTS = {
-    # the learner's own member-wise scalars: DQN's double, Munchausen's α, τ and l0
+    # the learners' own member-wise scalars: double (dqn, c51, qr_dqn), Munchausen's α, τ and l0
     "dqn-double": ("", '"learner.double" = true\n', '"learner.double" = true\n"agent.lr" = 3e-2\n'),
+    "c51-double": (
+        '[learner]\nname = "c51"\natoms = 11\n',
+        '"learner.double" = true\n',
+        '"learner.double" = true\n"agent.lr" = 3e-2\n',
+    ),
+    "qr-double": (
+        '[learner]\nname = "qr_dqn"\nquantiles = 8\n',
+        '"learner.double" = true\n',
+        '"learner.double" = true\n"agent.lr" = 3e-2\n',
+    ),
     "munchausen": (
         '[learner]\nname = "munchausen"\n',
         '"learner.alpha" = 0.5\n"learner.tau" = 0.1\n"learner.l0" = -0.5\n',
@@ -121,6 +131,8 @@ def test_the_builtin_learners_memberwise_values_pass_the_plugins_check():
     registry = load_registry(load_entrypoints=False)
     assert "double" in registry.components["learner"]["dqn"].factory.memberwise
     assert set(registry.components["learner"]["munchausen"].factory.memberwise) == {"alpha", "tau", "l0"}
+    for name in ("c51", "qr_dqn"):
+        assert registry.components["learner"][name].factory.memberwise == ("double",)
     assert check_components(registry, kinds=("learner",)) == []
 
 

@@ -25,7 +25,7 @@ from dqnbench.agent.distributional import (
     quantile_midpoints,
 )
 from dqnbench.agent.learning import LearnerBase
-from dqnbench.builtin.learners import Forward, _check_bool, _check_number
+from dqnbench.builtin.learners import Forward, _check_bool, _check_number, double_mask
 from dqnbench.plugin.batch import Batch
 from dqnbench.plugin.contracts import LearnerLoss, Networks
 from dqnbench.plugin.hookspecs import hookimpl
@@ -60,7 +60,7 @@ class C51Learner(LearnerBase):
     loss_on_outputs = True
 
     def __init__(self, n_actions: int, atoms: int, v_min: float, v_max: float, double: bool) -> None:
-        self.n_actions, self.outputs, self.double = n_actions, atoms, double
+        self.n_actions, self.outputs, self.double = n_actions, atoms, double_mask(double)
         self.v_min, self.v_max = v_min, v_max
         self.support = _Cached(torch.linspace(v_min, v_max, atoms))
 
@@ -72,8 +72,12 @@ class C51Learner(LearnerBase):
         """The projected target distribution ``(…, B, atoms)`` of the greedy next action (no gradient)."""
         probs = torch.softmax(target(batch.next_obs), dim=-1)  # (…, B, A, N)
         support = self.support.on(probs.device)
-        chooser = torch.softmax(online(batch.next_obs), dim=-1) if self.double else probs
-        best = (chooser @ support).argmax(dim=-1)
+        if isinstance(self.double, torch.Tensor):  # per member (a fused group): both choices, each keeps its own
+            by_online = (torch.softmax(online(batch.next_obs), dim=-1) @ support).argmax(dim=-1)
+            best = torch.where(self.double.to(probs.device), by_online, (probs @ support).argmax(dim=-1))
+        else:
+            chooser = torch.softmax(online(batch.next_obs), dim=-1) if self.double else probs
+            best = (chooser @ support).argmax(dim=-1)
         next_probs = _taken(probs, best)
         return categorical_projection(support, next_probs, batch.rewards, batch.discounts, batch.terminated)
 
@@ -109,6 +113,7 @@ def c51(n_actions: int, atoms: int = 51, v_min: float = -10.0, v_max: float = 10
 
 
 c51.lockstep = True
+c51.memberwise = ("double",)  # both next actions per member, each keeps its own
 
 
 class QRLearner(LearnerBase):
@@ -121,7 +126,7 @@ class QRLearner(LearnerBase):
     loss_on_outputs = True
 
     def __init__(self, n_actions: int, quantiles: int, kappa: float, double: bool) -> None:
-        self.n_actions, self.outputs, self.kappa, self.double = n_actions, quantiles, kappa, double
+        self.n_actions, self.outputs, self.kappa, self.double = n_actions, quantiles, kappa, double_mask(double)
         self.taus = _Cached(quantile_midpoints(quantiles))
 
     def split(self, outputs: torch.Tensor) -> torch.Tensor:
@@ -135,8 +140,13 @@ class QRLearner(LearnerBase):
     def target_quantiles(self, batch: Batch, target: Forward, online: Forward) -> torch.Tensor:
         """``r + γᵏ (1 − terminated) θ_target(s', a*)`` per quantile ``(…, B, N)`` (no gradient)."""
         quantiles = self.split(target(batch.next_obs))  # (…, B, A, N)
-        chooser = self.split(online(batch.next_obs)) if self.double else quantiles
-        next_quantiles = _taken(quantiles, chooser.mean(dim=-1).argmax(dim=-1))
+        if isinstance(self.double, torch.Tensor):  # per member (a fused group): both choices, each keeps its own
+            by_online = self.split(online(batch.next_obs)).mean(dim=-1).argmax(dim=-1)
+            best = torch.where(self.double.to(quantiles.device), by_online, quantiles.mean(dim=-1).argmax(dim=-1))
+        else:
+            chooser = self.split(online(batch.next_obs)) if self.double else quantiles
+            best = chooser.mean(dim=-1).argmax(dim=-1)
+        next_quantiles = _taken(quantiles, best)
         scale = bootstrap_scale(batch.discounts, batch.terminated).unsqueeze(-1)
         if batch.terminated.dtype == torch.bool:  # a terminal next state bootstraps nothing (even a non-finite one)
             next_quantiles = next_quantiles.masked_fill(batch.terminated.unsqueeze(-1), 0.0)
@@ -167,6 +177,7 @@ def qr_dqn(n_actions: int, quantiles: int = 200, kappa: float = 1.0, double: boo
 
 
 qr_dqn.lockstep = True
+qr_dqn.memberwise = ("double",)  # both next actions per member, each keeps its own
 
 
 @hookimpl

@@ -42,9 +42,7 @@ class DQNLearner(LearnerBase):
     loss_on_outputs = True
 
     def __init__(self, double: bool | PerMember = False, loss: str = "mse") -> None:
-        self.double: bool | torch.Tensor = (
-            torch.tensor([bool(v) for v in double]).unsqueeze(-1) if isinstance(double, PerMember) else bool(double)
-        )  # per member: a (K, 1) mask over the members' (K, B) targets
+        self.double = double_mask(double)
         self.kind = loss
 
     def targets(self, batch: Batch, target: Forward, online: Forward) -> torch.Tensor:
@@ -81,6 +79,12 @@ class DQNLearner(LearnerBase):
         slope = errors.mul(2.0) if self.kind == "mse" else errors.clamp(-1.0, 1.0)
         d_q = torch.zeros_like(q_values).scatter_(-1, batch.actions.unsqueeze(-1), (scale * slope).unsqueeze(-1))
         return losses, errors.neg_(), d_q
+
+
+def double_mask(double: bool | PerMember) -> bool | torch.Tensor:
+    """``double`` as a bool, or a fused group's per-member values as a ``(K, 1)`` mask over ``(K, B)`` samples
+    (the learner then computes both next actions for every member and keeps each member's own)."""
+    return torch.tensor([bool(v) for v in double]).unsqueeze(-1) if isinstance(double, PerMember) else bool(double)
 
 
 def _check_bool(name: str, value: object) -> None:
