@@ -53,9 +53,11 @@ core slows both, slower code only the steps. A change must show both in
 seconds and against the machine's pace: of the two intervals, the one nearer
 to no change (a ratio of 1) gives the verdict and the reported ratio
 (``speed_source`` "step time" or "calibrated step time"). Slower code moves
-both; load moves at most one of them beyond the threshold (the calibration, 30
-µs, is itself noisier under time-slicing than the median step). Without
-per-step timings (old results) the cost is ``1 / steps_per_s`` ("throughput").
+both. Load that slows the whole core moves the step and the calibration alike,
+and their ratio cancels it; load that time-slices the core barely moves the
+median step but can move the calibration (30 µs, timed once every 100 steps,
+is noisier than a median over steps). Without per-step timings (old results)
+the cost is ``1 / steps_per_s`` ("throughput").
 
 The unit of a speed sample is what ran independently: **a lock-step group is
 one sample** (its K members share one batched step and one ``steps_per_s``),
