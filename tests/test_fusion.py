@@ -68,15 +68,20 @@ def test_a_member_never_depends_on_another_members_values(write_grid, tmp_path):
     assert record["lockstep"]["members"] == 6 and len(record["lockstep"]["fused"]) == 6  # one group of a and b
     a_runs = sorted(one.runs.run_id[one.runs.label == "a"])
     assert a_runs == sorted(two.runs.run_id[two.runs.label == "a"]) and len(a_runs) == 3
-    for table in ("steps", "evals", "episodes"):
+    assert_only_b_changed(one, two, ("steps", "evals", "episodes"))
+    for run_id in a_runs:
+        for name, value in one.weights(run_id).items():
+            assert torch.equal(value, two.weights(run_id)[name]), (run_id, name)
+
+
+def assert_only_b_changed(one, two, tables: tuple[str, ...]) -> None:
+    """Variant a's rows of ``tables`` are identical bit for bit in both results, while b's losses changed."""
+    a_runs = sorted(one.runs.run_id[one.runs.label == "a"])
+    for table in tables:
         timed = [c for c in getattr(one, table).columns if c.startswith("t_")]  # clocks, not results
         left = getattr(one, table).drop(columns=timed).set_index("run_id").loc[a_runs].reset_index()
         right = getattr(two, table).drop(columns=timed).set_index("run_id").loc[a_runs].reset_index()
         pd.testing.assert_frame_equal(left, right, check_exact=True)
-    for run_id in a_runs:
-        for name, value in one.weights(run_id).items():
-            assert torch.equal(value, two.weights(run_id)[name]), (run_id, name)
-    # ...while b's runs, whose values changed, did change
     b_one = one.steps[one.steps.run_id.isin(one.runs.run_id[one.runs.label == "b"])]
     b_two = two.steps[two.steps.run_id.isin(two.runs.run_id[two.runs.label == "b"])]
     assert not np.array_equal(b_one.loss.to_numpy(), b_two.loss.to_numpy())
@@ -113,15 +118,7 @@ def test_a_member_never_depends_on_another_members_learner_values(write_grid, tm
     one, two = (run(grid, tmp_path / grid.stem) for grid in grids)
     assert set(one.runs.status) == set(two.runs.status) == {"ok"}
     assert len(one.record(one.runs.run_id[0])["lockstep"]["fused"]) == 4  # a and b in one group
-    a_runs = sorted(one.runs.run_id[one.runs.label == "a"])
-    for table in ("steps", "evals"):
-        timed = [c for c in getattr(one, table).columns if c.startswith("t_")]
-        left = getattr(one, table).drop(columns=timed).set_index("run_id").loc[a_runs].reset_index()
-        right = getattr(two, table).drop(columns=timed).set_index("run_id").loc[a_runs].reset_index()
-        pd.testing.assert_frame_equal(left, right, check_exact=True)
-    b_one = one.steps[one.steps.run_id.isin(one.runs.run_id[one.runs.label == "b"])]
-    b_two = two.steps[two.steps.run_id.isin(two.runs.run_id[two.runs.label == "b"])]
-    assert not np.array_equal(b_one.loss.to_numpy(), b_two.loss.to_numpy())
+    assert_only_b_changed(one, two, ("steps", "evals"))
 
 
 def test_the_builtin_learners_memberwise_values_pass_the_plugins_check():

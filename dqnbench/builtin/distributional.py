@@ -25,7 +25,7 @@ from dqnbench.agent.distributional import (
     quantile_midpoints,
 )
 from dqnbench.agent.learning import LearnerBase
-from dqnbench.builtin.learners import Forward, _check_bool, _check_number, double_mask
+from dqnbench.builtin.learners import Forward, _check_bool, _check_number, double_mask, next_actions
 from dqnbench.plugin.batch import Batch
 from dqnbench.plugin.contracts import LearnerLoss, Networks
 from dqnbench.plugin.hookspecs import hookimpl
@@ -72,12 +72,9 @@ class C51Learner(LearnerBase):
         """The projected target distribution ``(…, B, atoms)`` of the greedy next action (no gradient)."""
         probs = torch.softmax(target(batch.next_obs), dim=-1)  # (…, B, A, N)
         support = self.support.on(probs.device)
-        if isinstance(self.double, torch.Tensor):  # per member (a fused group): both choices, each keeps its own
-            by_online = (torch.softmax(online(batch.next_obs), dim=-1) @ support).argmax(dim=-1)
-            best = torch.where(self.double.to(probs.device), by_online, (probs @ support).argmax(dim=-1))
-        else:
-            chooser = torch.softmax(online(batch.next_obs), dim=-1) if self.double else probs
-            best = (chooser @ support).argmax(dim=-1)
+        best = next_actions(
+            self.double, lambda: probs @ support, lambda: torch.softmax(online(batch.next_obs), dim=-1) @ support
+        )
         next_probs = _taken(probs, best)
         return categorical_projection(support, next_probs, batch.rewards, batch.discounts, batch.terminated)
 
@@ -140,12 +137,9 @@ class QRLearner(LearnerBase):
     def target_quantiles(self, batch: Batch, target: Forward, online: Forward) -> torch.Tensor:
         """``r + γᵏ (1 − terminated) θ_target(s', a*)`` per quantile ``(…, B, N)`` (no gradient)."""
         quantiles = self.split(target(batch.next_obs))  # (…, B, A, N)
-        if isinstance(self.double, torch.Tensor):  # per member (a fused group): both choices, each keeps its own
-            by_online = self.split(online(batch.next_obs)).mean(dim=-1).argmax(dim=-1)
-            best = torch.where(self.double.to(quantiles.device), by_online, quantiles.mean(dim=-1).argmax(dim=-1))
-        else:
-            chooser = self.split(online(batch.next_obs)) if self.double else quantiles
-            best = chooser.mean(dim=-1).argmax(dim=-1)
+        best = next_actions(
+            self.double, lambda: quantiles.mean(dim=-1), lambda: self.split(online(batch.next_obs)).mean(dim=-1)
+        )
         next_quantiles = _taken(quantiles, best)
         scale = bootstrap_scale(batch.discounts, batch.terminated).unsqueeze(-1)
         if batch.terminated.dtype == torch.bool:  # a terminal next state bootstraps nothing (even a non-finite one)

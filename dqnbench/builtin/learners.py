@@ -87,6 +87,18 @@ def double_mask(double: bool | PerMember) -> bool | torch.Tensor:
     return torch.tensor([bool(v) for v in double]).unsqueeze(-1) if isinstance(double, PerMember) else bool(double)
 
 
+def next_actions(
+    double: bool | torch.Tensor, by_target: Callable[[], torch.Tensor], by_online: Callable[[], torch.Tensor]
+) -> torch.Tensor:
+    """``a*``: the argmax over the last axis of the target network's values (``by_target()``), or with
+    ``double`` of the online network's (``by_online()``); for a per-member mask (:func:`double_mask`) both,
+    each member keeping its own."""
+    if isinstance(double, torch.Tensor):
+        target = by_target().argmax(dim=-1)
+        return torch.where(double.to(target.device), by_online().argmax(dim=-1), target)
+    return (by_online() if double else by_target()).argmax(dim=-1)
+
+
 def _check_bool(name: str, value: object) -> None:
     for v in value if isinstance(value, PerMember) else (value,):
         if not isinstance(v, bool):
