@@ -89,6 +89,25 @@ def test_projection_matches_the_reference_loop_for_one_run_and_for_members():
     torch.testing.assert_close(projected.sum(dim=-1), torch.ones(lead))  # no mass lost or made
 
 
+def test_a_support_per_member_projects_each_member_on_its_own_atoms_exactly_as_alone():
+    """A fused group's C51 members may have their own v_min/v_max: a ``(K, 1, N)`` support, member k's rows
+    projected on member k's atoms, with the numbers member k gets alone (bit for bit)."""
+    generator = torch.Generator().manual_seed(3)
+    supports = [torch.linspace(-10.0, 10.0, 21), torch.linspace(-2.0, 7.5, 21), torch.linspace(0.0, 200.0, 21)]
+    lead = (3, 30)
+    probs = torch.softmax(torch.randn(*lead, 21, generator=generator), dim=-1)
+    rewards, discounts = torch.randn(lead, generator=generator) * 5, torch.full(lead, 0.95)
+    terminated = torch.rand(lead, generator=generator) < 0.2
+    projected = categorical_projection(torch.stack(supports).unsqueeze(1), probs, rewards, discounts, terminated)
+    for k, support in enumerate(supports):
+        alone = categorical_projection(support, probs[k], rewards[k], discounts[k], terminated[k])
+        assert torch.equal(projected[k], alone)
+        expected = reference_projection(support, probs[k], rewards[k], discounts[k], terminated[k])
+        torch.testing.assert_close(projected[k].double(), expected, atol=2e-6, rtol=0)
+    with pytest.raises(ValueError, match="broadcast"):
+        categorical_projection(torch.stack(supports[:2]).unsqueeze(1), probs, rewards, discounts, terminated)
+
+
 def test_projection_takes_float_terminated_flags_like_bool_ones():
     support = torch.linspace(-5.0, 5.0, 11)
     probs = torch.softmax(torch.randn(6, 11), dim=-1)
@@ -160,6 +179,33 @@ def test_sorted_quantile_loss_and_gradient_equal_the_pairwise_definition(kappa):
     (fast_grad,) = torch.autograd.grad((fast * torch.arange(16.0)).sum(), theta)
     (slow_grad,) = torch.autograd.grad((expected * torch.arange(16.0)).sum(), theta)
     torch.testing.assert_close(fast_grad, slow_grad, rtol=1e-5, atol=1e-6)
+
+
+def test_a_kappa_per_member_gives_each_member_its_own_loss_and_gradient_exactly_as_alone():
+    """A fused group's QR-DQN members may have their own κ: a ``(K, 1)`` tensor over their ``(K, B)`` samples."""
+    generator = torch.Generator().manual_seed(4)
+    kappas = [1.0, 0.2, 4.0]
+    theta = (torch.randn(3, 10, 8, generator=generator) * 2).requires_grad_()
+    targets = torch.randn(3, 10, 8, generator=generator) * 2
+    taus = quantile_midpoints(8)
+    kappa = torch.tensor(kappas).unsqueeze(-1)
+    losses, grad = quantile_huber_loss_and_grad(theta.detach(), targets, taus, kappa)
+    expected = quantile_huber_loss_pairwise(theta, targets, taus, kappa)
+    (expected_grad,) = torch.autograd.grad(expected.sum(), theta)
+    torch.testing.assert_close(losses, expected.detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-5, atol=1e-6)
+    for k, value in enumerate(kappas):
+        alone = quantile_huber_loss_and_grad(theta.detach()[k], targets[k], taus, value)
+        torch.testing.assert_close((losses[k], grad[k]), alone, rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(expected[k], quantile_huber_loss_pairwise(theta[k], targets[k], taus, value))
+    # another member's κ never moves a member's numbers, not by a bit
+    other = quantile_huber_loss_and_grad(theta.detach(), targets, taus, torch.tensor([[1.0], [3.0], [4.0]]))
+    assert torch.equal(other[0][[0, 2]], losses[[0, 2]]) and torch.equal(other[1][[0, 2]], grad[[0, 2]])
+    assert not torch.equal(other[0][1], losses[1])
+    with pytest.raises(ValueError, match="kappa must be > 0"):
+        quantile_huber_loss(theta, targets, taus, torch.tensor([[1.0], [0.0], [2.0]]))
+    with pytest.raises(ValueError, match="broadcast"):
+        quantile_huber_loss(theta, targets, taus, torch.ones(2, 1))
 
 
 def test_quantile_loss_checks_shapes_and_kappa():

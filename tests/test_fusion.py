@@ -105,6 +105,18 @@ LEARNER_VARIANTS = {
         '"learner.alpha" = 0.5\n"learner.tau" = 0.1\n"learner.l0" = -0.5\n',
         '"learner.alpha" = 0.1\n"learner.tau" = 0.01\n"learner.l0" = -2.0\n',
     ),
+    # C51's atoms (v_min, v_max), QR-DQN's κ, prioritized replay's α, β and ε
+    "c51-support": (
+        '[learner]\nname = "c51"\natoms = 11\n',
+        '"learner.v_min" = -5.0\n"learner.v_max" = 30.0\n',
+        '"learner.v_min" = 0.0\n"learner.v_max" = 100.0\n',
+    ),
+    "qr-kappa": ('[learner]\nname = "qr_dqn"\nquantiles = 8\n', '"learner.kappa" = 0.5\n', '"learner.kappa" = 3.0\n'),
+    "prioritized": (
+        '[replay]\nname = "prioritized"\n',
+        '"replay.alpha" = 0.3\n"replay.beta" = 0.7\n',
+        '"replay.alpha" = 1.0\n"replay.beta" = 0.1\n"replay.eps" = 0.01\n',
+    ),
 }
 
 
@@ -121,16 +133,20 @@ def test_a_member_never_depends_on_another_members_learner_values(write_grid, tm
     assert_only_b_changed(one, two, ("steps", "evals"))
 
 
-def test_the_builtin_learners_memberwise_values_pass_the_plugins_check():
+def test_the_builtin_learners_and_replays_memberwise_values_pass_the_plugins_check():
     from dqnbench.devtools.check import check_components
     from dqnbench.plugin.registry import load_registry
 
     registry = load_registry(load_entrypoints=False)
-    assert "double" in registry.components["learner"]["dqn"].factory.memberwise
-    assert set(registry.components["learner"]["munchausen"].factory.memberwise) == {"alpha", "tau", "l0"}
-    for name in ("c51", "qr_dqn"):
-        assert registry.components["learner"][name].factory.memberwise == ("double",)
-    assert check_components(registry, kinds=("learner",)) == []
+    declared = {kind: {n: set(getattr(c.factory, "memberwise", ())) for n, c in registry.components[kind].items()}
+                for kind in ("learner", "replay")}  # fmt: skip
+    assert declared["learner"]["dqn"] == {"double"}
+    assert declared["learner"]["munchausen"] == {"alpha", "tau", "l0"}
+    assert declared["learner"]["c51"] == {"v_min", "v_max", "double"}
+    assert declared["learner"]["qr_dqn"] == {"kappa", "double"}
+    assert declared["replay"]["prioritized"] == {"gamma", "alpha", "beta", "eps"}
+    assert declared["replay"]["nstep"] == {"alpha", "beta", "eps"}
+    assert check_components(registry, kinds=("learner", "replay")) == []
 
 
 def test_each_fused_member_is_its_own_run_with_its_own_config(write_grid, tmp_path):
@@ -378,10 +394,26 @@ lr_once.lockstep = True
 lr_once.memberwise = ("lr",)
 
 
+def first_alpha(capacity, obs_dim, gamma, alpha=0.6, members=None):
+    """Prioritized replay that declares ``alpha`` member-wise but gives every member the first member's."""
+    from dqnbench.builtin.prioritized import prioritized
+
+    return prioritized(capacity, obs_dim, gamma, alpha=alpha[0] if isinstance(alpha, PerMember) else alpha,
+                       members=members)  # fmt: skip
+
+
+first_alpha.supports_members = True
+first_alpha.memberwise = ("alpha",)
+
+
 class _BadMembers:
     @dqnbench.hookimpl
     def dqnbench_explorations(self):
         return {"shared_epsilon": shared_epsilon}
+
+    @dqnbench.hookimpl
+    def dqnbench_replays(self):
+        return {"first_alpha": first_alpha}
 
     @dqnbench.hookimpl
     def dqnbench_optimizers(self):
@@ -398,17 +430,16 @@ def test_plugins_check_refuses_a_memberwise_param_the_plugin_cannot_take_per_mem
     from dqnbench.plugin.registry import load_registry
 
     out = io.StringIO()
-    code = plugins_command(
-        check=True, stream=out, registry=load_registry(load_entrypoints=True), kinds=("exploration", "optimizer")
-    )
+    kinds = ("exploration", "optimizer", "replay")
+    code = plugins_command(check=True, stream=out, registry=load_registry(load_entrypoints=True), kinds=kinds)
     text = out.getvalue()
     assert code == 1
-    assert "shared_epsilon" in text and "lr_once" in text and "dqnbench-bad-members" in text
-    assert "member 1" in text and "memberwise" in text
+    assert all(name in text for name in ("shared_epsilon", "lr_once", "first_alpha", "dqnbench-bad-members"))
+    assert "member 1" in text and "memberwise" in text and "draws other slots or weights" in text
     from dqnbench.devtools.check import check_components
 
-    problems = check_components(load_registry(load_entrypoints=True), kinds=("exploration", "optimizer"))
-    assert sorted(p.name for p in problems) == ["lr_once", "shared_epsilon"]  # the built-ins pass
+    problems = check_components(load_registry(load_entrypoints=True), kinds=kinds)
+    assert sorted(p.name for p in problems) == ["first_alpha", "lr_once", "shared_epsilon"]  # the built-ins pass
 
 
 def test_a_killed_fused_group_resumes_from_its_checkpoint_and_equals_an_uninterrupted_one(

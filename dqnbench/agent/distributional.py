@@ -27,6 +27,12 @@ def _check_samples(samples: torch.Size, **fields: torch.Tensor) -> None:
             raise ValueError(f"{name} must have shape {tuple(samples)}, got {tuple(tensor.shape)}")
 
 
+def _broadcasts(shape: torch.Size, over: torch.Size) -> bool:
+    """Does a tensor of ``shape`` broadcast over one of shape ``over`` (leaving it that shape)? Checked by hand:
+    ``torch.broadcast_shapes`` imports ``torch._refs`` on first use (a third of a second)."""
+    return len(shape) <= len(over) and all(s in (1, o) for s, o in zip(reversed(shape), reversed(over)))
+
+
 def bootstrap_scale(discounts: torch.Tensor, terminated: torch.Tensor) -> torch.Tensor:
     """``discount · (1 − terminated)``: a terminal next state bootstraps nothing."""
     if terminated.dtype == torch.bool:
@@ -55,7 +61,8 @@ def categorical_projection(
     transition bootstraps nothing: all mass lands next to ``r``. ``discounts``
     hold γ, or γᵏ for n-step returns (:attr:`dqnbench.Batch.discounts`).
 
-    :param support: atoms ``(N,)``, increasing and evenly spaced.
+    :param support: atoms ``(N,)``, increasing and evenly spaced; or a support per row of the leading
+        dimensions that broadcasts over ``probs`` (a fused group's ``(K, 1, N)``: each member's own atoms).
     :param probs: next-state probabilities ``(…, B, N)`` (rows summing to 1).
     :param rewards: ``(…, B)``.
     :param discounts: ``(…, B)``.
@@ -64,10 +71,12 @@ def categorical_projection(
         terminal transitions flagged by a bool ``terminated``, whose ``probs`` are not read).
     """
     atoms = support.shape[-1]
-    if support.dim() != 1 or atoms < 2:
-        raise ValueError(f"support must have shape (N,) with N >= 2, got {tuple(support.shape)}")
+    if support.dim() < 1 or atoms < 2:
+        raise ValueError(f"support must have shape (N,) or (…, 1, N) with N >= 2, got {tuple(support.shape)}")
     if probs.dim() < 2 or probs.shape[-1] != atoms:
         raise ValueError(f"probs must have shape (…, B, {atoms}), got {tuple(probs.shape)}")
+    if support.dim() > 1 and not _broadcasts(support.shape, probs.shape):
+        raise ValueError(f"support {tuple(support.shape)} must broadcast over probs {tuple(probs.shape)}")
     _check_samples(probs.shape[:-1], rewards=rewards, discounts=discounts, terminated=terminated)
     v_min, inverse_step = _support_constants(support)
     if terminated.dtype == torch.bool:  # a terminal next state bootstraps nothing, even a non-finite distribution
@@ -83,17 +92,24 @@ def categorical_projection(
 
 
 #: ``(v_min, (N − 1)/(v_max − v_min))`` of a support by ``id``: ``(weak reference, version, constants)``
-_SUPPORTS: dict[int, tuple[weakref.ref, int, tuple[float, float]]] = {}
+_SUPPORTS: dict[int, tuple[weakref.ref, int, tuple]] = {}
 
 
-def _support_constants(support: torch.Tensor) -> tuple[float, float]:
-    """The lowest atom and the inverse atom spacing as numbers, read once per support tensor (a learner keeps one):
-    as 0-d tensors they would cost four small operations a step, and on a GPU a sync."""
+def _support_constants(support: torch.Tensor) -> tuple[float, float] | tuple[torch.Tensor, torch.Tensor]:
+    """The lowest atom and the inverse atom spacing, read once per support tensor (a learner keeps one): as
+    numbers for one support (as 0-d tensors they would cost four small operations a step, and on a GPU a
+    sync); for a support per row, ``(…, 1)`` tensors in the support's dtype, each row's rounded as its
+    number alone would be."""
     cached = _SUPPORTS.get(id(support))
     if cached is not None and cached[0]() is support and cached[1] == support._version:
         return cached[2]
-    v_min, v_max = float(support[0]), float(support[-1])
-    constants = (v_min, (support.shape[-1] - 1) / (v_max - v_min))
+    atoms = support.shape[-1]
+    if support.dim() == 1:
+        v_min, v_max = float(support[0]), float(support[-1])
+        constants = (v_min, (atoms - 1) / (v_max - v_min))
+    else:
+        low, high = support[..., :1].double(), support[..., -1:].double()
+        constants = (low.to(support.dtype), ((atoms - 1) / (high - low)).to(support.dtype))
     if len(_SUPPORTS) >= 16:
         _SUPPORTS.clear()
     _SUPPORTS[id(support)] = (weakref.ref(support), support._version, constants)
@@ -105,19 +121,27 @@ def quantile_midpoints(quantiles: int, device: torch.device | str | None = None)
     return (torch.arange(quantiles, dtype=torch.float32, device=device) + 0.5) / quantiles
 
 
-def _check_quantiles(quantiles: torch.Tensor, targets: torch.Tensor, taus: torch.Tensor, kappa: float) -> None:
+def _check_quantiles(
+    quantiles: torch.Tensor, targets: torch.Tensor, taus: torch.Tensor, kappa: float | torch.Tensor
+) -> None:
     if quantiles.dim() < 2 or targets.dim() != quantiles.dim() or targets.shape[:-1] != quantiles.shape[:-1]:
         raise ValueError(
             f"quantiles {tuple(quantiles.shape)} and targets {tuple(targets.shape)} must be (…, B, N) and (…, B, M)"
         )
     if taus.shape != quantiles.shape[-1:]:
         raise ValueError(f"taus must have shape ({quantiles.shape[-1]},), got {tuple(taus.shape)}")
-    if not kappa > 0:
+    if isinstance(kappa, torch.Tensor):
+        if not _broadcasts(kappa.shape, quantiles.shape[:-1]):
+            samples = tuple(quantiles.shape[:-1])
+            raise ValueError(f"kappa {tuple(kappa.shape)} must broadcast over the samples {samples}")
+        if not bool((kappa > 0).all()):
+            raise ValueError(f"kappa must be > 0, got {kappa.flatten().tolist()}")
+    elif not kappa > 0:
         raise ValueError(f"kappa must be > 0, got {kappa}")
 
 
 def quantile_huber_loss_pairwise(
-    quantiles: torch.Tensor, targets: torch.Tensor, taus: torch.Tensor, kappa: float = 1.0
+    quantiles: torch.Tensor, targets: torch.Tensor, taus: torch.Tensor, kappa: float | torch.Tensor = 1.0
 ) -> torch.Tensor:
     """The quantile Huber loss per sample ``(…, B)``, computed over all ``N × M`` pairs (the definition).
 
@@ -132,9 +156,12 @@ def quantile_huber_loss_pairwise(
     :param quantiles: predicted ``θ (…, B, N)``.
     :param targets: target quantiles ``T θ (…, B, M)`` (no gradient).
     :param taus: the levels ``τ̂ (N,)`` of the predicted quantiles.
-    :param kappa: κ > 0, where the loss turns from quadratic to linear.
+    :param kappa: κ > 0, where the loss turns from quadratic to linear; or a tensor of κ per sample that
+        broadcasts over ``(…, B)`` (a fused group's ``(K, 1)``: one per member).
     """
     _check_quantiles(quantiles, targets, taus, kappa)
+    if isinstance(kappa, torch.Tensor):
+        kappa = kappa[..., None, None]  # over the pairs
     u = targets.unsqueeze(-2) - quantiles.unsqueeze(-1)  # (…, B, N, M)
     abs_u = u.abs()
     huber = torch.where(abs_u <= kappa, 0.5 * u * u, kappa * (abs_u - 0.5 * kappa))
@@ -207,28 +234,35 @@ class _QuantileConstants:
     ``weights (3 · 3N,)``: the loss's coefficients of the counts, sums and sums of
     squares of the targets below ``θ − κ, θ, θ + κ`` (those that do not depend on θ),
     divided by M; ``levels`` τ in float64 (``scaled``: τ M); ``offsets`` the three
-    bounds' offsets from θ; ``codes`` :func:`_merged_counts`' codes for M targets
-    then the 3N bounds. Made once per ``taus`` tensor (and κ, M): rebuilding them
-    costs a tenth of the loss.
+    bounds' offsets from θ; ``inverse`` 1/κ; ``codes`` :func:`_merged_counts`' codes
+    for M targets then the 3N bounds. Made once per ``taus`` tensor (and κ, M):
+    rebuilding them costs a tenth of the loss. A κ per sample (a tensor ``(…)`` over
+    the samples, a fused group's ``(K, 1)``) makes ``weights (…, 9N)`` (``(K, 9N, 1)``), ``offsets
+    (…, 3, 1)`` and the other κ terms ``(…, 1)``, each row the numbers of its κ.
     """
 
-    def __init__(self, taus: torch.Tensor, kappa: float, count: int) -> None:
+    def __init__(self, taus: torch.Tensor, kappa: float | torch.Tensor, count: int) -> None:
         size, device = taus.shape[-1], taus.device
         tau = taus.detach().double()
         below, above, zero = 1 - tau, tau, torch.zeros_like(tau)
-        self.weights = (
-            torch.cat(
-                [
-                    0.5 * kappa * torch.cat([-below, zero, above]),  # n: the linear pieces' −κ/2 and +κ/2
-                    -torch.cat([below, zero, above]),  # Σ T: of L = n θ − Σ T
-                    torch.cat([-below, 1 - 2 * tau, above]) / (2 * kappa),  # Σ T²: of the quadratic window
-                ]
-            )
-            / count
-        )
+        per_sample = isinstance(kappa, torch.Tensor)
+        kappa = kappa.detach().to(device, torch.float64).unsqueeze(-1) if per_sample else kappa  # (…, 1)
+        counts, sums = torch.cat([-below, zero, above]), -torch.cat([below, zero, above])
+        squares = torch.cat([-below, 1 - 2 * tau, above])
+        if per_sample:
+            counts, sums, squares = (v.expand(*kappa.shape[:-1], -1) for v in (counts, sums, squares))
+        # n: the linear pieces' −κ/2 and +κ/2; Σ T: of L = n θ − Σ T; Σ T²: of the quadratic window
+        self.weights = torch.cat([0.5 * kappa * counts, sums, squares / (2 * kappa)], dim=-1) / count
+        if per_sample and kappa.shape[-2] == 1:  # one κ per row of samples (a member's): a batched matrix-vector
+            self.weights = self.weights.transpose(-1, -2)  # product, (…, 9N, 1), as fast as one κ's
         self.levels, self.scaled = tau, tau * count
         self.level_sum = float(tau.sum())
-        offsets = torch.tensor([[-kappa], [0.0], [kappa]], dtype=torch.float64, device=device)
+        self.inverse, self.half_kappa = 1.0 / kappa, 0.5 * kappa * self.level_sum
+        self.minus_half_inverse = -0.5 / kappa
+        if per_sample:
+            offsets = torch.stack([-kappa, torch.zeros_like(kappa), kappa], dim=-2)  # (…, 3, 1)
+        else:
+            offsets = torch.tensor([[-kappa], [0.0], [kappa]], dtype=torch.float64, device=device)
         self.offsets = {torch.float64: offsets, torch.float32: offsets.float()}
         self.codes = torch.cat([torch.zeros(count, dtype=torch.int64), torch.arange(1, 3 * size + 1)]).to(device)
 
@@ -238,8 +272,9 @@ class _QuantileConstants:
 _CONSTANTS: dict[int, tuple[weakref.ref, tuple, _QuantileConstants]] = {}
 
 
-def _quantile_constants(taus: torch.Tensor, kappa: float, count: int) -> _QuantileConstants:
-    key = (kappa, count, taus._version, taus.device)
+def _quantile_constants(taus: torch.Tensor, kappa: float | torch.Tensor, count: int) -> _QuantileConstants:
+    kappas = (tuple(kappa.shape), *kappa.flatten().tolist()) if isinstance(kappa, torch.Tensor) else kappa
+    key = (kappas, count, taus._version, taus.device)
     cached = _CONSTANTS.get(id(taus))
     if cached is not None and cached[0]() is taus and cached[1] == key:
         return cached[2]
@@ -251,7 +286,7 @@ def _quantile_constants(taus: torch.Tensor, kappa: float, count: int) -> _Quanti
 
 
 def quantile_huber_loss_and_grad(
-    quantiles: torch.Tensor, targets: torch.Tensor, taus: torch.Tensor, kappa: float = 1.0
+    quantiles: torch.Tensor, targets: torch.Tensor, taus: torch.Tensor, kappa: float | torch.Tensor = 1.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`quantile_huber_loss_pairwise` per sample ``(…, B)`` and its gradient in ``quantiles`` ``(…, B, N)``.
 
@@ -277,6 +312,8 @@ def quantile_huber_loss_and_grad(
     merged sort (:func:`_merged_counts`), whose bounds ``θ ± κ`` are rounded to
     ``quantiles``' dtype. At 64 × 200 quantiles on one CPU thread: ~0.7 ms (the sort of
     64 × 800 keys a fifth of it), against tens of ms for the pairwise definition.
+    ``kappa`` may be a tensor of κ per sample that broadcasts over ``(…, B)`` (a fused
+    group's ``(K, 1)``): each sample's numbers are then those of its own κ.
     """
     _check_quantiles(quantiles, targets, taus, kappa)
     dtype, size, count = quantiles.dtype, quantiles.shape[-1], targets.shape[-1]
@@ -307,11 +344,18 @@ def quantile_huber_loss_and_grad(
         theta = torch.sub(quantiles, centre)
         n = parts[..., 0, :].unflatten(-1, (3, size))
         slope = torch.lerp(n[..., 0, :], n[..., 2, :], constants.levels)  # F(n), then M · the slope
-        slope.sub_(e_s.addcmul_(theta, e_n, value=-1.0), alpha=1.0 / kappa).sub_(constants.scaled)
-        loss = parts.flatten(-2) @ constants.weights
-        rest = e_n.mul_(theta).mul_(-0.5 / kappa).add_(slope)  # M · slope − θ E(n)/2κ
+        inverse = constants.inverse
+        if isinstance(inverse, float):
+            slope.sub_(e_s.addcmul_(theta, e_n, value=-1.0), alpha=inverse).sub_(constants.scaled)
+            loss = parts.flatten(-2) @ constants.weights
+        else:  # a κ per sample
+            slope.sub_(e_s.addcmul_(theta, e_n, value=-1.0).mul_(inverse)).sub_(constants.scaled)
+            flat, weights = parts.flatten(-2), constants.weights
+            loss = (flat @ weights).squeeze(-1) if weights.shape[-1] == 1 else torch.linalg.vecdot(flat, weights)
+        rest = e_n.mul_(theta).mul_(constants.minus_half_inverse).add_(slope)  # M · slope − θ E(n)/2κ
         loss += torch.linalg.vecdot(theta, rest).div_(count)
-        loss += sums[..., 0, -1] * (constants.level_sum / count) - 0.5 * kappa * constants.level_sum
+        loss += sums[..., 0, -1] * (constants.level_sum / count)
+        loss -= constants.half_kappa.squeeze(-1) if isinstance(inverse, torch.Tensor) else constants.half_kappa
         slope.div_(count)
     return loss.to(dtype), slope.to(dtype)
 
@@ -320,7 +364,9 @@ class _QuantileHuberLoss(torch.autograd.Function):
     """Autograd for :func:`quantile_huber_loss`: the gradient comes with the loss, backward scales it."""
 
     @staticmethod
-    def forward(quantiles: torch.Tensor, targets: torch.Tensor, taus: torch.Tensor, kappa: float) -> torch.Tensor:
+    def forward(
+        quantiles: torch.Tensor, targets: torch.Tensor, taus: torch.Tensor, kappa: float | torch.Tensor
+    ) -> torch.Tensor:
         losses, grad = quantile_huber_loss_and_grad(quantiles, targets, taus, kappa)
         return losses, grad
 
@@ -336,7 +382,7 @@ class _QuantileHuberLoss(torch.autograd.Function):
 
 
 def quantile_huber_loss(
-    quantiles: torch.Tensor, targets: torch.Tensor, taus: torch.Tensor, kappa: float = 1.0
+    quantiles: torch.Tensor, targets: torch.Tensor, taus: torch.Tensor, kappa: float | torch.Tensor = 1.0
 ) -> torch.Tensor:
     """The quantile Huber loss per sample ``(…, B)`` of Dabney et al. (2018), differentiable in ``quantiles``.
 
@@ -344,4 +390,5 @@ def quantile_huber_loss(
     there) at O((N + M) log M) per sample instead of O(N·M), by
     :func:`quantile_huber_loss_and_grad`. ``targets`` get no gradient.
     """
-    return _QuantileHuberLoss.apply(quantiles, targets.detach(), taus, float(kappa))[0]
+    kappa = kappa.detach() if isinstance(kappa, torch.Tensor) else float(kappa)  # a κ per sample, or one
+    return _QuantileHuberLoss.apply(quantiles, targets.detach(), taus, kappa)[0]

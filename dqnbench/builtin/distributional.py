@@ -25,10 +25,11 @@ from dqnbench.agent.distributional import (
     quantile_midpoints,
 )
 from dqnbench.agent.learning import LearnerBase
-from dqnbench.builtin.learners import Forward, _check_bool, _check_number, double_mask, next_actions
+from dqnbench.builtin.learners import Forward, _check_bool, _check_number, _check_numbers, double_mask, next_actions
 from dqnbench.plugin.batch import Batch
 from dqnbench.plugin.contracts import LearnerLoss, Networks
 from dqnbench.plugin.hookspecs import hookimpl
+from dqnbench.plugin.members import PerMember
 
 
 def _taken(outputs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
@@ -59,23 +60,32 @@ class C51Learner(LearnerBase):
 
     loss_on_outputs = True
 
-    def __init__(self, n_actions: int, atoms: int, v_min: float, v_max: float, double: bool) -> None:
+    def __init__(
+        self, n_actions: int, atoms: int, v_min: float | PerMember, v_max: float | PerMember, double: bool | PerMember
+    ) -> None:
         self.n_actions, self.outputs, self.double = n_actions, atoms, double_mask(double)
         self.v_min, self.v_max = v_min, v_max
-        self.support = _Cached(torch.linspace(v_min, v_max, atoms))
+        self.support = _Cached(_support(v_min, v_max, atoms))  # (N,), or a fused group's (K, 1, N): one per member
+
+    def expected(self, probs: torch.Tensor) -> torch.Tensor:
+        """``Σ_j p_j z_j`` ``(…, n_actions)`` of probabilities ``(…, n_actions, atoms)``; member k's rows of a fused
+        group's ``(K, …)`` on member k's atoms."""
+        support = self.support.on(probs.device)
+        if support.dim() == 1:
+            return probs @ support
+        members, atoms = support.shape[0], support.shape[-1]
+        return (probs @ support.view(members, *(1,) * (probs.dim() - 3), atoms, 1)).squeeze(-1)
 
     def q_values(self, outputs: torch.Tensor) -> torch.Tensor:
         """Expected returns ``Σ_j softmax(logits)_j z_j`` ``(…, n_actions)`` of logits ``(…, n_actions, atoms)``."""
-        return torch.softmax(outputs, dim=-1) @ self.support.on(outputs.device)
+        return self.expected(torch.softmax(outputs, dim=-1))
 
     def target_distribution(self, batch: Batch, target: Forward, online: Forward) -> torch.Tensor:
         """The projected target distribution ``(…, B, atoms)`` of the greedy next action (no gradient)."""
         probs = torch.softmax(target(batch.next_obs), dim=-1)  # (…, B, A, N)
-        support = self.support.on(probs.device)
-        best = next_actions(
-            self.double, lambda: probs @ support, lambda: torch.softmax(online(batch.next_obs), dim=-1) @ support
-        )
+        best = next_actions(self.double, lambda: self.expected(probs), lambda: self.q_values(online(batch.next_obs)))
         next_probs = _taken(probs, best)
+        support = self.support.on(probs.device)
         return categorical_projection(support, next_probs, batch.rewards, batch.discounts, batch.terminated)
 
     def loss(self, nets: Networks, batch: Batch) -> LearnerLoss:
@@ -98,19 +108,40 @@ def c51(n_actions: int, atoms: int = 51, v_min: float = -10.0, v_max: float = 10
     :param v_max: the highest atom, > v_min.
     :param double: choose the next action with the online network (Double DQN's
         rule, as in Rainbow); its distribution still comes from the target network.
+
+    In a fused group ``v_min``, ``v_max`` and ``double`` arrive as :class:`PerMember` values (the grid
+    checks them against the plain types annotated here, as it does every value).
     """
     if isinstance(atoms, bool) or not isinstance(atoms, int) or atoms < 2:
         raise ValueError(f"atoms must be an integer >= 2, got {atoms!r}")
-    v_min = _check_number("v_min", v_min, lambda v: True, "a finite number")
-    v_max = _check_number("v_max", v_max, lambda v: True, "a finite number")
-    if not v_min < v_max:
-        raise ValueError(f"v_min must be below v_max, got v_min = {v_min} and v_max = {v_max}")
+    lows, highs = _members(v_min, v_max)
+    for low, high in zip(lows, highs):
+        low = _check_number("v_min", low, lambda v: True, "a finite number")
+        high = _check_number("v_max", high, lambda v: True, "a finite number")
+        if not low < high:
+            raise ValueError(f"v_min must be below v_max, got v_min = {low} and v_max = {high}")
     _check_bool("double", double)
     return C51Learner(n_actions, atoms, v_min, v_max, double)
 
 
+def _members(*values: object) -> list[tuple]:
+    """Each value as a tuple of its members' values (a plain value: one), all of one length."""
+    columns = [tuple(v) if isinstance(v, PerMember) else None for v in values]
+    size = max((len(c) for c in columns if c is not None), default=1)
+    return [c if c is not None else (v,) * size for c, v in zip(columns, values)]
+
+
+def _support(v_min: float | PerMember, v_max: float | PerMember, atoms: int) -> torch.Tensor:
+    """The atoms ``(N,)`` from ``v_min`` to ``v_max``; for member-wise values one per member ``(K, 1, N)`` (over
+    its ``(K, B, N)`` samples), each exactly the atoms that member has alone."""
+    if not isinstance(v_min, PerMember) and not isinstance(v_max, PerMember):
+        return torch.linspace(float(v_min), float(v_max), atoms)
+    rows = [torch.linspace(float(low), float(high), atoms) for low, high in zip(*_members(v_min, v_max))]
+    return torch.stack(rows).unsqueeze(1)
+
+
 c51.lockstep = True
-c51.memberwise = ("double",)  # both next actions per member, each keeps its own
+c51.memberwise = ("v_min", "v_max", "double")  # atoms per member (a (K, N) support); both next actions per member
 
 
 class QRLearner(LearnerBase):
@@ -122,8 +153,9 @@ class QRLearner(LearnerBase):
 
     loss_on_outputs = True
 
-    def __init__(self, n_actions: int, quantiles: int, kappa: float, double: bool) -> None:
-        self.n_actions, self.outputs, self.kappa, self.double = n_actions, quantiles, kappa, double_mask(double)
+    def __init__(self, n_actions: int, quantiles: int, kappa: float | torch.Tensor, double: bool | PerMember) -> None:
+        self.n_actions, self.outputs, self.double = n_actions, quantiles, double_mask(double)
+        self.kappa = kappa  # a fused group's κ per member: a (K, 1) tensor over its (K, B) samples
         self.taus = _Cached(quantile_midpoints(quantiles))
 
     def split(self, outputs: torch.Tensor) -> torch.Tensor:
@@ -150,7 +182,8 @@ class QRLearner(LearnerBase):
         quantiles = _taken(self.split(nets.online(batch.obs)), batch.actions)
         with torch.no_grad():
             targets = self.target_quantiles(batch, nets.target, nets.online)
-        losses = quantile_huber_loss(quantiles, targets, self.taus.on(quantiles.device), self.kappa)
+        kappa = self.kappa.to(quantiles.device) if isinstance(self.kappa, torch.Tensor) else self.kappa
+        losses = quantile_huber_loss(quantiles, targets, self.taus.on(quantiles.device), kappa)
         return LearnerLoss(losses, losses.detach())
 
 
@@ -162,16 +195,18 @@ def qr_dqn(n_actions: int, quantiles: int = 200, kappa: float = 1.0, double: boo
     :param quantiles: number of quantiles N ≥ 1 (the network gives N outputs per action).
     :param kappa: κ > 0 of the quantile Huber loss (quadratic within ±κ of each target, linear beyond).
     :param double: choose the next action with the online network's mean quantiles (Double DQN's rule).
+
+    In a fused group ``kappa`` and ``double`` arrive as :class:`PerMember` values.
     """
     if isinstance(quantiles, bool) or not isinstance(quantiles, int) or quantiles < 1:
         raise ValueError(f"quantiles must be an integer >= 1, got {quantiles!r}")
-    kappa = _check_number("kappa", kappa, lambda v: v > 0.0, "a number > 0")
+    kappa = _check_numbers("kappa", kappa, lambda v: v > 0.0, "a number > 0")
     _check_bool("double", double)
     return QRLearner(n_actions, quantiles, kappa, double)
 
 
 qr_dqn.lockstep = True
-qr_dqn.memberwise = ("double",)  # both next actions per member, each keeps its own
+qr_dqn.memberwise = ("kappa", "double")  # κ per member (a (K, 1) tensor); both next actions per member
 
 
 @hookimpl

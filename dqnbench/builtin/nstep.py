@@ -183,7 +183,8 @@ def nstep(
     :param n: steps accumulated per sampled transition; 1 is ordinary one-step replay.
     :param prioritized: sample by proportional priority (Schaul et al. 2016)
         instead of uniformly; ``alpha``, ``beta``, ``eps`` and ``total_steps``
-        are then used as in the ``prioritized`` buffer (and ignored otherwise).
+        are then used as in the ``prioritized`` buffer (and ignored otherwise),
+        the first three per member in a fused group.
     """
     check_nstep_params(n, prioritized)
     check_per_params(alpha, beta, eps, total_steps)
@@ -192,6 +193,8 @@ def nstep(
 
 
 nstep.supports_members = True  # rows of K members or of one run (see the dqnbench_replays hookspec)
+# the prioritized sampler's exponent, correction and floor per member in a fused group (not γ: one n-step return rule)
+nstep.memberwise = ("alpha", "beta", "eps")
 nstep.memory_bytes = nstep_bytes  # the pre-flight's memory check (see the hookspec)
 nstep.learning_lag = lambda n=3, **_: n - 1  # the newest n - 1 transitions wait for their n-step return
 

@@ -21,43 +21,59 @@ from dqnbench.builtin.replays import check_gamma, full_discounts, make_storage, 
 from dqnbench.builtin.sumtree import SumTree, sum_tree_bytes
 from dqnbench.plugin.batch import Batch
 from dqnbench.plugin.hookspecs import hookimpl
+from dqnbench.plugin.members import PerMember
 
 
-def priorities_from_td(td_errors: np.ndarray, alpha: float, eps: float) -> np.ndarray:
-    """Stored priorities ``(|δ| + ε)^α`` (Schaul et al. 2016, eq. 1 with p = |δ| + ε)."""
+def priorities_from_td(td_errors: np.ndarray, alpha: float | np.ndarray, eps: float | np.ndarray) -> np.ndarray:
+    """Stored priorities ``(|δ| + ε)^α`` (Schaul et al. 2016, eq. 1 with p = |δ| + ε); ``alpha`` and ``eps`` may be
+    ``(K, 1)`` columns of K members' own values."""
     return (np.abs(np.asarray(td_errors, dtype=np.float64)) + eps) ** alpha
 
 
-def importance_weights(probabilities: np.ndarray, size: int, beta: float) -> np.ndarray:
+def importance_weights(probabilities: np.ndarray, size: int, beta: float | np.ndarray) -> np.ndarray:
     """``(N · P(i))^(-β)`` normalised by the batch's largest weight, so weights only scale down.
 
     :param probabilities: ``P(i)`` of each sampled transition; for lock-step a
         ``(K, B)`` array, each member's row normalised by its own largest weight.
     :param size: ``N``, how many transitions the buffer holds (per member).
+    :param beta: β, or K members' own as a ``(K, 1)`` column.
     """
     weights = (size * np.asarray(probabilities, dtype=np.float64)) ** (-beta)
     return weights / weights.max(axis=-1, keepdims=True)
 
 
-def annealed_beta(beta0: float, step: int, total_steps: int | None) -> float:
-    """β linearly from ``beta0`` at step 0 to 1 at ``total_steps`` (constant ``beta0`` if None)."""
+def annealed_beta(beta0: float | np.ndarray, step: int, total_steps: int | None) -> float | np.ndarray:
+    """β linearly from ``beta0`` at step 0 to 1 at ``total_steps`` (constant ``beta0`` if None); elementwise for
+    an array of members' own β₀."""
     if total_steps is None:
         return beta0
     return beta0 + (1.0 - beta0) * min(1.0, step / total_steps)
 
 
 def check_per_params(alpha: float, beta: float, eps: float, total_steps: int | None) -> None:
-    """Raise ValueError naming the first out-of-range PER parameter."""
-    if not float(alpha) >= 0.0:
-        raise ValueError(f"alpha must be >= 0 (0 = uniform sampling), got {alpha}")
-    if not 0.0 <= float(beta) <= 1.0:
-        raise ValueError(f"beta must be in [0, 1], got {beta}")
-    if not float(eps) > 0.0:
-        raise ValueError(f"eps must be > 0 so every transition stays sampleable, got {eps}")
+    """Raise ValueError naming the first out-of-range PER parameter (each member's, for a :class:`PerMember`)."""
+    for value in _values(alpha):
+        if not float(value) >= 0.0:
+            raise ValueError(f"alpha must be >= 0 (0 = uniform sampling), got {value}")
+    for value in _values(beta):
+        if not 0.0 <= float(value) <= 1.0:
+            raise ValueError(f"beta must be in [0, 1], got {value}")
+    for value in _values(eps):
+        if not float(value) > 0.0:
+            raise ValueError(f"eps must be > 0 so every transition stays sampleable, got {value}")
     if total_steps is not None and (
         isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps <= 0
     ):
         raise ValueError(f"total_steps must be a positive integer or None, got {total_steps!r}")
+
+
+def _values(value: object) -> tuple:
+    return tuple(value) if isinstance(value, PerMember) else (value,)
+
+
+def member_column(value: float | PerMember) -> float | np.ndarray:
+    """A number as a float, or a fused group's :class:`PerMember` as a ``(K, 1)`` float64 column over ``(K, B)``."""
+    return np.array(value, dtype=np.float64)[:, None] if isinstance(value, PerMember) else float(value)
 
 
 def to_numpy(values: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -75,7 +91,8 @@ class ProportionalSampler:
     back (:meth:`update`). With ``members=K`` slots, weights and TD errors are
     ``(K, B)``, each member drawing from its own priorities with its own max
     priority; a member whose TD errors are not finite is skipped instead of
-    refused.
+    refused. In a fused group ``alpha``, ``beta`` and ``eps`` may be
+    :class:`PerMember`: each member then uses its own (``(K, 1)`` columns).
     """
 
     def __init__(
@@ -90,9 +107,13 @@ class ProportionalSampler:
         check_per_params(alpha, beta, eps, total_steps)
         self.tree = SumTree(capacity, members)
         self.members = members
-        self.alpha = float(alpha)
-        self.beta0 = float(beta)
-        self.eps = float(eps)
+        if members is not None:  # every member-wise value must have a member's length
+            for value in (alpha, beta, eps):
+                if isinstance(value, PerMember) and len(value) != members:
+                    raise ValueError(f"{len(value)} member-wise values for {members} members")
+        self.alpha = member_column(alpha)
+        self.beta0 = member_column(beta)
+        self.eps = member_column(eps)
         self.total_steps = total_steps
         #: the largest priority seen so far: a float for a single run, each member's ``(K,)`` otherwise
         self.max_priority: float | np.ndarray = 1.0 if members is None else np.ones(members, dtype=np.float64)
@@ -107,8 +128,8 @@ class ProportionalSampler:
         saved = state["max_priority"]
         self.max_priority = float(saved) if self.members is None else np.array(saved, dtype=np.float64)
 
-    def beta(self, step: int) -> float:
-        """β at env step ``step`` (the same for every member: they step together)."""
+    def beta(self, step: int) -> float | np.ndarray:
+        """β at env step ``step`` (members step together; member-wise β₀: a ``(K, 1)`` column)."""
         return annealed_beta(self.beta0, step, self.total_steps)
 
     def on_add(self, index: int | None, hidden: int | None = None) -> None:
@@ -258,7 +279,8 @@ def prioritized(
 
 
 prioritized.supports_members = True  # rows of K members or of one run (see the dqnbench_replays hookspec)
-prioritized.memberwise = ("gamma",)  # agent.gamma, per member in a fused group (dqnbench.plugin.members)
+# agent.gamma, and the priority exponent, correction and floor per member in a fused group (dqnbench.plugin.members)
+prioritized.memberwise = ("gamma", "alpha", "beta", "eps")
 prioritized.memory_bytes = prioritized_bytes  # the pre-flight's memory check (see the hookspec)
 
 

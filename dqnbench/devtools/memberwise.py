@@ -171,19 +171,66 @@ def _batch(probe_observations: Any, obs: ObsSpec, n_actions: int, members: int =
 
 def _replay(component: Component, obs: ObsSpec, n_actions: int) -> str | None:
     factory = component.factory
-    if not supports_lockstep(factory) or "gamma" not in declared(factory):
+    if not supports_lockstep(factory):
         return None
+    problem = _replay_discounts(factory, obs) if "gamma" in declared(factory) else None
+    return problem or _replay_draws(factory, obs, _pairs(component, ("gamma",)))
+
+
+def _replay_discounts(factory: Any, obs: ObsSpec) -> str | None:
     gammas = (PROBE_GAMMA, OTHER_GAMMA)
     pair = build_replay(factory, 64, obs, PerMember(gammas), members=2)
     alone = [build_replay(factory, 64, obs, gammas[k], members=1) for k in (0, 1)]
-    zeros = np.zeros((2, *obs.shape), dtype=obs.dtype)
-    for _ in range(16):
-        pair.add(zeros, np.zeros(2, np.int64), np.ones(2, np.float32), zeros, np.zeros(2, bool), np.zeros(2, bool))
-        for replay in alone:
-            replay.add(zeros[:1], np.zeros(1, np.int64), np.ones(1, np.float32), zeros[:1], np.zeros(1, bool),
-                       np.zeros(1, bool))  # fmt: skip
-    discounts = pair.sample(4).discounts
+    discounts = _filled(pair, obs, 2).sample(4).discounts
     for k in (0, 1):
-        if not torch.allclose(discounts[k], alone[k].sample(4).discounts[0]):
+        if not torch.allclose(discounts[k], _filled(alone[k], obs, 1).sample(4).discounts[0]):
             return f"member {k}'s discounts differ from its own γ = {gammas[k]}"
     return None
+
+
+def _replay_draws(factory: Any, obs: ObsSpec, pairs: dict[str, tuple[Any, Any]]) -> str | None:
+    """A replay's other declared params (prioritized's ``alpha``, ``beta``, ``eps``), by what a pair draws with the
+    same transitions, TD errors and NumPy seed: each member of a pair with different values must draw the slots
+    and weights it draws beside a member with its own values, and a member with values ``v`` what a run draws
+    alone with ``v``.
+
+    The second holds only where a pair of equal values draws as a run alone does (its member 0 from the first
+    of the pair's draws, as the built-ins do); for a replay that draws its members' randomness otherwise, only
+    the first is checked.
+    """
+    if not pairs:
+        return None
+
+    def draws(values: dict[str, Any], members: int) -> Batch:
+        replay = _filled(build_replay(factory, 64, obs, PROBE_GAMMA, members=members, **values), obs, members)
+        state = np.random.get_state()
+        try:
+            np.random.seed(3)
+            first = replay.sample(4)
+            td = torch.linspace(0.05, 3.0, 4 * members).view(members, 4)[:, torch.tensor([3, 0, 2, 1])]
+            replay.update_priorities(first.indices, td)
+            np.random.seed(4)
+            return replay.sample(4)
+        finally:
+            np.random.set_state(state)
+
+    def same(one: Batch, j: int, other: Batch, k: int) -> bool:
+        return torch.equal(one.indices[j], other.indices[k]) and torch.allclose(one.weights[j], other.weights[k])
+
+    mixed = draws(_fused(pairs), 2)
+    equal = [draws(_fused({name: (values[k],) * 2 for name, values in pairs.items()}), 2) for k in (0, 1)]
+    for k in (0, 1):
+        if not same(mixed, k, equal[k], k):
+            return f"member {k} draws other slots or weights beside a member with other values"
+    if same(equal[0], 0, draws(_alone(pairs, 0), 1), 0) and not same(equal[1], 0, draws(_alone(pairs, 1), 1), 0):
+        return "a member draws other slots or weights than a run alone with its values"
+    return None
+
+
+def _filled(replay: Any, obs: ObsSpec, rows: int) -> Any:
+    """``replay`` of ``rows`` members after 16 rows of transitions (rewards 0 to 15), the same for every member."""
+    zeros = np.zeros((rows, *obs.shape), dtype=obs.dtype)
+    for step in range(16):
+        flags = np.zeros(rows, bool)
+        replay.add(zeros, np.zeros(rows, np.int64), np.full(rows, step, np.float32), zeros, flags, flags)
+    return replay

@@ -16,6 +16,7 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -201,3 +202,92 @@ def test_common_random_numbers(benchmark, tmp_path):
     figures = benchmark.pedantic(lambda: crn_figures(tmp_path, steps, seeds), rounds=1, iterations=1)
     benchmark.extra_info.update(steps=steps, seeds=seeds, **figures)
     print("\n" + ", ".join(f"{k} {v:.1f}" for k, v in figures.items()))
+
+
+#: the member-wise scalars added last, each timed with K per-member values against one shared value (the
+#: code path of cells that do not fuse): (kind, factory name, fixed params, member-wise values of 8 members)
+MEMBERWISE_SCALARS = {
+    "c51 v_min/v_max": ("learner", "c51", {"atoms": 51}, {"v_min": [-10.0 - k for k in range(8)],
+                                                          "v_max": [10.0 + 5 * k for k in range(8)]}),
+    "qr_dqn kappa": ("learner", "qr_dqn", {"quantiles": 200}, {"kappa": [0.25 * (k + 1) for k in range(8)]}),
+    "prioritized alpha/beta/eps": ("replay", "prioritized", {}, {"alpha": [0.1 * k for k in range(8)],
+                                                                  "beta": [0.3 + 0.05 * k for k in range(8)],
+                                                                  "eps": [1e-6 * (k + 1) for k in range(8)]}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("scalars", list(MEMBERWISE_SCALARS))
+def test_memberwise_scalars_cost(benchmark, scalars):
+    """What member-wise values cost a fused group of 8: a learner's learn step (loss and backward on the
+    stacked ``mlp`` 64-64, batch 32) or a replay's sample and reprioritisation, with 8 different values against
+    one shared value, interleaved best of several rounds."""
+    from dqnbench.agent.learning import learn_backward
+    from dqnbench.agent.nets import QNetworks, probe_observations
+    from dqnbench.builtin.networks import mlp
+    from dqnbench.plugin.batch import Batch
+    from dqnbench.plugin.legacy_replay import build_replay
+    from dqnbench.plugin.members import PerMember
+    from dqnbench.plugin.obs import ObsSpec
+
+    torch.set_num_threads(1)
+    kind, name, fixed, values = MEMBERWISE_SCALARS[scalars]
+    factory = load_registry(load_entrypoints=False).components[kind][name].factory
+    obs, members, size, n_actions = ObsSpec((4,), "float32"), 8, 32, 2
+    shared = {key: v[0] for key, v in values.items()}
+    per_member = {key: PerMember(v) for key, v in values.items()}
+    generator = torch.Generator().manual_seed(0)
+    repeats = 5 if benchmark.disabled else 200
+
+    if kind == "learner":
+        learners = {label: factory(n_actions, **fixed, **params) for label, params in
+                    (("shared", shared), ("member-wise", per_member))}  # fmt: skip
+        torch.manual_seed(0)
+        modules = [mlp(obs, n_actions, hidden=[64, 64], outputs=learners["shared"].outputs) for _ in range(members)]
+        nets = QNetworks.of(modules, obs, torch.device("cpu"), stacked=True)
+        batch = Batch(
+            obs=probe_observations(obs, (members, size)),
+            actions=torch.randint(n_actions, (members, size), generator=generator),
+            rewards=torch.randn(members, size, generator=generator),
+            next_obs=probe_observations(obs, (members, size)).roll(1, dims=1),
+            terminated=torch.rand(members, size, generator=generator) < 0.1,
+            weights=torch.ones(members, size),
+            indices=torch.arange(size).expand(members, size),
+            discounts=torch.full((members, size), 0.99),
+        )
+
+        def work(label: str) -> None:
+            for _ in range(repeats):
+                nets.online.zero_grad(set_to_none=True)
+                learn_backward(learners[label], nets, batch)
+    else:
+        replays = {label: build_replay(factory, 10_000, obs, 0.99, members=members, **params) for label, params in
+                   (("shared", shared), ("member-wise", per_member))}  # fmt: skip
+        rows = np.zeros((members, 4), np.float32)
+        for replay in replays.values():
+            for step in range(2_000):
+                flags = np.zeros(members, bool)
+                replay.add(rows + step, np.zeros(members, np.int64), np.ones(members, np.float32), rows, flags, flags)
+        td = torch.rand(members, size, generator=generator)
+
+        def work(label: str) -> None:
+            for _ in range(repeats):
+                replay = replays[label]
+                replay.update_priorities(replay.sample(size).indices, td)
+
+    def timed() -> dict[str, float]:
+        best = {"shared": float("inf"), "member-wise": float("inf")}
+        for label in best:  # warm: first calls allocate and fill caches
+            work(label)
+        for _ in range(1 if benchmark.disabled else 5):
+            for label in best:
+                start = time.perf_counter()
+                work(label)
+                best[label] = min(best[label], (time.perf_counter() - start) / repeats)
+        return best
+
+    best = benchmark.pedantic(timed, rounds=1, iterations=1)
+    ratio = best["member-wise"] / best["shared"]
+    benchmark.extra_info.update(scalars=scalars, shared_us=best["shared"] * 1e6,
+                                memberwise_us=best["member-wise"] * 1e6, ratio=ratio)  # fmt: skip
+    print(f"\n{scalars}: shared {best['shared'] * 1e6:,.0f} µs, member-wise {best['member-wise'] * 1e6:,.0f} µs "
+          f"({ratio:.2f}×)")  # fmt: skip
