@@ -340,6 +340,24 @@ def test_an_inactive_member_stays_exactly_as_it_was():
     assert optimizer.steps.flatten().tolist() == [5.0, 0.0, 5.0]
 
 
+@pytest.mark.parametrize("kind", ["adam", "rmsprop", "rmsprop-centered"])
+def test_an_active_member_steps_the_same_numbers_whether_or_not_another_member_waits(kind):
+    """The masked step (a member before its learning_starts) and the all-members step give an active member the
+    same numbers bit for bit: a member's results never depend on whether another member has started."""
+
+    def build(params):
+        if kind == "adam":
+            return adam(params, PerMember((1e-3, 3e-3, 1e-2)), betas=PerMember(((0.9, 0.999), (0.8, 0.99), (0.5, 0.9))))
+        return rmsprop(params, PerMember((1e-3, 3e-3, 1e-2)), momentum=PerMember((0.0, 0.5, 0.9)),
+                       centered=kind == "rmsprop-centered")  # fmt: skip
+
+    everyone, waiting = _stacked(), _stacked()
+    _steps(build(everyone), everyone)
+    _steps(build(waiting), waiting, active=torch.tensor([True, False, True]))
+    for p, q in zip(everyone, waiting):
+        assert torch.equal(p[0], q[0]) and torch.equal(p[2], q[2]) and not torch.equal(p[1], q[1])
+
+
 def test_pools_keep_grid_order(write_grid, registry):
     grid = write_grid('[grid]\n"agent.lr" = [1e-3, 3e-3]\n"network.hidden" = [[16], [8]]\n', seeds=2)
     plan = load_grid(grid, registry)

@@ -168,7 +168,10 @@ class Agent:
         self.fused = fused
         if fused is not None:  # a fused group: each member's own schedule, clipping and learning start
             self.target_update = np.asarray(fused.target_update, dtype=np.int64)
-            self.max_grad_norm = torch.tensor(fused.max_grad_norm, dtype=torch.float32)
+            # each member's clipping bound, or None when no member clips (a check a learn step saved)
+            self.max_grad_norm = (
+                torch.tensor(fused.max_grad_norm, dtype=torch.float32) if any(fused.max_grad_norm) else None
+            )
             self.learning_starts = (
                 None if fused.learning_starts is None else np.asarray(fused.learning_starts, dtype=np.int64)
             )
@@ -298,7 +301,8 @@ class Agent:
         """
         losses, priorities = self.backward(self.nets, batch)
         if self.fused is not None:
-            self.nets.clip_grad_norm(self.max_grad_norm)
+            if self.max_grad_norm is not None:
+                self.nets.clip_grad_norm(self.max_grad_norm)
         elif self.config.max_grad_norm > 0:
             self.nets.clip_grad_norm(self.config.max_grad_norm)
         if active is None:

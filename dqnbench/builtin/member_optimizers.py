@@ -79,25 +79,29 @@ class MemberAdam:
         self.beta1, self.beta2 = _column([b[0] for b in betas], flat), _column([b[1] for b in betas], flat)
         self.exp_avg, self.exp_avg_sq = torch.zeros_like(flat), torch.zeros_like(flat)
         self.steps = torch.zeros_like(self.lr)
+        # the averages' weights in the parameters' dtype, made once (each costs a conversion a step otherwise)
+        self.weight1, self.weight2 = (1.0 - self.beta1).to(flat.dtype), (1.0 - self.beta2).to(flat.dtype)
 
     @torch.no_grad()
     def step(self, active: torch.Tensor | None = None) -> None:
         grad, flat, mask = self.members.gradient(), self.members.flat, self.members.rows(active)
         self.steps += 1.0 if mask is None else mask.to(self.steps.dtype)
         correction1 = 1.0 - self.beta1**self.steps
-        correction2_sqrt = (1.0 - self.beta2**self.steps).sqrt()
-        exp_avg = self.exp_avg.lerp(grad, (1.0 - self.beta1).to(flat.dtype))
-        exp_avg_sq = self.exp_avg_sq * self.beta2.to(flat.dtype) + (1.0 - self.beta2).to(flat.dtype) * grad * grad
-        denom = (exp_avg_sq.sqrt() / correction2_sqrt.to(flat.dtype)).add_(self.eps)
-        update = exp_avg / denom * (self.lr / correction1).to(flat.dtype)
-        if mask is None:
-            self.exp_avg.copy_(exp_avg)
-            self.exp_avg_sq.copy_(exp_avg_sq)
-            flat.sub_(update)
+        correction2_sqrt = (1.0 - self.beta2**self.steps).sqrt().to(flat.dtype)
+        step_size = (self.lr / correction1).to(flat.dtype)
+        if mask is None:  # every member steps: the state in place, eight operations on the flat (K, P) buffers
+            self.exp_avg.lerp_(grad, self.weight1)
+            self.exp_avg_sq.lerp_(grad.square(), self.weight2)  # β₂ v + (1 − β₂) g²
+            denom = self.exp_avg_sq.sqrt().div_(correction2_sqrt).add_(self.eps).div_(step_size)
+            flat.addcdiv_(self.exp_avg, denom, value=-1.0)  # − step_size · m / (√v / c₂ + ε)
             return
+        # the same operations out of place, kept where a member steps: its numbers are those of the path above
+        exp_avg = self.exp_avg.lerp(grad, self.weight1)
+        exp_avg_sq = self.exp_avg_sq.lerp(grad.square(), self.weight2)
+        denom = exp_avg_sq.sqrt().div_(correction2_sqrt).add_(self.eps).div_(step_size)
         torch.where(mask, exp_avg, self.exp_avg, out=self.exp_avg)
         torch.where(mask, exp_avg_sq, self.exp_avg_sq, out=self.exp_avg_sq)
-        torch.where(mask, flat - update, flat, out=flat)
+        torch.where(mask, flat.addcdiv(exp_avg, denom, value=-1.0), flat, out=flat)
 
 
 class MemberRMSprop:
@@ -123,25 +127,32 @@ class MemberRMSprop:
         self.square_avg = torch.zeros_like(flat)
         self.grad_avg = torch.zeros_like(flat) if centered else None
         self.momentum_buffer = torch.zeros_like(flat)
+        self.weight = 1.0 - self.alpha  # the average's weight of the new square, made once
 
     @torch.no_grad()
     def step(self, active: torch.Tensor | None = None) -> None:
         grad, flat, mask = self.members.gradient(), self.members.flat, self.members.rows(active)
-        square_avg = self.square_avg * self.alpha + (1.0 - self.alpha) * grad * grad
+        if mask is None:  # every member steps: the state in place (the masked path below gives the same numbers)
+            self._update(grad, self.square_avg, self.grad_avg, self.momentum_buffer)
+            flat.addcmul_(self.momentum_buffer, self.lr, value=-1.0)
+            return
+        states = {"square_avg": self.square_avg.clone(), "momentum_buffer": self.momentum_buffer.clone()}
         if self.centered:
-            grad_avg = self.grad_avg.lerp(grad, 1.0 - self.alpha)
-            avg = (square_avg - grad_avg * grad_avg).clamp_min_(0.0).sqrt_().add_(self.eps)
+            states["grad_avg"] = self.grad_avg.clone()
+        self._update(grad, states["square_avg"], states.get("grad_avg"), states["momentum_buffer"])
+        for name, value in states.items():
+            state = getattr(self, name)
+            torch.where(mask, value, state, out=state)
+        torch.where(mask, flat.addcmul(states["momentum_buffer"], self.lr, value=-1.0), flat, out=flat)
+
+    def _update(
+        self, grad: torch.Tensor, square_avg: torch.Tensor, grad_avg: torch.Tensor | None, buffer: torch.Tensor
+    ) -> None:
+        """The averages and the momentum buffer, in place: ``buffer`` becomes the step before the learning rate."""
+        square_avg.lerp_(grad.square(), self.weight)  # α v + (1 − α) g²
+        if self.centered:
+            grad_avg.lerp_(grad, self.weight)
+            avg = square_avg.addcmul(grad_avg, grad_avg, value=-1.0).clamp_min_(0.0).sqrt_().add_(self.eps)
         else:
             avg = square_avg.sqrt().add_(self.eps)
-        buffer = self.momentum_buffer * self.momentum + grad / avg  # with momentum 0, the plain step grad / avg
-        update = self.lr * buffer
-        new = {"square_avg": square_avg, "momentum_buffer": buffer}
-        if self.centered:
-            new["grad_avg"] = grad_avg
-        for name, value in new.items():
-            state = getattr(self, name)
-            state.copy_(value) if mask is None else torch.where(mask, value, state, out=state)
-        if mask is None:
-            flat.sub_(update)
-        else:
-            torch.where(mask, flat - update, flat, out=flat)
+        buffer.mul_(self.momentum).addcdiv_(grad, avg)  # with momentum 0, the plain step grad / avg
