@@ -25,7 +25,7 @@ from dqnbench.agent.distributional import (
     quantile_midpoints,
 )
 from dqnbench.agent.learning import LearnerBase
-from dqnbench.builtin.learners import Forward, _check_bool, _check_number, _check_numbers, double_mask, next_actions
+from dqnbench.builtin.learners import Forward, _check_bool, _check_number, checked_numbers, double_mask, next_actions
 from dqnbench.plugin.batch import Batch
 from dqnbench.plugin.contracts import LearnerLoss, Networks
 from dqnbench.plugin.hookspecs import hookimpl
@@ -141,7 +141,7 @@ def _support(v_min: float | PerMember, v_max: float | PerMember, atoms: int) -> 
 
 
 c51.lockstep = True
-c51.memberwise = ("v_min", "v_max", "double")  # atoms per member (a (K, N) support); both next actions per member
+c51.memberwise = ("v_min", "v_max", "double")  # atoms per member (a (K, 1, N) support); both next actions
 
 
 class QRLearner(LearnerBase):
@@ -200,7 +200,7 @@ def qr_dqn(n_actions: int, quantiles: int = 200, kappa: float = 1.0, double: boo
     """
     if isinstance(quantiles, bool) or not isinstance(quantiles, int) or quantiles < 1:
         raise ValueError(f"quantiles must be an integer >= 1, got {quantiles!r}")
-    kappa = _check_numbers("kappa", kappa, lambda v: v > 0.0, "a number > 0")
+    kappa = checked_numbers("kappa", kappa, lambda v: v > 0.0, "a number > 0")
     _check_bool("double", double)
     return QRLearner(n_actions, quantiles, kappa, double)
 

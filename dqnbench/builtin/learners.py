@@ -116,7 +116,7 @@ def _check_number(name: str, value: object, ok: Callable[[float], bool], allowed
     return float(value)
 
 
-def _check_numbers(
+def checked_numbers(
     name: str, value: object, ok: Callable[[float], bool], allowed: str, dims: int = 1
 ) -> float | torch.Tensor:
     """A checked number, or for a :class:`PerMember` each member's, as a ``(K, 1, …)`` tensor (``dims`` ones)
@@ -189,9 +189,9 @@ def munchausen(
     :param l0: l0 < 0, lower clip of the scaled log-policy τ log π(a|s).
     :param loss: ``"huber"`` (smooth L1, δ = 1, the paper's) or ``"mse"``.
     """
-    alpha = _check_numbers("alpha", alpha, lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]")
-    tau = _check_numbers("tau", tau, lambda v: v > 0.0, "a number > 0", dims=2)  # over (K, B, n_actions)
-    l0 = _check_numbers("l0", l0, lambda v: v < 0.0, "a number < 0")
+    alpha = checked_numbers("alpha", alpha, lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]")
+    tau = checked_numbers("tau", tau, lambda v: v > 0.0, "a number > 0", dims=2)  # over (K, B, n_actions)
+    l0 = checked_numbers("l0", l0, lambda v: v < 0.0, "a number < 0")
     _check_loss(loss)
     return MunchausenLearner(alpha, tau, l0, loss)
 
