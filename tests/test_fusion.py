@@ -358,6 +358,38 @@ def test_an_active_member_steps_the_same_numbers_whether_or_not_another_member_w
         assert torch.equal(p[0], q[0]) and torch.equal(p[2], q[2]) and not torch.equal(p[1], q[1])
 
 
+@pytest.mark.parametrize("kind", ["adam", "rmsprop", "rmsprop-centered"])
+def test_the_variance_floor_changes_no_update(kind):
+    """Weights whose gradient is always 0 (behind MinAtar's empty cells) skip the CPU's slow sqrt(0) by a variance
+    floor, which leaves every update as torch.optim's: those weights exactly unmoved, the others as torch's."""
+    params = _stacked()
+    lrs, eps = (1e-3, 1e-2, 3e-4), (1e-8, 1e-3, 1e-6)
+    if kind == "adam":
+        optimizer = adam(params, PerMember(lrs), eps=PerMember(eps))
+    else:
+        optimizer = rmsprop(params, PerMember(lrs), eps=PerMember(eps), centered=kind == "rmsprop-centered")
+    start = [p.detach().clone() for p in params]
+    g = torch.Generator().manual_seed(5)
+    grads = [[torch.randn(p.shape, generator=g) for p in params] for _ in range(4)]
+    for step in grads:
+        step[0][:, :, :2] = 0.0  # two columns of the weight never get a gradient
+        for p, grad in zip(params, step):
+            p.grad.copy_(grad)
+        optimizer.step()
+    assert torch.equal(params[0][:, :, :2], start[0][:, :, :2])
+    for k in range(3):
+        own = [torch.nn.Parameter(s[k].clone()) for s in start]
+        centered = kind == "rmsprop-centered"
+        ref = (torch.optim.Adam(own, lr=lrs[k], eps=eps[k]) if kind == "adam"
+               else torch.optim.RMSprop(own, lr=lrs[k], eps=eps[k], centered=centered))  # fmt: skip
+        for step in grads:
+            for p, grad in zip(own, step):
+                p.grad = grad[k].clone()
+            ref.step()
+        for p, mine in zip(own, params):
+            torch.testing.assert_close(mine[k], p.detach(), rtol=2e-5, atol=1e-6)
+
+
 def test_pools_keep_grid_order(write_grid, registry):
     grid = write_grid('[grid]\n"agent.lr" = [1e-3, 3e-3]\n"network.hidden" = [[16], [8]]\n', seeds=2)
     plan = load_grid(grid, registry)

@@ -24,6 +24,17 @@ def _column(values: Sequence[float], like: torch.Tensor) -> torch.Tensor:
     return torch.tensor([float(v) for v in values], dtype=torch.float64, device=like.device).unsqueeze(1)
 
 
+def variance_floor(eps: torch.Tensor, dtype: torch.dtype, scale: torch.Tensor | float = 1.0) -> torch.Tensor:
+    """Each member's variance floor ``(K, 1)``: ``sqrt(floor) / scale`` is ``eps · 2⁻²⁹`` in float32, far under half
+    a unit in the last place of ``eps``, so ``sqrt(max(v, floor)) / scale + eps == sqrt(v) / scale + eps`` exactly;
+    0 where that would underflow the dtype. It only skips the CPU's slow ``sqrt(0)`` (8× a normal value's here,
+    50× on other machines: a weight whose gradient is always 0, behind MinAtar's empty cells or a dead ReLU), as
+    ``LeanRMSprop`` does (``docs/internals.md``)."""
+    info = torch.finfo(dtype)
+    floor = (eps.double() * scale * info.eps / 64) ** 2
+    return torch.where(floor >= info.tiny, floor, 0.0).to(dtype)
+
+
 class FlatMembers:
     """The K members' parameters and gradients as views of two flat ``(K, P)`` buffers."""
 
@@ -81,6 +92,8 @@ class MemberAdam:
         self.steps = torch.zeros_like(self.lr)
         # the averages' weights in the parameters' dtype, made once (each costs a conversion a step otherwise)
         self.weight1, self.weight2 = (1.0 - self.beta1).to(flat.dtype), (1.0 - self.beta2).to(flat.dtype)
+        # √v is divided by √(1 − β₂ᵗ) ≥ √(1 − β₂) from the first step on: the floor holds for every step
+        self.floor = variance_floor(self.eps, flat.dtype, (1.0 - self.beta2).sqrt())
 
     @torch.no_grad()
     def step(self, active: torch.Tensor | None = None) -> None:
@@ -92,13 +105,13 @@ class MemberAdam:
         if mask is None:  # every member steps: the state in place, eight operations on the flat (K, P) buffers
             self.exp_avg.lerp_(grad, self.weight1)
             self.exp_avg_sq.lerp_(grad.square(), self.weight2)  # β₂ v + (1 − β₂) g²
-            denom = self.exp_avg_sq.sqrt().div_(correction2_sqrt).add_(self.eps).div_(step_size)
+            denom = self.exp_avg_sq.clamp_min(self.floor).sqrt_().div_(correction2_sqrt).add_(self.eps).div_(step_size)
             flat.addcdiv_(self.exp_avg, denom, value=-1.0)  # − step_size · m / (√v / c₂ + ε)
             return
         # the same operations out of place, kept where a member steps: its numbers are those of the path above
         exp_avg = self.exp_avg.lerp(grad, self.weight1)
         exp_avg_sq = self.exp_avg_sq.lerp(grad.square(), self.weight2)
-        denom = exp_avg_sq.sqrt().div_(correction2_sqrt).add_(self.eps).div_(step_size)
+        denom = exp_avg_sq.clamp_min(self.floor).sqrt_().div_(correction2_sqrt).add_(self.eps).div_(step_size)
         torch.where(mask, exp_avg, self.exp_avg, out=self.exp_avg)
         torch.where(mask, exp_avg_sq, self.exp_avg_sq, out=self.exp_avg_sq)
         torch.where(mask, flat.addcdiv(exp_avg, denom, value=-1.0), flat, out=flat)
@@ -128,6 +141,7 @@ class MemberRMSprop:
         self.grad_avg = torch.zeros_like(flat) if centered else None
         self.momentum_buffer = torch.zeros_like(flat)
         self.weight = 1.0 - self.alpha  # the average's weight of the new square, made once
+        self.floor = variance_floor(self.eps, flat.dtype)
 
     @torch.no_grad()
     def step(self, active: torch.Tensor | None = None) -> None:
@@ -152,7 +166,7 @@ class MemberRMSprop:
         square_avg.lerp_(grad.square(), self.weight)  # α v + (1 − α) g²
         if self.centered:
             grad_avg.lerp_(grad, self.weight)
-            avg = square_avg.addcmul(grad_avg, grad_avg, value=-1.0).clamp_min_(0.0).sqrt_().add_(self.eps)
+            avg = square_avg.addcmul(grad_avg, grad_avg, value=-1.0).clamp_min_(self.floor).sqrt_().add_(self.eps)
         else:
-            avg = square_avg.sqrt().add_(self.eps)
+            avg = square_avg.clamp_min(self.floor).sqrt_().add_(self.eps)
         buffer.mul_(self.momentum).addcdiv_(grad, avg)  # with momentum 0, the plain step grad / avg
