@@ -56,6 +56,20 @@ def test_a_cell_splits_only_to_fill_idle_workers(registry):
     assert sizes(lockstep_groups(two, locked, 6)) == {two.cells[0][0]: [2, 2]}
 
 
+def test_the_last_cells_split_to_fill_the_last_wave(registry):
+    """3 cells of 3 seeds on 2 workers (the CleanRL job): the third cell would train alone while a worker idles,
+    so it splits; 5 cells of 8 on 4 workers: the fifth fills the 3 idle workers of the last wave."""
+    three = plan(registry, seeds=3, cells=3)
+    cells = [c for c, _, _ in three.cells]
+    assert sizes(lockstep_groups(three, set(cells), 2)) == {cells[0]: [3], cells[1]: [3], cells[2]: [2, 1]}
+    assert sizes(lockstep_groups(three, set(cells), 3)) == {c: [3] for c in cells}  # whole waves: no split
+    five = plan(registry, seeds=8, cells=5)
+    cells = [c for c, _, _ in five.cells]
+    assert [len(g) for g in lockstep_groups(five, set(cells), 4)[cells[4]]] == [2, 2, 2, 2]
+    pinned = plan(registry, seeds=3, cells=3, group=3)  # a pinned split stays as pinned
+    assert all(s == [3] for s in sizes(lockstep_groups(pinned, {c for c, _, _ in pinned.cells}, 2)).values())
+
+
 def test_lockstep_group_pins_the_split_whatever_the_workers(registry):
     pinned = plan(registry, seeds=7, group=3)
     cell = pinned.cells[0][0]

@@ -4,7 +4,8 @@ A lock-step cell trains its seeds as one batched program in one process. When
 a grid has fewer tasks than the executor runs at once (one reference
 configuration over many seeds, the job researchers run most), one process per
 cell leaves workers idle, so each cell's seeds split into *lock-step groups*,
-one task each, until every worker has one. ``experiment.lockstep_group = N``
+one task each, until every worker has one; and where the tasks would leave
+workers idle in the last wave, the last cells split to fill it. ``experiment.lockstep_group = N``
 pins the split instead: at most N seeds per group.
 
 A group is a lock-step cell of its own: its members share the random streams
@@ -62,6 +63,9 @@ def lockstep_groups(
     ``slots``, the pool whose groups are largest gains one more group, unless
     that would leave a fused pool's groups below its floor (``Fusion.floors``:
     an overhead-bound group gains more from its size than from a second worker).
+    When the tasks outnumber the slots but not by whole waves, the last pools
+    (tasks run in grid order, so theirs run last) split the same way until the
+    last wave fills the workers it would leave idle.
     """
     pools = fusion.pools if fusion else [[cell] for cell, _, _ in plan.cells if cell in lockstep_cells]
     floors = fusion.floors if fusion else {}
@@ -83,6 +87,12 @@ def lockstep_groups(
             break
         counts[widest] += 1
         tasks += 1
+    # the last wave: tasks that outnumber the workers by part of a wave would leave workers idle at the end (3
+    # cells on 2 workers: one alone for a third of the job), so the last pools, which run last, split until it fills
+    for pool in reversed(automatic):
+        while tasks > slots and tasks % slots and len(runs[pool]) // (counts[pool] + 1) >= floors.get(pool, 1):
+            counts[pool] += 1
+            tasks += 1
     return {first: split_seeds(runs[first], counts[first]) for first in counts}
 
 
