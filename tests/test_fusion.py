@@ -315,13 +315,22 @@ def test_member_optimizers_match_torch_member_by_member(kind):
     _steps(optimizer, params)
     g = torch.Generator().manual_seed(1)
     grads = [[torch.randn(p.shape, generator=g) for p in params] for _ in range(5)]
-    for k in range(3):
-        own = [torch.nn.Parameter(s[k].clone()) for s in start]
+
+    def reference(own, k):
         if kind == "adam":
-            ref = torch.optim.Adam(own, lr=lrs[k], eps=eps[k], betas=betas[k])
-        else:
-            ref = torch.optim.RMSprop(own, lr=lrs[k], eps=eps[k], alpha=(0.99, 0.9, 0.95)[k], centered=True,
-                                      momentum=(0.0, 0.5, 0.9)[k])  # fmt: skip
+            return torch.optim.Adam(own, lr=lrs[k], eps=eps[k], betas=betas[k])
+        return torch.optim.RMSprop(own, lr=lrs[k], eps=eps[k], alpha=(0.99, 0.9, 0.95)[k], centered=True,
+                                   momentum=(0.0, 0.5, 0.9)[k])  # fmt: skip
+
+    assert_members_match_torch(params, start, grads, reference)
+
+
+def assert_members_match_torch(params, start, grads, reference) -> None:
+    """Each member k of ``params`` (stepped from ``start`` on ``grads``) equals ``reference(own, k)``, a
+    ``torch.optim`` optimizer of member k's parameters alone, stepped on member k's gradients."""
+    for k in range(params[0].shape[0]):
+        own = [torch.nn.Parameter(s[k].clone()) for s in start]
+        ref = reference(own, k)
         for step in grads:
             for p, grad in zip(own, step):
                 p.grad = grad[k].clone()
@@ -377,17 +386,12 @@ def test_the_variance_floor_changes_no_update(kind):
             p.grad.copy_(grad)
         optimizer.step()
     assert torch.equal(params[0][:, :, :2], start[0][:, :, :2])
-    for k in range(3):
-        own = [torch.nn.Parameter(s[k].clone()) for s in start]
-        centered = kind == "rmsprop-centered"
-        ref = (torch.optim.Adam(own, lr=lrs[k], eps=eps[k]) if kind == "adam"
-               else torch.optim.RMSprop(own, lr=lrs[k], eps=eps[k], centered=centered))  # fmt: skip
-        for step in grads:
-            for p, grad in zip(own, step):
-                p.grad = grad[k].clone()
-            ref.step()
-        for p, mine in zip(own, params):
-            torch.testing.assert_close(mine[k], p.detach(), rtol=2e-5, atol=1e-6)
+    centered = kind == "rmsprop-centered"
+    assert_members_match_torch(
+        params, start, grads,
+        lambda own, k: torch.optim.Adam(own, lr=lrs[k], eps=eps[k]) if kind == "adam"
+        else torch.optim.RMSprop(own, lr=lrs[k], eps=eps[k], centered=centered),
+    )  # fmt: skip
 
 
 def test_pools_keep_grid_order(write_grid, registry):

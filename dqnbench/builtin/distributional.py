@@ -29,7 +29,7 @@ from dqnbench.builtin.learners import Forward, _check_bool, _check_number, check
 from dqnbench.plugin.batch import Batch
 from dqnbench.plugin.contracts import LearnerLoss, Networks
 from dqnbench.plugin.hookspecs import hookimpl
-from dqnbench.plugin.members import PerMember
+from dqnbench.plugin.members import PerMember, each_member
 
 
 def _taken(outputs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
@@ -114,7 +114,7 @@ def c51(n_actions: int, atoms: int = 51, v_min: float = -10.0, v_max: float = 10
     """
     if isinstance(atoms, bool) or not isinstance(atoms, int) or atoms < 2:
         raise ValueError(f"atoms must be an integer >= 2, got {atoms!r}")
-    lows, highs = _members(v_min, v_max)
+    lows, highs = each_member(v_min, v_max)
     for low, high in zip(lows, highs):
         low = _check_number("v_min", low, lambda v: True, "a finite number")
         high = _check_number("v_max", high, lambda v: True, "a finite number")
@@ -124,19 +124,12 @@ def c51(n_actions: int, atoms: int = 51, v_min: float = -10.0, v_max: float = 10
     return C51Learner(n_actions, atoms, v_min, v_max, double)
 
 
-def _members(*values: object) -> list[tuple]:
-    """Each value as a tuple of its members' values (a plain value: one), all of one length."""
-    columns = [tuple(v) if isinstance(v, PerMember) else None for v in values]
-    size = max((len(c) for c in columns if c is not None), default=1)
-    return [c if c is not None else (v,) * size for c, v in zip(columns, values)]
-
-
 def _support(v_min: float | PerMember, v_max: float | PerMember, atoms: int) -> torch.Tensor:
     """The atoms ``(N,)`` from ``v_min`` to ``v_max``; for member-wise values one per member ``(K, 1, N)`` (over
     its ``(K, B, N)`` samples), each exactly the atoms that member has alone."""
     if not isinstance(v_min, PerMember) and not isinstance(v_max, PerMember):
         return torch.linspace(float(v_min), float(v_max), atoms)
-    rows = [torch.linspace(float(low), float(high), atoms) for low, high in zip(*_members(v_min, v_max))]
+    rows = [torch.linspace(float(low), float(high), atoms) for low, high in zip(*each_member(v_min, v_max))]
     return torch.stack(rows).unsqueeze(1)
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from dqnbench.plugin.hookspecs import hookimpl
-from dqnbench.plugin.members import PerMember
+from dqnbench.plugin.members import PerMember, each_member
 from dqnbench.plugin.validation import check_probability
 
 
@@ -93,8 +93,7 @@ class LinearEpsilon:
         self.start = _probability("start", start)
         self.end = _probability("end", end)
         if isinstance(fraction, PerMember) or isinstance(delay, PerMember) or isinstance(steps, PerMember):
-            k = next(len(v) for v in (fraction, delay, steps) if isinstance(v, PerMember))
-            rows = zip(*(v if isinstance(v, PerMember) else (v,) * k for v in (fraction, delay, steps)))
+            rows = zip(*each_member(fraction, delay, steps))
             decays = [_decay(total_steps, f, d, s) for f, d, s in rows]
             self.delay = np.array([d for d, _ in decays], dtype=np.float64)
             self.decay_steps = np.array([s for _, s in decays], dtype=np.float64)

@@ -22,7 +22,7 @@ from dqnbench.agent.losses import LOSSES, dqn_targets, munchausen_targets, taken
 from dqnbench.plugin.batch import Batch
 from dqnbench.plugin.contracts import LearnerLoss, Networks
 from dqnbench.plugin.hookspecs import hookimpl
-from dqnbench.plugin.members import PerMember
+from dqnbench.plugin.members import PerMember, each_member
 
 #: a network's outputs on observations, as a learner's targets read them: ``x → (…, B, n_actions[, N])``
 Forward = Callable[[torch.Tensor], torch.Tensor]
@@ -100,7 +100,7 @@ def next_actions(
 
 
 def _check_bool(name: str, value: object) -> None:
-    for v in value if isinstance(value, PerMember) else (value,):
+    for v in each_member(value)[0]:
         if not isinstance(v, bool):
             raise ValueError(f"{name} must be true or false, got {v!r}")
 

@@ -21,7 +21,7 @@ from dqnbench.builtin.replays import check_gamma, full_discounts, make_storage, 
 from dqnbench.builtin.sumtree import SumTree, sum_tree_bytes
 from dqnbench.plugin.batch import Batch
 from dqnbench.plugin.hookspecs import hookimpl
-from dqnbench.plugin.members import PerMember
+from dqnbench.plugin.members import PerMember, as_array, each_member
 
 
 def priorities_from_td(td_errors: np.ndarray, alpha: float | np.ndarray, eps: float | np.ndarray) -> np.ndarray:
@@ -52,13 +52,14 @@ def annealed_beta(beta0: float | np.ndarray, step: int, total_steps: int | None)
 
 def check_per_params(alpha: float, beta: float, eps: float, total_steps: int | None) -> None:
     """Raise ValueError naming the first out-of-range PER parameter (each member's, for a :class:`PerMember`)."""
-    for value in _values(alpha):
+    alphas, betas, epsilons = each_member(alpha, beta, eps)
+    for value in alphas:
         if not float(value) >= 0.0:
             raise ValueError(f"alpha must be >= 0 (0 = uniform sampling), got {value}")
-    for value in _values(beta):
+    for value in betas:
         if not 0.0 <= float(value) <= 1.0:
             raise ValueError(f"beta must be in [0, 1], got {value}")
-    for value in _values(eps):
+    for value in epsilons:
         if not float(value) > 0.0:
             raise ValueError(f"eps must be > 0 so every transition stays sampleable, got {value}")
     if total_steps is not None and (
@@ -67,13 +68,10 @@ def check_per_params(alpha: float, beta: float, eps: float, total_steps: int | N
         raise ValueError(f"total_steps must be a positive integer or None, got {total_steps!r}")
 
 
-def _values(value: object) -> tuple:
-    return tuple(value) if isinstance(value, PerMember) else (value,)
-
-
 def member_column(value: float | PerMember) -> float | np.ndarray:
     """A number as a float, or a fused group's :class:`PerMember` as a ``(K, 1)`` float64 column over ``(K, B)``."""
-    return np.array(value, dtype=np.float64)[:, None] if isinstance(value, PerMember) else float(value)
+    column = as_array(value)
+    return float(value) if column is None else column[:, None]
 
 
 def to_numpy(values: torch.Tensor | np.ndarray) -> np.ndarray:

@@ -130,7 +130,7 @@ def set_grads(params: list[torch.nn.Parameter], grads: Sequence[torch.Tensor]) -
 
 
 def _learner(component: Component, obs: ObsSpec, n_actions: int) -> str | None:
-    from dqnbench.agent.nets import QNetworks, probe_observations
+    from dqnbench.agent.nets import QNetworks
     from dqnbench.builtin.networks import mlp
 
     if len(obs.shape) != 1:
@@ -141,7 +141,7 @@ def _learner(component: Component, obs: ObsSpec, n_actions: int) -> str | None:
     extra = {"outputs": pair.outputs} if pair.outputs != 1 else {}
     torch.manual_seed(0)
     modules = [mlp(obs, n_actions, hidden=[16], **extra) for _ in range(2)]
-    batch = _batch(probe_observations, obs, n_actions)
+    batch = probe_batch(obs, n_actions)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(1)
         fused_losses = pair.loss(QNetworks.of(modules, obs, torch.device("cpu"), stacked=True), batch)[0]
@@ -155,7 +155,10 @@ def _learner(component: Component, obs: ObsSpec, n_actions: int) -> str | None:
     return None
 
 
-def _batch(probe_observations: Any, obs: ObsSpec, n_actions: int, members: int = 2, size: int = 8) -> Batch:
+def probe_batch(obs: ObsSpec, n_actions: int, members: int = 2, size: int = 8, gamma: float = PROBE_GAMMA) -> Batch:
+    """A fixed random ``Batch`` of ``members`` × ``size`` transitions on probe observations (discounts ``gamma``)."""
+    from dqnbench.agent.nets import probe_observations
+
     generator = torch.Generator().manual_seed(2)
     return Batch(
         obs=probe_observations(obs, (members, size)),
@@ -165,7 +168,7 @@ def _batch(probe_observations: Any, obs: ObsSpec, n_actions: int, members: int =
         terminated=torch.rand(members, size, generator=generator) < 0.1,
         weights=torch.ones(members, size),
         indices=torch.arange(size).expand(members, size),
-        discounts=torch.full((members, size), PROBE_GAMMA),
+        discounts=torch.full((members, size), gamma),
     )
 
 

@@ -40,3 +40,10 @@ def declared(factory: Any) -> tuple[str, ...]:
 def as_array(value: Any, dtype: Any = np.float64) -> np.ndarray | None:
     """A :class:`PerMember` as a 1-D array of K values; None for a plain value."""
     return np.asarray(value, dtype=dtype) if isinstance(value, PerMember) else None
+
+
+def each_member(*values: Any) -> list[tuple]:
+    """Each value as a tuple of its members' values, all of one length K: a :class:`PerMember`'s own values, a
+    plain value repeated (K is the :class:`PerMember` values' length; 1 when there are none)."""
+    size = max((len(v) for v in values if isinstance(v, PerMember)), default=1)
+    return [tuple(v) if isinstance(v, PerMember) else (v,) * size for v in values]

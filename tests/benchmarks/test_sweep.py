@@ -222,9 +222,9 @@ def test_memberwise_scalars_cost(benchmark, scalars):
     stacked ``mlp`` 64-64, batch 32) or a replay's sample and reprioritisation, with 8 different values against
     one shared value, interleaved best of several rounds."""
     from dqnbench.agent.learning import learn_backward
-    from dqnbench.agent.nets import QNetworks, probe_observations
+    from dqnbench.agent.nets import QNetworks
     from dqnbench.builtin.networks import mlp
-    from dqnbench.plugin.batch import Batch
+    from dqnbench.devtools.memberwise import probe_batch
     from dqnbench.plugin.legacy_replay import build_replay
     from dqnbench.plugin.members import PerMember
     from dqnbench.plugin.obs import ObsSpec
@@ -244,16 +244,7 @@ def test_memberwise_scalars_cost(benchmark, scalars):
         torch.manual_seed(0)
         modules = [mlp(obs, n_actions, hidden=[64, 64], outputs=learners["shared"].outputs) for _ in range(members)]
         nets = QNetworks.of(modules, obs, torch.device("cpu"), stacked=True)
-        batch = Batch(
-            obs=probe_observations(obs, (members, size)),
-            actions=torch.randint(n_actions, (members, size), generator=generator),
-            rewards=torch.randn(members, size, generator=generator),
-            next_obs=probe_observations(obs, (members, size)).roll(1, dims=1),
-            terminated=torch.rand(members, size, generator=generator) < 0.1,
-            weights=torch.ones(members, size),
-            indices=torch.arange(size).expand(members, size),
-            discounts=torch.full((members, size), 0.99),
-        )
+        batch = probe_batch(obs, n_actions, members, size, gamma=0.99)
 
         def work(label: str) -> None:
             for _ in range(repeats):
