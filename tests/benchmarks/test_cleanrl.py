@@ -96,8 +96,9 @@ def test_single_run_vs_cleanrl(benchmark):
         assert ours / port >= SINGLE_TARGET, f"dqnbench {ours / port:.2f}× the CleanRL port"
 
 
-def port_job_wall(envs: list[str], seeds: list[int], steps: int) -> tuple[float, list[dict]]:
-    """Wall seconds for the port to train every (env, seed), :data:`WORKERS` processes at a time."""
+def port_job_wall(envs: list[str], seeds: list[int], steps: int, script: Path = PORT) -> tuple[float, list[dict]]:
+    """Wall seconds for the port (or another ``script`` taking its arguments) to train every (env, seed),
+    :data:`WORKERS` processes at a time."""
     queue = [(env, seed) for env in envs for seed in seeds]
     running: list[subprocess.Popen] = []
     out: list[dict] = []
@@ -105,7 +106,7 @@ def port_job_wall(envs: list[str], seeds: list[int], steps: int) -> tuple[float,
     while queue or running:
         while queue and len(running) < WORKERS:
             env, seed = queue.pop(0)
-            args = [sys.executable, str(PORT), env, str(seed), str(steps), str(learning_starts(steps))]
+            args = [sys.executable, str(script), env, str(seed), str(steps), str(learning_starts(steps))]
             running.append(subprocess.Popen(args, stdout=subprocess.PIPE, text=True, cwd=REPO))
         time.sleep(0.01)
         for proc in [p for p in running if p.poll() is not None]:

@@ -1,0 +1,152 @@
+"""Whole runs written as lean single-file scripts: the floors of the CleanRL and MinAtar configs (issue #27).
+
+Each function trains the config its reference trains (``reference_cleanrl.py``, ``reference_minatar.py``),
+step for step the same work (the same env steps, forward passes on the steps that act greedily, stores,
+learn steps of the same batch and network, target copies), written with nothing a run does not need:
+the bare gymnasium or MinAtar env (no vector env, no wrappers), ε drawn with ``random.random()``
+before any forward pass, NumPy ring arrays indexed by ``np.random.randint``, ``torch.from_numpy``
+batches, plain ``nn.Sequential`` networks, autograd and torch's multi-tensor optimizers, one thread.
+
+What it leaves out that a benchmarking tool must do: per-step timing and records, probes of max Q,
+episode bookkeeping beyond a reset, checks, checkpoints, progress. So the floor over the reference is
+the most any implementation of the same arithmetic in PyTorch gains on that config on this machine,
+and a target above it is out of reach without changing the arithmetic (``test_run_floors.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import time
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def cleanrl_floor(env_id: str, total_steps: int, seed: int, learning_starts: int) -> dict:
+    """CleanRL's classic-control DQN (120-84, MSE, Adam 2.5e-4, batch 128, buffer 10k, a learn step every 10 env
+    steps after ``learning_starts``, a target copy every 500 env steps, ε 1 → 0.05 over half the run)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    env = gym.make(env_id)
+    obs_dim, n_actions = int(np.prod(env.observation_space.shape)), int(env.action_space.n)
+    capacity, batch, gamma = 10_000, 128, 0.99
+
+    def network() -> nn.Module:
+        layers = (nn.Linear(obs_dim, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, n_actions))
+        return nn.Sequential(*layers)
+
+    online, target = network(), network()
+    target.load_state_dict(online.state_dict())
+    optimizer = torch.optim.Adam(online.parameters(), lr=2.5e-4, fused=True)
+    observations = np.zeros((capacity, obs_dim), np.float32)
+    next_observations = np.zeros((capacity, obs_dim), np.float32)
+    actions = np.zeros((capacity, 1), np.int64)
+    rewards = np.zeros(capacity, np.float32)
+    dones = np.zeros(capacity, np.float32)
+    decay = 0.5 * total_steps
+    learn_steps = forwards = 0
+
+    obs, _ = env.reset(seed=seed)
+    for step in range(total_steps):
+        if random.random() < max(1.0 - 0.95 * step / decay, 0.05):
+            action = random.randrange(n_actions)
+        else:
+            with torch.no_grad():
+                action = int(online(torch.from_numpy(obs[None])).argmax())
+            forwards += 1
+        next_obs, reward, terminated, truncated, _ = env.step(action)
+        slot = step % capacity
+        observations[slot], next_observations[slot] = obs, next_obs
+        actions[slot, 0], rewards[slot], dones[slot] = action, reward, terminated
+        obs = env.reset()[0] if terminated or truncated else next_obs
+
+        if step > learning_starts:
+            if step % 10 == 0:
+                rows = np.random.randint(0, min(step + 1, capacity), size=batch)
+                with torch.no_grad():
+                    target_max = target(torch.from_numpy(next_observations[rows])).max(dim=1).values
+                    not_done = 1 - torch.from_numpy(dones[rows])
+                    td_target = torch.from_numpy(rewards[rows]) + gamma * target_max * not_done
+                q = online(torch.from_numpy(observations[rows])).gather(1, torch.from_numpy(actions[rows])).squeeze(1)
+                loss = F.mse_loss(td_target, q)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                learn_steps += 1
+            if step % 500 == 0:
+                target.load_state_dict(online.state_dict())
+    env.close()
+    return {"steps": total_steps, "learn_steps": learn_steps, "forwards": forwards}
+
+
+def minatar_floor(total_steps: int, seed: int = 0, game: str = "breakout", replay_start_size: int = 5_000) -> dict:
+    """MinAtar's DQN (``examples/dqn.py``: conv 16×3×3 → 128, Huber loss, centered RMSProp 2.5e-4, α 0.95,
+    ε 0.01, batch 32, one learn step per frame after the replay start, a target copy every 1,000 learn steps,
+    ε 1 → 0.1 over 100,000 frames after it) on MinAtar's own ``Environment``."""
+    from minatar import Environment
+
+    from .reference_minatar import QNetwork
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    env = Environment(game)
+    env.seed(seed)
+    channels, n_actions = env.state_shape()[2], env.num_actions()
+    online, target = QNetwork(channels, n_actions), QNetwork(channels, n_actions)
+    target.load_state_dict(online.state_dict())
+    optimizer = torch.optim.RMSprop(online.parameters(), lr=2.5e-4, alpha=0.95, eps=0.01, centered=True, foreach=True)
+    capacity = min(100_000, total_steps)
+    shape = (channels, 10, 10)
+    states, next_states = np.zeros((capacity, *shape), np.float32), np.zeros((capacity, *shape), np.float32)
+    actions = np.zeros((capacity, 1), np.int64)
+    rewards, dones = np.zeros(capacity, np.float32), np.zeros(capacity, np.float32)
+    learn_steps = forwards = 0
+
+    env.reset()
+    state = env.state().transpose(2, 0, 1).astype(np.float32)
+    for t in range(total_steps):
+        epsilon = 1.0 if t < replay_start_size else max(1.0 - 0.9 * (t - replay_start_size) / 100_000, 0.1)
+        if random.random() < epsilon:
+            action = random.randrange(n_actions)
+        else:
+            with torch.no_grad():
+                action = int(online(torch.from_numpy(state[None])).argmax())
+            forwards += 1
+        reward, terminated = env.act(action)
+        next_state = env.state().transpose(2, 0, 1).astype(np.float32)
+        slot = t % capacity
+        states[slot], next_states[slot] = state, next_state
+        actions[slot, 0], rewards[slot], dones[slot] = action, reward, terminated
+        if terminated:
+            env.reset()
+            next_state = env.state().transpose(2, 0, 1).astype(np.float32)
+        state = next_state
+
+        if t > replay_start_size:
+            rows = np.random.randint(0, min(t + 1, capacity), size=32)
+            with torch.no_grad():
+                target_max = target(torch.from_numpy(next_states[rows])).max(dim=1).values
+                y = torch.from_numpy(rewards[rows]) + 0.99 * target_max * (1 - torch.from_numpy(dones[rows]))
+            q = online(torch.from_numpy(states[rows])).gather(1, torch.from_numpy(actions[rows])).squeeze(1)
+            loss = F.smooth_l1_loss(q, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            learn_steps += 1
+            if learn_steps % 1_000 == 0:
+                target.load_state_dict(online.state_dict())
+    return {"steps": total_steps, "learn_steps": learn_steps, "forwards": forwards}
+
+
+if __name__ == "__main__":  # ``python floor_runs.py ENV SEED STEPS LEARNING_STARTS``: one CleanRL-config run
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    counts = cleanrl_floor(sys.argv[1], int(sys.argv[3]), int(sys.argv[2]), int(sys.argv[4]))
+    print(json.dumps({"env": sys.argv[1], "seed": int(sys.argv[2]), **counts, "wall_s": time.perf_counter() - started}))
