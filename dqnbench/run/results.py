@@ -150,9 +150,15 @@ def current_run_ids(experiment_dir: str | os.PathLike) -> list[str] | None:
         return None
 
 
-#: The Arrow type pandas gives a str column (``large_string`` for pandas 3's string dtype, ``string`` before):
-#: run ids are stored as pandas stored them, so every run's tables concatenate in Arrow.
-RUN_ID_TYPE = pa.Schema.from_pandas(pd.DataFrame({"run_id": pd.Series([], dtype=str)}), preserve_index=False)[0].type
+def _run_id_type() -> pa.DataType:
+    """The Arrow type pandas gives a str column (``large_string`` for pandas 3's string dtype, ``string`` before):
+    run ids are stored as pandas stored them, so every run's tables concatenate in Arrow. Inferred from a value,
+    not an empty column: pandas 2 keeps str in object columns, whose type Arrow infers from their values."""
+    frame = pd.DataFrame({"run_id": pd.Series(["id"], dtype=str)})
+    return pa.Schema.from_pandas(frame, preserve_index=False).field("run_id").type
+
+
+RUN_ID_TYPE = _run_id_type()
 
 
 def _arrow_table(run_id: str, columns: Mapping[str, Any], name: str) -> pa.Table:
