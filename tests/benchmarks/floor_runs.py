@@ -145,6 +145,76 @@ def minatar_floor(total_steps: int, seed: int = 0, game: str = "breakout", repla
     return {"steps": total_steps, "learn_steps": learn_steps, "forwards": forwards}
 
 
+def minatar_lockstep_floor(total_steps: int, members: int = 8, seed: int = 0, replay_start_size: int = 5_000) -> dict:
+    """:func:`minatar_floor` for ``members`` runs trained side by side as one program, written as a script batches
+    an ensemble: the members' networks stacked (``torch.func.stack_module_state``) and run by ``torch.vmap``,
+    one loss summed over the members, autograd, one multi-tensor centered RMSProp on the stacked parameters;
+    every member its own MinAtar env, ε draw and sample of 32."""
+    from minatar import Environment
+    from torch.func import functional_call, stack_module_state
+
+    from .reference_minatar import QNetwork
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    envs = [Environment("breakout") for _ in range(members)]
+    for k, env in enumerate(envs):
+        env.seed(seed + k)
+        env.reset()
+    channels, n_actions = envs[0].state_shape()[2], envs[0].num_actions()
+    online, _ = stack_module_state([QNetwork(channels, n_actions) for _ in range(members)])
+    target = {name: value.detach().clone() for name, value in online.items()}
+    shell = QNetwork(channels, n_actions).to("meta")
+
+    def q_values(params: dict, obs: torch.Tensor) -> torch.Tensor:  # (K, B, C, 10, 10) → (K, B, actions)
+        return torch.vmap(lambda p, x: functional_call(shell, p, (x,)))(params, obs)
+
+    optimizer = torch.optim.RMSprop(online.values(), lr=2.5e-4, alpha=0.95, eps=0.01, centered=True, foreach=True)
+    capacity, lanes = min(100_000, total_steps), np.arange(members)[:, None]
+    states = np.zeros((capacity, members, channels, 10, 10), np.float32)
+    next_states = np.zeros_like(states)
+    actions = np.zeros((capacity, members), np.int64)
+    rewards, dones = np.zeros((capacity, members), np.float32), np.zeros((capacity, members), np.float32)
+    state = np.stack([env.state().transpose(2, 0, 1) for env in envs]).astype(np.float32)
+    learn_steps = 0
+
+    for t in range(total_steps):
+        epsilon = 1.0 if t < replay_start_size else max(1.0 - 0.9 * (t - replay_start_size) / 100_000, 0.1)
+        explore = [random.random() < epsilon for _ in range(members)]
+        chosen = [random.randrange(n_actions) for _ in range(members)]
+        if not all(explore):
+            with torch.no_grad():
+                greedy = q_values(online, torch.from_numpy(state[:, None])).argmax(dim=-1)[:, 0].tolist()
+            chosen = [c if e else g for c, e, g in zip(chosen, explore, greedy)]
+        slot = t % capacity
+        for k, env in enumerate(envs):
+            reward, terminated = env.act(chosen[k])
+            next_states[slot, k] = env.state().transpose(2, 0, 1)
+            rewards[slot, k], dones[slot, k] = reward, terminated
+            if terminated:
+                env.reset()
+        states[slot], actions[slot] = state, chosen
+        state = np.stack([env.state().transpose(2, 0, 1) for env in envs]).astype(np.float32)
+
+        if t > replay_start_size:
+            rows = np.random.randint(0, min(t + 1, capacity), size=(members, 32))
+            with torch.no_grad():
+                target_max = q_values(target, torch.from_numpy(next_states[rows, lanes])).max(dim=-1).values
+                not_done = 1 - torch.from_numpy(dones[rows, lanes])
+                y = torch.from_numpy(rewards[rows, lanes]) + 0.99 * target_max * not_done
+            q = q_values(online, torch.from_numpy(states[rows, lanes]))
+            q = q.gather(-1, torch.from_numpy(actions[rows, lanes])[..., None]).squeeze(-1)
+            loss = F.smooth_l1_loss(q, y, reduction="none").mean(dim=1).sum()  # each member's mean loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            learn_steps += 1
+            if learn_steps % 1_000 == 0:
+                torch._foreach_copy_(list(target.values()), [p.detach() for p in online.values()])
+    return {"steps": total_steps, "members": members, "learn_steps": learn_steps}
+
+
 if __name__ == "__main__":  # ``python floor_runs.py ENV SEED STEPS LEARNING_STARTS``: one CleanRL-config run
     torch.set_num_threads(1)
     started = time.perf_counter()

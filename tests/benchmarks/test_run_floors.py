@@ -21,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from dqnbench.agent.loop import train
+from dqnbench.agent.loop import train, train_lockstep
 from dqnbench.agent.numerics import flush_denormals
 from tests.extras import require
 
-from .floor_runs import cleanrl_floor, minatar_floor
+from .floor_runs import cleanrl_floor, minatar_floor, minatar_lockstep_floor
 from .reference_cleanrl import run_reference as run_cleanrl
 from .test_cleanrl import GRID, learning_starts, port_job_wall, single_config
 from .test_speed import minatar_config, minatar_reference_rate
@@ -103,3 +103,25 @@ def test_minatar_config_floor(benchmark):
 
     results = [benchmark.pedantic(one_round, rounds=1, iterations=1)] + [one_round() for _ in range(rounds - 1)]
     report(benchmark, results, steps, "MinAtar DQN, Breakout")
+
+
+@flush_denormals
+def test_minatar_lockstep_floor(benchmark):
+    """K = 8 MinAtar runs as one program: aggregate env steps/s of the floor script (``torch.vmap`` over stacked
+    networks) and of dqnbench's lock-step group, each over the reference's single run (``test_speed.py``'s
+    ``test_minatar_lockstep_vs_reference`` measures the same dqnbench side)."""
+    require("minatar")
+    steps, replay_start, rounds = (120, 60, 1) if benchmark.disabled else (3_000, 500, 2)
+    members = 8
+    spec, components = minatar_config(steps, replay_start)
+
+    def one_round() -> tuple[float, float, float]:
+        reference, _ = minatar_reference_rate(steps, replay_start)
+        floor_s, floor = timed(minatar_lockstep_floor, steps, members, replay_start_size=replay_start)
+        logs = train_lockstep(spec.config, list(range(members)), components)
+        assert [floor["learn_steps"]] * members == [int(np.isfinite(log.loss).sum()) for log in logs]
+        wall = sum(log.train_s for log in logs)  # each log holds its 1/K share of the group's wall time
+        return reference, members * steps / floor_s, members * steps / wall
+
+    results = [benchmark.pedantic(one_round, rounds=1, iterations=1)] + [one_round() for _ in range(rounds - 1)]
+    report(benchmark, results, steps, f"MinAtar DQN, Breakout, K = {members} lock-step (aggregate)")
