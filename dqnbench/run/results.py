@@ -349,10 +349,9 @@ def load_results(path: str | os.PathLike, all_runs: bool = False) -> Results:
         records = dict(sorted(records.items(), key=lambda item: (order.get(item[0], len(order)), item[0])))
     parts: dict[str, list[pa.Table]] = {name: [] for name in TABLES}
     for run_id in list(records):
-        try:  # the magic bytes were there; the rest of the file may still be damaged
-            read = {name: _read_table(runs_dir(path) / run_id / f"{name}.parquet") for name in TABLES}
-        except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a damaged file
-            damaged[run_id] = f"{runs_dir(path) / run_id} has a damaged table ({type(exc).__name__}: {exc})"
+        read = _read_tables(runs_dir(path) / run_id)
+        if isinstance(read, str):
+            damaged[run_id] = read
             del records[run_id]
             continue
         for name, table in read.items():
@@ -385,6 +384,19 @@ def _ordered_columns(rows: list[dict[str, Any]]) -> list[str]:
     for row in rows:
         config_keys += [k for k in row if k not in config_keys and k not in RUN_COLUMNS + RUN_SUMMARY]
     return [*RUN_COLUMNS, *config_keys, *RUN_SUMMARY]
+
+
+def _read_tables(run_dir: Path) -> dict[str, pa.Table] | str:
+    """A run's tables, or what is damaged in one, naming the file (its magic bytes were there; the rest of it
+    may still be damaged)."""
+    tables = {}
+    for name in TABLES:
+        file = run_dir / f"{name}.parquet"
+        try:
+            tables[name] = _read_table(file)
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a damaged file
+            return f"{file} is damaged ({type(exc).__name__}: {exc})"
+    return tables
 
 
 def _read_table(path: Path) -> pa.Table:
