@@ -19,12 +19,34 @@ import json
 import random
 import sys
 import time
+from collections.abc import Callable
 
 import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+def learn_step(
+    online: nn.Module,
+    target: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    gamma: float,
+    *rows: np.ndarray,
+) -> None:
+    """One DQN gradient step on NumPy rows, as a script writes it: the target net's max on the next observations
+    without autograd, the online net's Q-value of each action, ``loss``, backward, the optimizer's step. ``rows``:
+    observations, actions ``(B, 1)``, rewards, next observations, dones."""
+    obs, actions, rewards, next_obs, dones = rows
+    with torch.no_grad():
+        target_max = target(torch.from_numpy(next_obs)).max(dim=1).values
+        y = torch.from_numpy(rewards) + gamma * target_max * (1 - torch.from_numpy(dones))
+    q = online(torch.from_numpy(obs)).gather(1, torch.from_numpy(actions)).squeeze(1)
+    optimizer.zero_grad(set_to_none=True)
+    loss(q, y).backward()
+    optimizer.step()
 
 
 def cleanrl_floor(env_id: str, total_steps: int, seed: int, learning_starts: int) -> dict:
@@ -69,15 +91,8 @@ def cleanrl_floor(env_id: str, total_steps: int, seed: int, learning_starts: int
         if step > learning_starts:
             if step % 10 == 0:
                 rows = np.random.randint(0, min(step + 1, capacity), size=batch)
-                with torch.no_grad():
-                    target_max = target(torch.from_numpy(next_observations[rows])).max(dim=1).values
-                    not_done = 1 - torch.from_numpy(dones[rows])
-                    td_target = torch.from_numpy(rewards[rows]) + gamma * target_max * not_done
-                q = online(torch.from_numpy(observations[rows])).gather(1, torch.from_numpy(actions[rows])).squeeze(1)
-                loss = F.mse_loss(td_target, q)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                batch_rows = (observations[rows], actions[rows], rewards[rows], next_observations[rows], dones[rows])
+                learn_step(online, target, optimizer, F.mse_loss, gamma, *batch_rows)
                 learn_steps += 1
             if step % 500 == 0:
                 target.load_state_dict(online.state_dict())
@@ -131,14 +146,8 @@ def minatar_floor(total_steps: int, seed: int = 0, game: str = "breakout", repla
 
         if t > replay_start_size:
             rows = np.random.randint(0, min(t + 1, capacity), size=32)
-            with torch.no_grad():
-                target_max = target(torch.from_numpy(next_states[rows])).max(dim=1).values
-                y = torch.from_numpy(rewards[rows]) + 0.99 * target_max * (1 - torch.from_numpy(dones[rows]))
-            q = online(torch.from_numpy(states[rows])).gather(1, torch.from_numpy(actions[rows])).squeeze(1)
-            loss = F.smooth_l1_loss(q, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            batch_rows = (states[rows], actions[rows], rewards[rows], next_states[rows], dones[rows])
+            learn_step(online, target, optimizer, F.smooth_l1_loss, 0.99, *batch_rows)
             learn_steps += 1
             if learn_steps % 1_000 == 0:
                 target.load_state_dict(online.state_dict())
