@@ -109,15 +109,14 @@ def test_loaded_tables_equal_a_concat_of_each_runs_frame(tmp_path):
     write_run(tmp_path, old)
     for name in TABLES:  # this run's files as the pandas path wrote them
         pandas_frame(old, name).to_parquet(old_dir / f"{name}.parquet", index=False)
-    run_ids = [o.run_id for o in [*OUTPUTS, old]]
-    write_plan(tmp_path, _grid(tmp_path), run_ids)
-
-    res = load_results(tmp_path)
-    for name in TABLES:
-        parts = [pd.read_parquet(runs_dir(tmp_path) / r / f"{name}.parquet") for r in run_ids]
-        expected = pd.concat([p for p in parts if len(p)], ignore_index=True)
-        pd.testing.assert_frame_equal(getattr(res, name), expected, check_exact=True)
-    assert list(res.evals.run_id.unique()) == ["aaa-s0", "bbb-s0", "old-s0"]  # the run without evals adds none
+    for run_ids in ([o.run_id for o in [*OUTPUTS, old]], [o.run_id for o in [old, *OUTPUTS]]):  # old file first too
+        write_plan(tmp_path, _grid(tmp_path), run_ids)
+        res = load_results(tmp_path)
+        for name in TABLES:
+            parts = [pd.read_parquet(runs_dir(tmp_path) / r / f"{name}.parquet") for r in run_ids]
+            expected = pd.concat([p for p in parts if len(p)], ignore_index=True)
+            pd.testing.assert_frame_equal(getattr(res, name), expected, check_exact=True)
+        assert set(res.evals.run_id) == {"aaa-s0", "bbb-s0", "old-s0"}  # the run without evals adds none
 
 
 def test_runs_whose_column_types_differ_still_load_as_pandas_unifies_them(tmp_path):

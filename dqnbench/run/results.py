@@ -412,7 +412,7 @@ def _concat(parts: list[pa.Table]) -> pd.DataFrame:
     fill with ints in one run and floats in another) are unified by pandas, as a concat of their frames."""
     try:
         return pa.concat_tables(parts).to_pandas()
-    except pa.ArrowInvalid:
+    except pa.ArrowException:  # schemas that differ (ArrowInvalid), or types Arrow cannot merge
         return pd.concat([part.to_pandas() for part in parts], ignore_index=True)
 
 
