@@ -18,9 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from dqnbench.run.results import (
-    EPISODE_COLUMNS,
-    EVAL_COLUMNS,
-    STEP_COLUMNS,
+    TABLE_COLUMNS,
     TABLES,
     RunOutput,
     load_results,
@@ -28,8 +26,6 @@ from dqnbench.run.results import (
     write_plan,
     write_run,
 )
-
-ORDER = {"steps": STEP_COLUMNS, "episodes": EPISODE_COLUMNS, "evals": EVAL_COLUMNS}
 
 
 def run_output(run_id: str, seed: int, n_steps: int = 300, windowed: bool = False, evals: bool = True) -> RunOutput:
@@ -75,7 +71,7 @@ def run_output(run_id: str, seed: int, n_steps: int = 300, windowed: bool = Fals
 def pandas_frame(output: RunOutput, name: str) -> pd.DataFrame:
     """The frame the pandas path wrote for this table (``DataFrame(...).to_parquet(index=False)``)."""
     columns = getattr(output, name)
-    data = {c: columns[c] for c in ORDER[name] if c in columns}
+    data = {c: columns[c] for c in TABLE_COLUMNS[name] if c in columns}
     length = len(next(iter(data.values()))) if data else 0
     return pd.DataFrame({"run_id": pd.Series([output.run_id] * length, dtype=str), **data})
 

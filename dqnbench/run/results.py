@@ -45,6 +45,8 @@ TABLES = ("steps", "episodes", "evals")
 STEP_COLUMNS = ("step", "episode", "reward", "t_act", "t_env", "t_learn", "loss", "q_max", "epsilon", "steps_n")
 EPISODE_COLUMNS = ("episode", "step", "return", "length")
 EVAL_COLUMNS = ("step", "mean_return", "std_return", "returns")
+#: each table's columns, by table name
+TABLE_COLUMNS = {"steps": STEP_COLUMNS, "episodes": EPISODE_COLUMNS, "evals": EVAL_COLUMNS}
 
 
 @dataclass
@@ -169,8 +171,7 @@ def _arrow_table(run_id: str, columns: Mapping[str, Any], name: str) -> pa.Table
     without a DataFrame's cost per table: the parent writes every run of a sweep, and at 64 runs the
     conversion through pandas cost it about a second.
     """
-    order = {"steps": STEP_COLUMNS, "episodes": EPISODE_COLUMNS, "evals": EVAL_COLUMNS}[name]
-    data = {c: columns[c] for c in order if c in columns}
+    data = {c: columns[c] for c in TABLE_COLUMNS[name] if c in columns}
     length = len(next(iter(data.values()))) if data else 0
     arrays = {"run_id": pa.array([run_id] * length, RUN_ID_TYPE)}
     arrays.update({c: pa.array(values, from_pandas=True) for c, values in data.items()})
@@ -417,5 +418,4 @@ def _concat(parts: list[pa.Table]) -> pd.DataFrame:
 
 
 def _empty_table(name: str) -> pd.DataFrame:
-    order = {"steps": STEP_COLUMNS, "episodes": EPISODE_COLUMNS, "evals": EVAL_COLUMNS}[name]
-    return pd.DataFrame(columns=["run_id", *order])
+    return pd.DataFrame(columns=["run_id", *TABLE_COLUMNS[name]])

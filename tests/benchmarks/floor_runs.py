@@ -100,6 +100,11 @@ def cleanrl_floor(env_id: str, total_steps: int, seed: int, learning_starts: int
     return {"steps": total_steps, "learn_steps": learn_steps, "forwards": forwards}
 
 
+def minatar_epsilon(t: int, replay_start_size: int) -> float:
+    """MinAtar's ε at frame ``t``: 1 until the replay start, then linear to 0.1 over 100,000 frames."""
+    return 1.0 if t < replay_start_size else max(1.0 - 0.9 * (t - replay_start_size) / 100_000, 0.1)
+
+
 def minatar_floor(total_steps: int, seed: int = 0, game: str = "breakout", replay_start_size: int = 5_000) -> dict:
     """MinAtar's DQN (``examples/dqn.py``: conv 16×3×3 → 128, Huber loss, centered RMSProp 2.5e-4, α 0.95,
     ε 0.01, batch 32, one learn step per frame after the replay start, a target copy every 1,000 learn steps,
@@ -127,7 +132,7 @@ def minatar_floor(total_steps: int, seed: int = 0, game: str = "breakout", repla
     env.reset()
     state = env.state().transpose(2, 0, 1).astype(np.float32)
     for t in range(total_steps):
-        epsilon = 1.0 if t < replay_start_size else max(1.0 - 0.9 * (t - replay_start_size) / 100_000, 0.1)
+        epsilon = minatar_epsilon(t, replay_start_size)
         if random.random() < epsilon:
             action = random.randrange(n_actions)
         else:
@@ -189,7 +194,7 @@ def minatar_lockstep_floor(total_steps: int, members: int = 8, seed: int = 0, re
     learn_steps = 0
 
     for t in range(total_steps):
-        epsilon = 1.0 if t < replay_start_size else max(1.0 - 0.9 * (t - replay_start_size) / 100_000, 0.1)
+        epsilon = minatar_epsilon(t, replay_start_size)
         explore = [random.random() < epsilon for _ in range(members)]
         chosen = [random.randrange(n_actions) for _ in range(members)]
         if not all(explore):

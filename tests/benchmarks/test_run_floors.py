@@ -69,6 +69,11 @@ def test_cleanrl_config_floor(benchmark):
     report(benchmark, results, steps, "CleanRL classic-control config, CartPole-v1")
 
 
+def learn_steps_of(runs: list[dict]) -> list[tuple]:
+    """Each run's learn steps by env and seed (the runs finish in any order)."""
+    return sorted((r["env"], r["seed"], r["learn_steps"]) for r in runs)
+
+
 def test_cleanrl_job_floor(benchmark):
     """The job of ``test_job_vs_cleanrl`` (3 envs × 3 seeds, 2 processes at a time) as the port and as the floor
     script: what running single-run scripts gains at most. dqnbench's job goes further only by lock-step."""
@@ -79,8 +84,7 @@ def test_cleanrl_job_floor(benchmark):
     def both() -> tuple[float, float]:
         port, port_runs = port_job_wall(envs, seeds, steps)
         floor, floor_runs = port_job_wall(envs, seeds, steps, script=Path(__file__).with_name("floor_runs.py"))
-        work = lambda runs: sorted((r["env"], r["seed"], r["learn_steps"]) for r in runs)  # noqa: E731
-        assert work(port_runs) == work(floor_runs)
+        assert learn_steps_of(port_runs) == learn_steps_of(floor_runs)
         return port, floor
 
     port, floor = benchmark.pedantic(both, rounds=1, iterations=1)
