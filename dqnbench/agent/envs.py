@@ -14,6 +14,7 @@ Why it is built this way, with measurements: ``docs/internals.md`` (``agent.envs
 
 from __future__ import annotations
 
+import copy
 import difflib
 import importlib
 from collections.abc import Callable, Sequence
@@ -22,11 +23,54 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.spaces import MultiDiscrete
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
+from gymnasium.vector.utils import concatenate
 
 from dqnbench.errors import DqnbenchError
 from dqnbench.plugin.checks import check_obs_space
 from dqnbench.plugin.obs import ObsSpec
+
+
+class SameStepSyncVectorEnv(SyncVectorEnv):
+    """gymnasium's ``SyncVectorEnv`` in same-step autoreset, with a step written for what lock-step runs step.
+
+    The same calls in the same order as ``SyncVectorEnv.step`` (each env's step, a reset when its episode
+    ends, the infos merged as it merges them, the observations concatenated into its buffer, the same copies
+    returned), so the same results; what it leaves out is generic machinery that costs a few envs a large
+    share of their step: ``iterate`` over the action space, the mode dispatch per env, and merging an empty
+    info. At K = 3 that is 7 µs of Acrobot's 180 and 17 µs of MountainCar's 85 (``tests/test_lockstep.py``
+    holds it equal to the parent). Actions other than a Discrete space's batch take the parent's step.
+    """
+
+    def __init__(self, env_fns: Sequence[Callable[[], gym.Env]], **kwargs: Any) -> None:
+        super().__init__(env_fns, autoreset_mode=AutoresetMode.SAME_STEP, **kwargs)
+        self._lean = isinstance(self.action_space, MultiDiscrete) and self.action_space.nvec.ndim == 1
+
+    def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        if not self._lean:
+            return super().step(actions)
+        infos: dict[str, Any] = {}
+        observations, rewards, terminations, truncations = (
+            self._env_obs, self._rewards, self._terminations, self._truncations
+        )  # fmt: skip
+        for i, env in enumerate(self.envs):
+            obs, rewards[i], terminations[i], truncations[i], env_info = env.step(actions[i])
+            if terminations[i] or truncations[i]:
+                infos = self._add_info(infos, {"final_obs": obs, "final_info": env_info}, i)
+                obs, env_info = env.reset()
+            observations[i] = obs
+            if env_info:
+                infos = self._add_info(infos, env_info, i)
+        self._observations = concatenate(self.single_observation_space, observations, self._observations)
+        self._autoreset_envs = np.logical_or(terminations, truncations)
+        return (
+            copy.deepcopy(self._observations) if self.copy else self._observations,
+            np.copy(rewards),
+            np.copy(terminations),
+            np.copy(truncations),
+            infos,
+        )
 
 
 class OneEnv:
@@ -245,7 +289,7 @@ def make_envs(factory: Callable[..., gym.Env], env_id: str, members: int | None)
     vector = getattr(factory, "vector", None)
     if vector is not None:
         return vector(env_id, members)
-    return SyncVectorEnv([lambda: factory(env_id) for _ in range(members)], autoreset_mode=AutoresetMode.SAME_STEP)
+    return SameStepSyncVectorEnv([lambda: factory(env_id) for _ in range(members)])
 
 
 def reset_by_seed(envs: Any, seeds: Sequence[int]) -> tuple[Any, dict[str, Any]]:

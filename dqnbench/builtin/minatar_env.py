@@ -21,9 +21,8 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
-from dqnbench.agent.envs import register_namespace, unknown_id_message
+from dqnbench.agent.envs import SameStepSyncVectorEnv, register_namespace, unknown_id_message
 from dqnbench.errors import DqnbenchError
 
 
@@ -94,7 +93,7 @@ def minatar(env_id: str, sticky_action_prob: float = 0.1, difficulty_ramping: bo
 def minatar_vector(env_id: str, num_envs: int, **params: Any) -> gym.vector.VectorEnv:
     """``num_envs`` MinAtar games in a ``SyncVectorEnv`` with same-step autoreset (MinAtar has no native vector env)."""
     envs = [minatar(env_id, **params) for _ in range(num_envs)]
-    return SyncVectorEnv([lambda env=env: env for env in envs], autoreset_mode=AutoresetMode.SAME_STEP)
+    return SameStepSyncVectorEnv([lambda env=env: env for env in envs])
 
 
 minatar.vector = minatar_vector

@@ -100,6 +100,111 @@ def cleanrl_floor(env_id: str, total_steps: int, seed: int, learning_starts: int
     return {"steps": total_steps, "learn_steps": learn_steps, "forwards": forwards}
 
 
+class StackedMLP:
+    """``members`` MLPs as stacked weights ``(K, in, out)`` and biases ``(K, 1, out)``: the forward pass as
+    ``torch.baddbmm`` on ``(K, B, in)``, the MSE loss's gradient derived by hand (as dqnbench's ``mlp`` path
+    derives it) into the weights' ``.grad``, one fused Adam over the stacked tensors (Adam is element-wise, so
+    that is K Adams). The fastest plain form of a small MLP's learn step we know, so a floor built on it is not
+    beaten by a faster learn step. Each member's layers start as ``nn.Linear``'s."""
+
+    def __init__(self, members: int, sizes: tuple[int, ...], lr: float) -> None:
+        nets = [[nn.Linear(a, b) for a, b in zip(sizes, sizes[1:])] for _ in range(members)]
+        self.params: list[torch.Tensor] = []
+        for layer in range(len(sizes) - 1):
+            self.params.append(torch.stack([net[layer].weight.detach().T for net in nets]).contiguous())
+            self.params.append(torch.stack([net[layer].bias.detach()[None] for net in nets]).contiguous())
+        self.target = [p.clone() for p in self.params]
+        for p in self.params:
+            p.grad = torch.zeros_like(p)
+        self.optimizer = torch.optim.Adam(self.params, lr=lr, fused=True)
+
+    @staticmethod
+    def forward(params: list[torch.Tensor], x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Q-values ``(K, B, actions)`` and each layer's input (for the backward)."""
+        inputs = []
+        for layer in range(0, len(params), 2):
+            inputs.append(x)
+            x = torch.baddbmm(params[layer + 1], x, params[layer])
+            if layer + 2 < len(params):
+                x = x.relu_()
+        return x, inputs
+
+    def act(self, obs: np.ndarray) -> list[int]:
+        """Each member's greedy action for its observation, ``obs`` ``(K, obs_dim)``."""
+        return self.forward(self.params, torch.from_numpy(obs[:, None]))[0].argmax(dim=-1)[:, 0].tolist()
+
+    def learn(self, gamma: float, obs, actions, rewards, next_obs, dones) -> None:
+        """One gradient step of every member on its own batch (arrays ``(K, B, ...)``, actions ``(K, B, 1)``)."""
+        target_max = self.forward(self.target, torch.from_numpy(next_obs))[0].max(dim=-1).values
+        y = torch.from_numpy(rewards) + gamma * target_max * (1 - torch.from_numpy(dones))
+        q_all, inputs = self.forward(self.params, torch.from_numpy(obs))
+        index = torch.from_numpy(actions)
+        error = q_all.gather(2, index).squeeze(2) - y
+        grad = torch.zeros_like(q_all).scatter_(2, index, (2.0 / y.shape[1]) * error[..., None])  # d mean((q-y)²)
+        for layer in reversed(range(0, len(self.params), 2)):
+            torch.bmm(inputs[layer // 2].transpose(1, 2), grad, out=self.params[layer].grad)
+            torch.sum(grad, dim=1, keepdim=True, out=self.params[layer + 1].grad)
+            if layer:
+                grad = torch.bmm(grad, self.params[layer].transpose(1, 2)).mul_(inputs[layer // 2] > 0)
+        self.optimizer.step()
+
+    def copy_target(self) -> None:
+        torch._foreach_copy_(self.target, self.params)
+
+
+def cleanrl_lockstep_floor(env_id: str, total_steps: int, seeds: list[int], learning_starts: int) -> list[dict]:
+    """:func:`cleanrl_floor` for ``len(seeds)`` runs of one env trained side by side as one program (dqnbench's
+    lock-step group), at its leanest: every member its own bare env stepped in a loop, ε drawn, a forward pass
+    on the K observations when any member acts greedily, NumPy rings ``(capacity, K, ...)``, and every learn
+    step one :class:`StackedMLP` step of all members on their own batches of 128."""
+    members = len(seeds)
+    random.seed(seeds[0])
+    np.random.seed(seeds[0])
+    torch.manual_seed(seeds[0])
+    envs = [gym.make(env_id) for _ in seeds]
+    obs_dim, n_actions = int(np.prod(envs[0].observation_space.shape)), int(envs[0].action_space.n)
+    capacity, batch, gamma = 10_000, 128, 0.99
+    nets = StackedMLP(members, (obs_dim, 120, 84, n_actions), lr=2.5e-4)
+    observations = np.zeros((capacity, members, obs_dim), np.float32)
+    next_observations = np.zeros_like(observations)
+    actions = np.zeros((capacity, members), np.int64)
+    rewards, dones = np.zeros((capacity, members), np.float32), np.zeros((capacity, members), np.float32)
+    lanes = np.arange(members)[:, None]
+    decay = 0.5 * total_steps
+    learn_steps = forwards = 0
+
+    obs = np.stack([env.reset(seed=seed)[0] for env, seed in zip(envs, seeds)]).astype(np.float32)
+    for step in range(total_steps):
+        epsilon = max(1.0 - 0.95 * step / decay, 0.05)
+        explore = [random.random() < epsilon for _ in seeds]
+        chosen = [random.randrange(n_actions) for _ in seeds]
+        if not all(explore):
+            with torch.no_grad():
+                greedy = nets.act(obs)
+            chosen = [c if e else g for c, e, g in zip(chosen, explore, greedy)]
+            forwards += 1
+        slot = step % capacity
+        observations[slot], actions[slot] = obs, chosen
+        for k, env in enumerate(envs):
+            next_obs, reward, terminated, truncated, _ = env.step(chosen[k])
+            next_observations[slot, k], rewards[slot, k], dones[slot, k] = next_obs, reward, terminated
+            obs[k] = env.reset()[0] if terminated or truncated else next_obs
+        if step > learning_starts:
+            if step % 10 == 0:
+                rows = np.random.randint(0, min(step + 1, capacity), size=(members, batch))
+                nets.learn(
+                    gamma, observations[rows, lanes], actions[rows, lanes][..., None], rewards[rows, lanes],
+                    next_observations[rows, lanes], dones[rows, lanes],
+                )  # fmt: skip
+                learn_steps += 1
+            if step % 500 == 0:
+                nets.copy_target()
+    for env in envs:
+        env.close()
+    return [{"env": env_id, "seed": seed, "steps": total_steps, "learn_steps": learn_steps, "forwards": forwards}
+            for seed in seeds]  # fmt: skip
+
+
 def minatar_epsilon(t: int, replay_start_size: int) -> float:
     """MinAtar's ε at frame ``t``: 1 until the replay start, then linear to 0.1 over 100,000 frames."""
     return 1.0 if t < replay_start_size else max(1.0 - 0.9 * (t - replay_start_size) / 100_000, 0.1)
@@ -229,8 +334,15 @@ def minatar_lockstep_floor(total_steps: int, members: int = 8, seed: int = 0, re
     return {"steps": total_steps, "members": members, "learn_steps": learn_steps}
 
 
-if __name__ == "__main__":  # ``python floor_runs.py ENV SEED STEPS LEARNING_STARTS``: one CleanRL-config run
+if __name__ == "__main__":  # ``python floor_runs.py ENV SEEDS STEPS LEARNING_STARTS``: CleanRL-config runs
+    # SEEDS: one seed (a single run, :func:`cleanrl_floor`) or several, comma-separated (a lock-step group of them)
     torch.set_num_threads(1)
+    env_id, seeds = sys.argv[1], [int(seed) for seed in sys.argv[2].split(",")]
+    steps, starts = int(sys.argv[3]), int(sys.argv[4])
     started = time.perf_counter()
-    counts = cleanrl_floor(sys.argv[1], int(sys.argv[3]), int(sys.argv[2]), int(sys.argv[4]))
-    print(json.dumps({"env": sys.argv[1], "seed": int(sys.argv[2]), **counts, "wall_s": time.perf_counter() - started}))
+    if len(seeds) == 1:
+        runs = [{"env": env_id, "seed": seeds[0], **cleanrl_floor(env_id, steps, seeds[0], starts)}]
+    else:
+        runs = cleanrl_lockstep_floor(env_id, steps, seeds, starts)
+    for run in runs:  # one line a run, as the port prints
+        print(json.dumps({**run, "wall_s": time.perf_counter() - started}))

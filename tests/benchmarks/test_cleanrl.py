@@ -96,24 +96,29 @@ def test_single_run_vs_cleanrl(benchmark):
         assert ours / port >= SINGLE_TARGET, f"dqnbench {ours / port:.2f}× the CleanRL port"
 
 
-def port_job_wall(envs: list[str], seeds: list[int], steps: int, script: Path = PORT) -> tuple[float, list[dict]]:
+def port_job_wall(
+    envs: list[str], seeds: list[int], steps: int, script: Path = PORT, tasks: list[tuple[str, list[int]]] | None = None
+) -> tuple[float, list[dict]]:
     """Wall seconds for the port (or another ``script`` taking its arguments) to train every (env, seed),
-    :data:`WORKERS` processes at a time."""
-    queue = [(env, seed) for env in envs for seed in seeds]
+    :data:`WORKERS` processes at a time, and each run's JSON line. ``tasks``: instead, one process per
+    (env, seeds) for a script that trains several seeds as one program (``floor_runs.py``)."""
+    queue = tasks if tasks is not None else [(env, [seed]) for env in envs for seed in seeds]
+    queue = list(queue)
     running: list[subprocess.Popen] = []
     out: list[dict] = []
     started = time.perf_counter()
     while queue or running:
         while queue and len(running) < WORKERS:
-            env, seed = queue.pop(0)
-            args = [sys.executable, str(script), env, str(seed), str(steps), str(learning_starts(steps))]
+            env, task_seeds = queue.pop(0)
+            args = [sys.executable, str(script), env, ",".join(map(str, task_seeds)), str(steps)]
+            args.append(str(learning_starts(steps)))
             running.append(subprocess.Popen(args, stdout=subprocess.PIPE, text=True, cwd=REPO))
         time.sleep(0.01)
         for proc in [p for p in running if p.poll() is not None]:
             running.remove(proc)
             stdout, _ = proc.communicate()
             assert proc.returncode == 0, stdout
-            out.append(json.loads(stdout.strip().splitlines()[-1]))
+            out += [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
     return time.perf_counter() - started, out
 
 

@@ -15,19 +15,25 @@ the same learn steps. Figures: ``docs/benchmarks.md``.
 
 from __future__ import annotations
 
+import io
 import time
-import tomllib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+import dqnbench
 from dqnbench.agent.loop import train, train_lockstep
 from dqnbench.agent.numerics import flush_denormals
+from dqnbench.config.grid import load_grid
+from dqnbench.plugin.registry import load_registry
+from dqnbench.run.groups import lockstep_groups
+from dqnbench.run.runner import fusion_pools, lockstep_cells
 from tests.extras import require
 
 from .floor_runs import cleanrl_floor, minatar_floor, minatar_lockstep_floor
 from .reference_cleanrl import run_reference as run_cleanrl
-from .test_cleanrl import GRID, learning_starts, port_job_wall, single_config
+from .test_cleanrl import PORT, WORKERS, grid_tables, learning_starts, port_job_wall, single_config, toml_text
 from .test_speed import minatar_config, minatar_reference_rate
 
 
@@ -74,22 +80,79 @@ def learn_steps_of(runs: list[dict]) -> list[tuple]:
     return sorted((r["env"], r["seed"], r["learn_steps"]) for r in runs)
 
 
-def test_cleanrl_job_floor(benchmark):
-    """The job of ``test_job_vs_cleanrl`` (3 envs × 3 seeds, 2 processes at a time) as the port and as the floor
-    script: what running single-run scripts gains at most. dqnbench's job goes further only by lock-step."""
-    steps = 300 if benchmark.disabled else 30_000
-    envs = tomllib.loads(GRID.read_text(encoding="utf-8"))["grid"]["experiment.env"][: 1 if benchmark.disabled else 3]
-    seeds = [0] if benchmark.disabled else [0, 1, 2]
+def lockstep_tasks(grid: Path, workers: int) -> list[tuple[str, list[int]]]:
+    """The (env, seeds) of each lock-step group dqnbench's planner makes of ``grid`` for ``workers``, in grid order."""
+    registry = load_registry()
+    plan = load_grid(grid, registry)
+    cells = lockstep_cells(plan, registry, io.StringIO())
+    groups = lockstep_groups(plan, cells, workers, fusion_pools(plan, registry, cells))
+    return [(g[0].config.experiment.env, [spec.seed for spec in g]) for parts in groups.values() for g in parts]
 
-    def both() -> tuple[float, float]:
-        port, port_runs = port_job_wall(envs, seeds, steps)
-        floor, floor_runs = port_job_wall(envs, seeds, steps, script=Path(__file__).with_name("floor_runs.py"))
-        assert learn_steps_of(port_runs) == learn_steps_of(floor_runs)
-        return port, floor
 
-    port, floor = benchmark.pedantic(both, rounds=1, iterations=1)
-    benchmark.extra_info.update(steps=steps, port_wall_s=port, floor_wall_s=floor, floor_x_port=port / floor)
-    print(f"\nCleanRL job: port {port:.1f} s, floor script {floor:.1f} s ({port / floor:.2f}× less wall time)")
+def test_cleanrl_job_floor(benchmark, tmp_path):
+    """The job of ``test_job_vs_cleanrl`` (3 envs × 3 seeds, 2 processes at a time) four ways, one after the other
+    in two rounds of alternating order (best of each):
+    the port's 9 runs; the floor script's 9 single runs (what single-run scripts gain at most); the floor script's
+    lock-step groups (``cleanrl_lockstep_floor``, in the groups dqnbench's planner makes, so the same tasks on
+    the same 2 workers: the job's floor); and dqnbench's ``run_grid``. ``extra_info``: each side's wall time and
+    the port's over it."""
+    quick = benchmark.disabled
+    steps = 300 if quick else 30_000
+    raw = grid_tables(steps)
+    if quick:  # one env, two seeds in one group: every path once, in a few seconds
+        raw["grid"]["experiment.env"] = raw["grid"]["experiment.env"][:1]
+        raw["experiment"]["seeds"] = 2
+    envs, seeds = raw["grid"]["experiment.env"], list(range(raw["experiment"]["seeds"]))
+    grid = tmp_path / "cleanrl-classic.toml"
+    grid.write_text(toml_text(raw), encoding="utf-8")
+    tasks = lockstep_tasks(grid, 1 if quick else WORKERS)
+    script = Path(__file__).with_name("floor_runs.py")
+
+    def single_runs(script: Path, run: Callable[..., dict]) -> tuple[float, list[dict]]:
+        if not quick:
+            return port_job_wall(envs, seeds, steps, script=script)
+        started = time.perf_counter()  # quick: in this process, no interpreter start-ups
+        starts = learning_starts(steps)
+        runs = [{"env": e, "seed": seed, **run(e, steps, seed, learning_starts=starts)} for e in envs for seed in seeds]
+        return time.perf_counter() - started, runs
+
+    def dqnbench_job() -> tuple[float, list[dict]]:
+        started = time.perf_counter()
+        executor = {"executor": "serial"} if quick else {"workers": WORKERS}
+        results = dqnbench.run_grid(grid, tmp_path / "out", stream=io.StringIO(), plots=False, **executor)
+        assert set(results.runs.status) == {"ok"}
+        return time.perf_counter() - started, []
+
+    sides: dict[str, Callable[[], tuple[float, list[dict]]]] = {
+        "port": lambda: single_runs(PORT, run_cleanrl),
+        "floor": lambda: single_runs(script, cleanrl_floor),
+        "lockstep_floor": lambda: port_job_wall(envs, seeds, steps, script=script, tasks=tasks),
+        "dqnbench": dqnbench_job,
+    }
+
+    def one_round(order: list[str]) -> dict[str, float]:
+        walls, runs = {}, {}
+        for side in order:
+            walls[side], runs[side] = sides[side]()
+        assert learn_steps_of(runs["port"]) == learn_steps_of(runs["floor"]) == learn_steps_of(runs["lockstep_floor"])
+        return walls
+
+    # rounds in alternating order (the machine's drift falls on every side), best wall time of each side
+    rounds = [benchmark.pedantic(one_round, args=(list(sides),), rounds=1, iterations=1)]
+    rounds += [one_round(list(sides)[:: (-1) ** r]) for r in range(1, 1 if quick else 2)]
+    walls = {side: min(r[side] for r in rounds) for side in sides}
+    benchmark.extra_info.update(
+        steps=steps, tasks=[f"{env} {members}" for env, members in tasks],
+        **{f"{side}_wall_s": s for side, s in walls.items()},
+        **{f"port_over_{side}": walls["port"] / s for side, s in walls.items() if side != "port"},
+        rounds=rounds,
+    )  # fmt: skip
+    print(
+        f"\nCleanRL job: port {walls['port']:.1f} s; floor, single runs {walls['floor']:.1f} s "
+        f"({walls['port'] / walls['floor']:.2f}× less); floor, lock-step groups {walls['lockstep_floor']:.1f} s "
+        f"({walls['port'] / walls['lockstep_floor']:.2f}×); dqnbench {walls['dqnbench']:.1f} s "
+        f"({walls['port'] / walls['dqnbench']:.2f}×) in groups {tasks}"
+    )
 
 
 @flush_denormals
