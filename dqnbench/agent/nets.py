@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
+from dqnbench.agent.learning import offers_manual_path
 from dqnbench.plugin.obs import ObsSpec
 
 
@@ -33,6 +34,10 @@ class QNetworks:
         self.members = members
         self.params = [p for p in online.parameters() if p.requires_grad]
         self._copies: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
+        #: acting runs the network's manual path where it offers one (:func:`~dqnbench.agent.learning.
+        #: offers_manual_path`): its own forward written without module calls, the same operations and numbers,
+        #: about 20 µs less a step for a small MLP (``tests/test_acting_forward.py``, ``docs/internals.md``)
+        self._manual = offers_manual_path(self.online)
 
     @classmethod
     def of(cls, modules: list[nn.Module], obs: ObsSpec, device: torch.device, stacked: bool) -> QNetworks:
@@ -44,9 +49,10 @@ class QNetworks:
 
     def rows(self, obs: torch.Tensor) -> torch.Tensor:
         """Online outputs for one observation per run: ``obs (R, *shape)`` → ``(R, n_actions[, outputs])``."""
-        if self.members is None:
-            return self.online(obs)
-        return self.online(obs.unsqueeze(1)).squeeze(1)
+        if self.members is not None:
+            obs = obs.unsqueeze(1)
+        outputs = self.online.manual_forward(obs)[0] if self._manual else self.online(obs)
+        return outputs if self.members is None else outputs.squeeze(1)
 
     def sync_target(self, rows: torch.Tensor | None = None) -> None:
         """The hard target copy (Mnih et al. 2015): target ← online, every parameter and buffer.

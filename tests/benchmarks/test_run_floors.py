@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import dqnbench
 from dqnbench.agent.loop import train, train_lockstep
@@ -31,7 +32,7 @@ from dqnbench.run.groups import lockstep_groups
 from dqnbench.run.runner import fusion_pools, lockstep_cells
 from tests.extras import require
 
-from .floor_runs import cleanrl_floor, minatar_floor, minatar_lockstep_floor
+from .floor_runs import cleanrl_floor, cleanrl_lockstep_floor, minatar_floor, minatar_lockstep_floor
 from .reference_cleanrl import run_reference as run_cleanrl
 from .test_cleanrl import PORT, WORKERS, grid_tables, learning_starts, port_job_wall, single_config, toml_text
 from .test_speed import minatar_config, minatar_reference_rate
@@ -117,9 +118,10 @@ def test_cleanrl_job_floor(benchmark, tmp_path):
         return time.perf_counter() - started, runs
 
     def dqnbench_job() -> tuple[float, list[dict]]:
+        out = tmp_path / f"out-{time.perf_counter_ns()}"  # a fresh directory: another round's would be resumed
         started = time.perf_counter()
         executor = {"executor": "serial"} if quick else {"workers": WORKERS}
-        results = dqnbench.run_grid(grid, tmp_path / "out", stream=io.StringIO(), plots=False, **executor)
+        results = dqnbench.run_grid(grid, out, stream=io.StringIO(), plots=False, **executor)
         assert set(results.runs.status) == {"ok"}
         return time.perf_counter() - started, []
 
@@ -151,8 +153,32 @@ def test_cleanrl_job_floor(benchmark, tmp_path):
         f"\nCleanRL job: port {walls['port']:.1f} s; floor, single runs {walls['floor']:.1f} s "
         f"({walls['port'] / walls['floor']:.2f}× less); floor, lock-step groups {walls['lockstep_floor']:.1f} s "
         f"({walls['port'] / walls['lockstep_floor']:.2f}×); dqnbench {walls['dqnbench']:.1f} s "
-        f"({walls['port'] / walls['dqnbench']:.2f}×) in groups {tasks}"
+        f"({walls['port'] / walls['dqnbench']:.2f}×) in groups {tasks}; rounds: {rounds}"
     )
+
+
+@flush_denormals
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Acrobot-v1", "MountainCar-v0"])
+def test_cleanrl_lockstep_group_floor(benchmark, env_id):
+    """One lock-step group of the CleanRL job (3 seeds of one env as one program) in one process: the port's
+    single run (the reference), the floor script's group (``cleanrl_lockstep_floor``) and dqnbench's
+    ``train_lockstep``, interleaved, best of rounds; the groups' rates are aggregate env steps/s. Closer to the
+    arithmetic than the job's wall times, which also hold process start-ups and whatever else the machine runs."""
+    steps, rounds = (300, 1) if benchmark.disabled else (15_000, 3)
+    starts, seeds = learning_starts(steps), [0, 1, 2]
+    config, components = single_config(steps, env_id)
+
+    def one_round() -> tuple[float, float, float]:
+        port_s, port = timed(run_cleanrl, env_id, steps, seed=0, learning_starts=starts)
+        floor_s, floor = timed(cleanrl_lockstep_floor, env_id, steps, seeds, starts)
+        logs = train_lockstep(config, seeds, components)
+        assert [port["learn_steps"]] * 3 == [run["learn_steps"] for run in floor]
+        assert [port["learn_steps"]] * 3 == [int(np.isfinite(log.loss).sum()) for log in logs]
+        wall = sum(log.train_s for log in logs)  # each log holds its 1/K share of the group's wall time
+        return steps / port_s, len(seeds) * steps / floor_s, len(seeds) * steps / wall
+
+    results = [benchmark.pedantic(one_round, rounds=1, iterations=1)] + [one_round() for _ in range(rounds - 1)]
+    report(benchmark, results, steps, f"CleanRL config, {env_id}, K = 3 lock-step (aggregate)")
 
 
 @flush_denormals
