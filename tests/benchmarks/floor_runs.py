@@ -9,8 +9,10 @@ batches, plain ``nn.Sequential`` networks, autograd and torch's multi-tensor opt
 
 What it leaves out that a benchmarking tool must do: per-step timing and records, probes of max Q,
 episode bookkeeping beyond a reset, checks, checkpoints, progress. So the floor over the reference is
-the most any implementation of the same arithmetic in PyTorch gains on that config on this machine,
-and a target above it is out of reach without changing the arithmetic (``test_run_floors.py``).
+what the plain arithmetic gains on that config on this machine (``test_run_floors.py``).
+:func:`cleanrl_lockstep_floor` goes further, as dqnbench's ``mlp`` path does: its learn step is derived
+by hand (:class:`StackedMLP`), so its floor (K members, or K = 1 for one run) is the tighter one: a
+target above it is out of reach without changing the arithmetic.
 """
 
 from __future__ import annotations
