@@ -39,7 +39,7 @@ class SameStepSyncVectorEnv(SyncVectorEnv):
     ends, the infos merged as it merges them, the observations concatenated into its buffer, the same copies
     returned), so the same results; what it leaves out is generic machinery that costs a few envs a large
     share of their step: ``iterate`` over the action space, the mode dispatch per env, and merging an empty
-    info. At K = 3 that is 7 µs of Acrobot's 180 and 17 µs of MountainCar's 85 (``tests/test_lockstep.py``
+    info. At K = 3 that is 7 µs of Acrobot's 180 and 17 µs of MountainCar's 85 (``tests/test_vector_envs.py``
     holds it equal to the parent). Actions other than a Discrete space's batch take the parent's step.
     """
 

@@ -66,7 +66,7 @@ class SameStepCartPoleVectorEnv(CartPoleVectorEnv):
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         """``CartPoleVectorEnv.step``'s physics, the same NumPy operations in the same order (so the same numbers,
-        ``tests/test_envs_cartpole.py``), without what costs a small K most of a step: its MultiDiscrete
+        ``tests/test_vector_envs.py``), without what costs a small K most of a step: its MultiDiscrete
         ``contains`` check (21 µs) and its next-step reset, which draws from the shared generator every step
         (8 µs for an empty draw) and which this env's same-step reset replaces. At K = 3 a step takes about
         half the time of the parent's (``docs/internals.md``)."""

@@ -56,10 +56,13 @@ def grid_tables(steps: int) -> dict:
     return raw
 
 
-def single_config(steps: int, env: str = "CartPole-v1"):
+def single_config(steps: int, env: str = "CartPole-v1", eval_episodes: int | None = None):
+    """One run of the grid's config on ``env`` (``eval_episodes``: fewer final evaluation episodes, for smoke runs)."""
     raw = grid_tables(steps)
     raw.pop("grid")
     raw["experiment"].update(env=env, seeds=1)
+    if eval_episodes is not None:
+        raw["experiment"]["eval_episodes"] = eval_episodes
     registry = load_registry(load_entrypoints=False)
     config = plan_grid(raw, GRID, registry).runs[0].config
     return config, bind_components(config, choose(config, registry))

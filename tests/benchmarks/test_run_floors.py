@@ -177,7 +177,7 @@ def test_cleanrl_lockstep_group_floor(benchmark, env_id):
     arithmetic than the job's wall times, which also hold process start-ups and whatever else the machine runs."""
     steps, rounds = (300, 1) if benchmark.disabled else (15_000, 3)
     starts, seeds = learning_starts(steps), [0, 1, 2]
-    config, components = single_config(steps, env_id)
+    config, components = single_config(steps, env_id, eval_episodes=1 if benchmark.disabled else None)
 
     def one_round() -> tuple[float, float, float]:
         port_s, port = timed(run_cleanrl, env_id, steps, seed=0, learning_starts=starts)
