@@ -29,6 +29,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+try:
+    from .reference_cleanrl import QNetwork as CleanRLNetwork
+    from .reference_cleanrl import Settings, epsilon_at
+except ImportError:  # run as a script (``python floor_runs.py …``): its own directory is on sys.path
+    from reference_cleanrl import QNetwork as CleanRLNetwork
+    from reference_cleanrl import Settings, epsilon_at
+
+#: CleanRL's classic-control settings, as the port reads them
+CLEANRL = Settings()
+
+
+def seed_all(seed: int) -> None:
+    """Python's ``random``, NumPy's global RNG and torch, as a script seeds them (dqnbench's ``seed_everything``
+    does the same, but importing dqnbench would add its import time to every floor process of the job)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
 
 def learn_step(
     online: nn.Module,
@@ -54,31 +72,24 @@ def learn_step(
 def cleanrl_floor(env_id: str, total_steps: int, seed: int, learning_starts: int) -> dict:
     """CleanRL's classic-control DQN (120-84, MSE, Adam 2.5e-4, batch 128, buffer 10k, a learn step every 10 env
     steps after ``learning_starts``, a target copy every 500 env steps, ε 1 → 0.05 over half the run)."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+    seed_all(seed)
     env = gym.make(env_id)
     obs_dim, n_actions = int(np.prod(env.observation_space.shape)), int(env.action_space.n)
-    capacity, batch, gamma = 10_000, 128, 0.99
-
-    def network() -> nn.Module:
-        layers = (nn.Linear(obs_dim, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, n_actions))
-        return nn.Sequential(*layers)
-
-    online, target = network(), network()
+    capacity, batch, gamma = CLEANRL.buffer_size, CLEANRL.batch_size, CLEANRL.gamma
+    online, target = (CleanRLNetwork(obs_dim, n_actions).network for _ in range(2))  # the plain Sequentials
     target.load_state_dict(online.state_dict())
-    optimizer = torch.optim.Adam(online.parameters(), lr=2.5e-4, fused=True)
+    optimizer = torch.optim.Adam(online.parameters(), lr=CLEANRL.learning_rate, fused=True)
     observations = np.zeros((capacity, obs_dim), np.float32)
     next_observations = np.zeros((capacity, obs_dim), np.float32)
     actions = np.zeros((capacity, 1), np.int64)
     rewards = np.zeros(capacity, np.float32)
     dones = np.zeros(capacity, np.float32)
-    decay = 0.5 * total_steps
+    decay = CLEANRL.exploration_fraction * total_steps
     learn_steps = forwards = 0
 
     obs, _ = env.reset(seed=seed)
     for step in range(total_steps):
-        if random.random() < max(1.0 - 0.95 * step / decay, 0.05):
+        if random.random() < epsilon_at(CLEANRL.start_e, CLEANRL.end_e, decay, step):
             action = random.randrange(n_actions)
         else:
             with torch.no_grad():
@@ -91,12 +102,12 @@ def cleanrl_floor(env_id: str, total_steps: int, seed: int, learning_starts: int
         obs = env.reset()[0] if terminated or truncated else next_obs
 
         if step > learning_starts:
-            if step % 10 == 0:
+            if step % CLEANRL.train_frequency == 0:
                 rows = np.random.randint(0, min(step + 1, capacity), size=batch)
                 batch_rows = (observations[rows], actions[rows], rewards[rows], next_observations[rows], dones[rows])
                 learn_step(online, target, optimizer, F.mse_loss, gamma, *batch_rows)
                 learn_steps += 1
-            if step % 500 == 0:
+            if step % CLEANRL.target_network_frequency == 0:
                 target.load_state_dict(online.state_dict())
     env.close()
     return {"steps": total_steps, "learn_steps": learn_steps, "forwards": forwards}
@@ -107,12 +118,12 @@ class StackedMLP:
     ``torch.baddbmm`` on ``(K, B, in)``, the MSE loss's gradient derived by hand (as dqnbench's ``mlp`` path
     derives it) into the weights' ``.grad``, one fused Adam over the stacked tensors (Adam is element-wise, so
     that is K Adams). The fastest plain form of a small MLP's learn step we know, so a floor built on it is not
-    beaten by a faster learn step. Each member's layers start as ``nn.Linear``'s."""
+    beaten by a faster learn step. Each member starts as ``network()`` (Linear and ReLU layers) starts."""
 
-    def __init__(self, members: int, sizes: tuple[int, ...], lr: float) -> None:
-        nets = [[nn.Linear(a, b) for a, b in zip(sizes, sizes[1:])] for _ in range(members)]
+    def __init__(self, members: int, network: Callable[[], nn.Module], lr: float) -> None:
+        nets = [[m for m in network().modules() if isinstance(m, nn.Linear)] for _ in range(members)]
         self.params: list[torch.Tensor] = []
-        for layer in range(len(sizes) - 1):
+        for layer in range(len(nets[0])):
             self.params.append(torch.stack([net[layer].weight.detach().T for net in nets]).contiguous())
             self.params.append(torch.stack([net[layer].bias.detach()[None] for net in nets]).contiguous())
         self.target = [p.clone() for p in self.params]
@@ -160,24 +171,22 @@ def cleanrl_lockstep_floor(env_id: str, total_steps: int, seeds: list[int], lear
     on the K observations when any member acts greedily, NumPy rings ``(capacity, K, ...)``, and every learn
     step one :class:`StackedMLP` step of all members on their own batches of 128."""
     members = len(seeds)
-    random.seed(seeds[0])
-    np.random.seed(seeds[0])
-    torch.manual_seed(seeds[0])
+    seed_all(seeds[0])
     envs = [gym.make(env_id) for _ in seeds]
     obs_dim, n_actions = int(np.prod(envs[0].observation_space.shape)), int(envs[0].action_space.n)
-    capacity, batch, gamma = 10_000, 128, 0.99
-    nets = StackedMLP(members, (obs_dim, 120, 84, n_actions), lr=2.5e-4)
+    capacity, batch, gamma = CLEANRL.buffer_size, CLEANRL.batch_size, CLEANRL.gamma
+    nets = StackedMLP(members, lambda: CleanRLNetwork(obs_dim, n_actions), lr=CLEANRL.learning_rate)
     observations = np.zeros((capacity, members, obs_dim), np.float32)
     next_observations = np.zeros_like(observations)
     actions = np.zeros((capacity, members), np.int64)
     rewards, dones = np.zeros((capacity, members), np.float32), np.zeros((capacity, members), np.float32)
     lanes = np.arange(members)[:, None]
-    decay = 0.5 * total_steps
+    decay = CLEANRL.exploration_fraction * total_steps
     learn_steps = forwards = 0
 
     obs = np.stack([env.reset(seed=seed)[0] for env, seed in zip(envs, seeds)]).astype(np.float32)
     for step in range(total_steps):
-        epsilon = max(1.0 - 0.95 * step / decay, 0.05)
+        epsilon = epsilon_at(CLEANRL.start_e, CLEANRL.end_e, decay, step)
         explore = [random.random() < epsilon for _ in seeds]
         chosen = [random.randrange(n_actions) for _ in seeds]
         if not all(explore):
@@ -192,14 +201,14 @@ def cleanrl_lockstep_floor(env_id: str, total_steps: int, seeds: list[int], lear
             next_observations[slot, k], rewards[slot, k], dones[slot, k] = next_obs, reward, terminated
             obs[k] = env.reset()[0] if terminated or truncated else next_obs
         if step > learning_starts:
-            if step % 10 == 0:
+            if step % CLEANRL.train_frequency == 0:
                 rows = np.random.randint(0, min(step + 1, capacity), size=(members, batch))
                 nets.learn(
                     gamma, observations[rows, lanes], actions[rows, lanes][..., None], rewards[rows, lanes],
                     next_observations[rows, lanes], dones[rows, lanes],
                 )  # fmt: skip
                 learn_steps += 1
-            if step % 500 == 0:
+            if step % CLEANRL.target_network_frequency == 0:
                 nets.copy_target()
     for env in envs:
         env.close()
@@ -220,9 +229,7 @@ def minatar_floor(total_steps: int, seed: int = 0, game: str = "breakout", repla
 
     from .reference_minatar import QNetwork
 
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+    seed_all(seed)
     env = Environment(game)
     env.seed(seed)
     channels, n_actions = env.state_shape()[2], env.num_actions()
@@ -276,9 +283,7 @@ def minatar_lockstep_floor(total_steps: int, members: int = 8, seed: int = 0, re
 
     from .reference_minatar import QNetwork
 
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+    seed_all(seed)
     envs = [Environment("breakout") for _ in range(members)]
     for k, env in enumerate(envs):
         env.seed(seed + k)

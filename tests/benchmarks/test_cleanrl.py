@@ -105,8 +105,7 @@ def port_job_wall(
     """Wall seconds for the port (or another ``script`` taking its arguments) to train every (env, seed),
     :data:`WORKERS` processes at a time, and each run's JSON line. ``tasks``: instead, one process per
     (env, seeds) for a script that trains several seeds as one program (``floor_runs.py``)."""
-    queue = tasks if tasks is not None else [(env, [seed]) for env in envs for seed in seeds]
-    queue = list(queue)
+    queue = list(tasks) if tasks is not None else [(env, [seed]) for env in envs for seed in seeds]
     running: list[subprocess.Popen] = []
     out: list[dict] = []
     started = time.perf_counter()
