@@ -329,10 +329,21 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+@pytest.fixture
+def baseline_or_fresh(request, baseline_session: Path, tmp_path: Path) -> Path:
+    """The module's baseline sessions; on a rerun, fresh ones. A baseline measured in a slow stretch of a shared VM
+    flags unchanged code as surely as a slow new session: once, the three baseline sessions' calibration took 444 µs
+    against the loaded sessions' 295 µs, and the rerun compared against that same baseline again."""
+    if getattr(request.node, "execution_count", 1) > 1:  # pytest-rerunfailures counts the tries
+        return run_sessions(tmp_path / "base", [CALIBRATION, PLANTED, *SUITE])
+    return baseline_session
+
+
 @pytest.mark.slow
-@pytest.mark.flaky(reruns=1)  # the loaded sessions again (the baseline is the module's): see SESSIONS
-def test_unchanged_code_under_machine_load_is_not_flagged(baseline_session, tmp_path):
+@pytest.mark.flaky(reruns=1)  # the loaded sessions again, against a fresh baseline (baseline_or_fresh): see SESSIONS
+def test_unchanged_code_under_machine_load_is_not_flagged(baseline_or_fresh, tmp_path):
     """Busy loops on every core (NumPy matrix products, one thread each) during both loaded sessions."""
+    baseline_session = baseline_or_fresh
     env = os.environ | {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     burners = [
         subprocess.Popen([sys.executable, "-c", BURNER], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from dqnbench.agent.loop import build, train_runs
-from dqnbench.builtin.explorations import epsilon_greedy, epsilon_greedy_lazily
+from dqnbench.builtin.explorations import epsilon_greedy, epsilon_greedy_lazily, uniform
 from dqnbench.config.grid import plan_grid
 from dqnbench.plugin.registry import load_registry
 from dqnbench.run.runner import bind_components, choose
@@ -81,3 +81,23 @@ def test_a_forward_that_draws_random_numbers_is_never_skipped(extra):
     config, components = plan(extra)
     agent = build(config, [0], components, stacked=False)[0]
     assert not agent.lazy  # skipping it would move the RNG stream: results would change
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_single_run_draw_is_torch_rand(dtype):
+    """``uniform()`` (ε-greedy's draw on a single run's every step) writes into a kept tensor: the same numbers and
+    the same RNG state as ``torch.rand(())``, in inference mode or not, whatever the default dtype."""
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        torch.manual_seed(3)
+        expected = [float(torch.rand(())) for _ in range(200)]
+        after = torch.get_rng_state()
+        torch.manual_seed(3)
+        with torch.inference_mode():
+            drawn = [uniform() for _ in range(100)]
+        drawn += [uniform() for _ in range(100)]
+        assert drawn == expected
+        assert torch.equal(torch.get_rng_state(), after)
+    finally:
+        torch.set_default_dtype(default)

@@ -8,6 +8,7 @@ draws stay the same for any values (always ``rand(K)`` and ``randint(K)``).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import numpy as np
@@ -39,12 +40,25 @@ def epsilon_greedy_lazily(
     if epsilon <= 0.0:
         return greedy(q_values())
     if rows == 1:  # the acting hot path: one draw decides, a second only when exploring
-        if float(torch.rand(())) < epsilon:
+        if uniform() < epsilon:
             return torch.randint(n_actions, (1,), device=device)
         return greedy(q_values())
     explore = torch.rand(rows, device=device) < epsilon
     random_actions = torch.randint(n_actions, (rows,), device=device)
     return random_actions if bool(explore.all()) else torch.where(explore, random_actions, greedy(q_values()))
+
+
+_draws = threading.local()
+
+
+def uniform() -> float:
+    """One draw of ``torch.rand(())`` (the same number, the same RNG state after), written into a tensor kept per
+    thread instead of a new one: ~1.3 µs against ~3.3 µs, on every env step of a single run."""
+    buffer = getattr(_draws, "buffer", None)
+    if buffer is None or buffer.dtype != torch.get_default_dtype():  # as torch.rand: float64 draws 64 bits
+        with torch.inference_mode(False):  # a normal tensor, which acting (in inference mode) may write
+            buffer = _draws.buffer = torch.empty(())
+    return float(buffer.uniform_())
 
 
 def greedy(q_values: torch.Tensor) -> torch.Tensor:
