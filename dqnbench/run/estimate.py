@@ -43,7 +43,6 @@ from dqnbench.config.grid import Plan, RunSpec
 from dqnbench.config.schedule import LearningSchedule
 from dqnbench.config.schema import RunConfig
 from dqnbench.run.eta import EtaModel, eval_episode_steps, task_plan
-from dqnbench.run.groups import lockstep_groups
 
 #: env steps timed before learning, and learning phases timed after (per task shape)
 PLAIN_STEPS = 200
@@ -252,14 +251,13 @@ def estimate(
 ) -> Estimate:
     """Time each task shape of ``plan`` and lay its tasks out on ``slots`` workers (``workers_start``: in fresh
     processes, as the process executor does)."""
-    from dqnbench.run.runner import fusion_pools, lockstep_cells, make_tasks
+    from dqnbench.run.runner import make_tasks, planned_groups
     from dqnbench.run.task import bind_components, bind_fused, choose, single_thread
 
     age = process_age_s()
     started = time.perf_counter()
-    cells = lockstep_cells(plan, registry, io.StringIO()) if lockstep else set()
-    pools = fusion_pools(plan, registry, cells) if fuse else None
-    tasks = make_tasks(list(plan.runs), (), True, lockstep_groups(plan, cells, slots, pools))
+    groups = planned_groups(plan, registry, slots, io.StringIO(), fuse) if lockstep else {}
+    tasks = make_tasks(list(plan.runs), (), True, groups)
     costs: dict[str, ShapeCost] = {}
     model = EtaModel([task_plan(task.key, task.specs) for task in tasks], slots)
     with single_thread(), torch.random.fork_rng(devices=[]):

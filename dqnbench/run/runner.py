@@ -392,6 +392,15 @@ def fusion_pools(plan: Plan, registry: Registry, cells: set[str]) -> Fusion:
     return Fusion(found, floors)
 
 
+def planned_groups(
+    plan: Plan, registry: Registry, slots: int, stream: TextIO, fuse: bool = True
+) -> dict[str, list[tuple[RunSpec, ...]]]:
+    """The lock-step groups the runner makes of ``plan`` on ``slots`` workers (``fuse``: fused pools, as
+    ``--no-fuse`` leaves out); a notice on ``stream`` for each cell that cannot train in lock-step."""
+    cells = lockstep_cells(plan, registry, stream)
+    return lockstep_groups(plan, cells, slots, fusion_pools(plan, registry, cells) if fuse else None)
+
+
 def plan_failed(results: Results, plan: Plan) -> list[str]:
     """Run ids of the plan that did not finish with status ok."""
     status = dict(zip(results.runs.run_id, results.runs.status)) if len(results.runs) else {}

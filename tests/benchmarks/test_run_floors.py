@@ -29,8 +29,7 @@ from dqnbench.agent.loop import train, train_lockstep
 from dqnbench.agent.numerics import flush_denormals
 from dqnbench.config.grid import load_grid
 from dqnbench.plugin.registry import load_registry
-from dqnbench.run.groups import lockstep_groups
-from dqnbench.run.runner import fusion_pools, lockstep_cells
+from dqnbench.run.runner import planned_groups
 from tests.extras import require
 
 from .floor_runs import cleanrl_floor, cleanrl_lockstep_floor, minatar_floor, minatar_lockstep_floor
@@ -95,9 +94,7 @@ def learn_steps_of(runs: list[dict]) -> list[tuple]:
 def lockstep_tasks(grid: Path, workers: int) -> list[tuple[str, list[int]]]:
     """The (env, seeds) of each lock-step group dqnbench's planner makes of ``grid`` for ``workers``, in grid order."""
     registry = load_registry()
-    plan = load_grid(grid, registry)
-    cells = lockstep_cells(plan, registry, io.StringIO())
-    groups = lockstep_groups(plan, cells, workers, fusion_pools(plan, registry, cells))
+    groups = planned_groups(load_grid(grid, registry), registry, workers, io.StringIO())
     return [(g[0].config.experiment.env, [spec.seed for spec in g]) for parts in groups.values() for g in parts]
 
 
